@@ -1,0 +1,179 @@
+"""ClipAnnotator: decode -> detect -> pose -> track -> validate for one clip, models loaded once."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__, schema
+from .detect import DetectorConfig, Detections, PersonDetector
+from .errors import CurationError
+from .overlay import draw
+from .pose import PoseConfig, PoseEstimator
+from .track import PersonTracker, TrackerConfig
+from .validate import Validation, ValidationConfig, validate
+from .video import Clip, read_clip, write_video
+from .weights import WEIGHTS_ENV, file_sha256
+
+
+@dataclass
+class ReadConfig:
+    max_side: int | None = 640  # frames are resized so max(H, W) <= this; None keeps the source size
+    stride: int = 1
+    max_frames: int | None = None  # cap on decoded frames per clip (after stride)
+
+
+@dataclass
+class AnnotatorConfig:
+    weights_dir: str | None = None  # overrides $AVATAR_WEIGHTS_DIR while models load
+    read: ReadConfig = field(default_factory=ReadConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+@contextmanager
+def _weights_dir(path: str | None):
+    old = os.environ.get(WEIGHTS_ENV)
+    if path:
+        os.environ[WEIGHTS_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if path:
+            os.environ.pop(WEIGHTS_ENV) if old is None else os.environ.__setitem__(WEIGHTS_ENV, old)
+
+
+@dataclass
+class ClipAnnotation:
+    """Everything known about one annotated clip; ``to_tables`` gives its dataset rows."""
+
+    clip_id: str
+    clip: Clip
+    masks: np.ndarray  # (T, N, H, W) bool
+    validation: Validation
+    detections: list[Detections]
+    keypoint_format: str
+    timings: dict[str, float]
+
+    @property
+    def num_persons(self) -> int:
+        return int(self.masks.shape[1])
+
+    def clip_row(self) -> dict:
+        c = self.clip
+        return schema.clip_row(
+            self.clip_id, c.source, status="done", num_frames=c.num_frames, fps=c.fps, width=c.width,
+            height=c.height, audio=c.audio_source, num_persons=self.num_persons,
+            quality=self.validation.quality, passed=self.validation.passed,
+            timings={s: float(self.timings.get(s, 0.0)) for s in schema.STAGES},
+        )
+
+    def tracks_table(self) -> pa.Table:
+        v, t_len, n = self.validation, self.masks.shape[0], self.masks.shape[1]
+        rows = []
+        for i in range(n):
+            for t in range(t_len):
+                det = v.det_boxes[t, i]
+                rows.append({
+                    "clip_id": self.clip_id, "person_id": i, "frame_idx": int(self.clip.frame_indices[t]),
+                    "mask": schema.encode_mask(self.masks[t, i]), "box": v.boxes[t, i].tolist(),
+                    "det_box": None if np.isnan(det).any() else det.tolist(),
+                    "keypoints": v.keypoints[t, i].reshape(-1).tolist(),
+                    "det_iou": float(v.det_iou[t, i]),
+                    "kpt_in_mask": None if np.isnan(v.kpt_in_mask[t, i]) else float(v.kpt_in_mask[t, i]),
+                    "valid": bool(v.valid[t, i]), "reasons": v.reasons[t][i],
+                })
+        return pa.Table.from_pylist(rows, schema=schema.TRACKS_SCHEMA)
+
+    def render_preview(self, path: str | os.PathLike) -> Path:
+        v = self.validation
+        frames = np.stack([
+            draw(f, self.masks[t], v.keypoints[t], v.valid[t]) for t, f in enumerate(self.clip.frames)
+        ])
+        return write_video(path, frames, self.clip.fps, crf=23)
+
+
+class ClipAnnotator:
+    """Annotate clips with the four curation steps; construct once, call per clip."""
+
+    def __init__(self, config: AnnotatorConfig | None = None):
+        self.config = c = config or AnnotatorConfig()
+        with _weights_dir(c.weights_dir):
+            self.detector = PersonDetector(c.detector)
+            self.pose = PoseEstimator(c.pose)
+            self.tracker = PersonTracker(c.tracker)
+
+    @property
+    def info(self) -> dict:
+        """How a dataset made by this annotator was made (parquet file metadata)."""
+        models = {
+            "detector": self.detector.weights_path, "pose": self.pose.weights_path,
+            "tracker": self.tracker.weights_path,
+        }
+        return {
+            "avatarkit.pipeline_version": __version__,
+            "avatarkit.models": {k: (Path(p).name if p else None) for k, p in models.items()},
+            "avatarkit.backends": {"pose": self.pose.backend, "tracker": self.tracker.backend,
+                                   "tracker_model": self.tracker.model_name},
+            "avatarkit.weight_sha256": {k: (file_sha256(str(p)) if p else "random-init") for k, p in models.items()},
+            "avatarkit.config": asdict(self.config),
+            "keypoint_format": self.pose.keypoint_format,
+        }
+
+    def __call__(
+        self, video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
+        start: int = 0, end: int | None = None,
+    ) -> ClipAnnotation:
+        r = self.config.read
+        timings: dict[str, float] = {}
+        tic = time.perf_counter()
+        if r.max_frames is not None:
+            end = min(end, start + r.max_frames * r.stride) if end is not None else start + r.max_frames * r.stride
+        clip = read_clip(video, start=start, end=end, stride=r.stride, max_side=r.max_side, audio=audio)
+        timings["decode"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        detections = self.detector.detect_batch(clip.frames)
+        timings["detect"] = time.perf_counter() - tic
+        first = detections[0]
+        if len(first) == 0:
+            raise CurationError(
+                f"no person found in the first frame of {video}",
+                "start the clip on a frame where the people are visible, or lower detector.conf",
+            )
+
+        tic = time.perf_counter()
+        poses = [self.pose(f, d.boxes) for f, d in zip(clip.frames, detections)]
+        timings["pose"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        masks = self.tracker(clip, first.boxes, poses[0])
+        timings["track"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        verdict = validate(clip.frames, masks, detections, poses, self.config.validation)
+        timings["validate"] = time.perf_counter() - tic
+        return ClipAnnotation(
+            clip_id=schema.make_clip_id(video, start, end, r.stride), clip=clip, masks=masks,
+            validation=verdict, detections=detections, keypoint_format=self.pose.keypoint_format,
+            timings=timings,
+        )
+
+    def write(self, annotations: list[ClipAnnotation], out: str | os.PathLike,
+              failed: list[dict] | None = None) -> Path:
+        """Write a dataset folder: clips.parquet (done + ``failed`` rows) and tracks.parquet/."""
+        out = Path(out)
+        info = self.info
+        rows = [a.clip_row() for a in annotations] + list(failed or [])
+        schema.write_clips(out, rows, info)
+        if annotations:
+            schema.write_tracks(out, pa.concat_tables([a.tracks_table() for a in annotations]), info)
+        return out

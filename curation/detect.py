@@ -1,0 +1,63 @@
+"""PersonDetector: ultralytics YOLO restricted to the person class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+from .weights import resolve_weights
+from .yolo import PERSON, load_yolo
+
+
+@dataclass
+class Detections:
+    """Persons found in one frame, in pixel coordinates of that frame."""
+
+    boxes: np.ndarray  # (N, 4) float32 xyxy
+    scores: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+
+@dataclass
+class DetectorConfig:
+    weights: str = "yolov8n_int8.onnx"  # a name under $AVATAR_WEIGHTS_DIR, or a path
+    imgsz: int = 640
+    conf: float = 0.35
+    iou: float = 0.6
+    min_box_area: float = 0.002  # share of the frame; smaller boxes are ignored
+
+
+class PersonDetector:
+    """YOLO person detector; weights resolved explicit path -> $AVATAR_WEIGHTS_DIR -> hub."""
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config or DetectorConfig()
+        self.weights_path = resolve_weights(self.config.weights)
+        self.model = load_yolo(self.weights_path, "detect", self.config.imgsz)
+
+    def __call__(self, frame: np.ndarray) -> Detections:
+        """Detect persons in one RGB frame."""
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: list[np.ndarray] | np.ndarray) -> list[Detections]:
+        c = self.config
+        out = []
+        for frame in frames:
+            # ultralytics takes numpy images as BGR.
+            r = self.model.predict(
+                np.ascontiguousarray(frame[..., ::-1]), imgsz=c.imgsz, conf=c.conf, iou=c.iou,
+                classes=[PERSON], verbose=False,
+            )[0]
+            boxes = r.boxes.xyxy.cpu().numpy().astype(np.float32)
+            scores = r.boxes.conf.cpu().numpy().astype(np.float32)
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            keep = area >= c.min_box_area * frame.shape[0] * frame.shape[1]
+            order = np.argsort(-scores[keep])
+            out.append(Detections(boxes[keep][order], scores[keep][order]))
+        return out

@@ -1,0 +1,141 @@
+"""The dataset contract between curation/ and model/: pyarrow schemas and read/write helpers.
+
+A dataset folder holds ``clips.parquet`` (one row per input clip, failures included) and
+``tracks.parquet/`` (one row per clip, person and frame; hive-partitioned by clip_id). Masks are
+COCO RLE (pycocotools). File metadata says how the dataset was made (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from pycocotools import mask as mask_utils
+
+from .errors import CurationError
+
+SCHEMA_VERSION = "1"
+STAGES = ("decode", "detect", "pose", "track", "validate")
+
+TIMINGS_TYPE = pa.struct([(s, pa.float32()) for s in STAGES])
+CLIPS_SCHEMA = pa.schema([
+    ("clip_id", pa.string()),
+    ("source", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("num_frames", pa.int32()),
+    ("fps", pa.float32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("audio", pa.string()),
+    ("num_persons", pa.int32()),
+    ("quality", pa.float32()),
+    ("passed", pa.bool_()),
+    ("timings", TIMINGS_TYPE),
+])
+MASK_TYPE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.binary())])
+BOX_TYPE = pa.list_(pa.float32(), 4)
+TRACKS_SCHEMA = pa.schema([
+    ("clip_id", pa.string()),
+    ("person_id", pa.int32()),
+    ("frame_idx", pa.int32()),
+    ("mask", MASK_TYPE),
+    ("box", BOX_TYPE),
+    ("det_box", BOX_TYPE),
+    ("keypoints", pa.list_(pa.float32())),
+    ("det_iou", pa.float32()),
+    ("kpt_in_mask", pa.float32()),
+    ("valid", pa.bool_()),
+    ("reasons", pa.list_(pa.string())),
+])
+CLIPS_FILE, TRACKS_DIR = "clips.parquet", "tracks.parquet"
+_PARTITIONING = pads.partitioning(pa.schema([("clip_id", pa.string())]), flavor="hive")
+
+
+def make_clip_id(source: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1) -> str:
+    """Stable id of a clip: hash of the source as given plus its frame range."""
+    key = f"{source}|{start}|{'' if end is None else end}|{stride}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]}
+
+
+def decode_mask(rle: dict) -> np.ndarray:
+    return mask_utils.decode({"size": list(rle["size"]), "counts": rle["counts"]}).astype(bool)
+
+
+def clip_row(clip_id: str, source: str, *, status: str, error: str | None = None, **fields) -> dict:
+    """One clips.parquet row; missing fields are null (a failed clip has few)."""
+    row = {name: None for name in CLIPS_SCHEMA.names}
+    row.update(clip_id=clip_id, source=str(source), status=status, error=error, **fields)
+    unknown = set(row) - set(CLIPS_SCHEMA.names)
+    if unknown:
+        raise KeyError(f"not clips.parquet columns: {sorted(unknown)}")
+    return row
+
+
+def dataset_metadata(info: dict) -> dict[bytes, bytes]:
+    """Parquet key-value metadata: every value JSON-encoded, plus the schema version."""
+    meta = {"avatarkit.schema_version": SCHEMA_VERSION, **info}
+    return {k.encode(): (v if isinstance(v, str) else json.dumps(v)).encode() for k, v in meta.items()}
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The key-value metadata of one parquet file (clips.parquet or a tracks part)."""
+    raw = pq.read_schema(path).metadata or {}
+    out = {}
+    for k, v in raw.items():
+        key = k.decode()
+        if not key.startswith("avatarkit.") and key not in ("keypoint_format",):
+            continue
+        try:
+            out[key] = json.loads(v)
+        except json.JSONDecodeError:
+            out[key] = v.decode()
+    return out
+
+
+def write_clips(folder: str | os.PathLike, rows: list[dict], info: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA.with_metadata(dataset_metadata(info)))
+    pq.write_table(table, folder / CLIPS_FILE)
+    return folder / CLIPS_FILE
+
+
+def write_tracks(folder: str | os.PathLike, table: pa.Table, info: dict) -> Path:
+    """Write (or replace) the partitions of the clips in ``table``."""
+    root = Path(folder) / TRACKS_DIR
+    table = table.cast(TRACKS_SCHEMA).replace_schema_metadata(dataset_metadata(info))
+    pq.write_to_dataset(
+        table, root, partitioning=_PARTITIONING, existing_data_behavior="delete_matching",
+        basename_template="part-{i}.parquet",
+    )
+    return root
+
+
+def read_clips(folder: str | os.PathLike) -> pa.Table:
+    path = Path(folder) / CLIPS_FILE
+    if not path.exists():
+        raise CurationError(f"{folder} is not a curated dataset (no {CLIPS_FILE})", "run `avatar curate` to make one")
+    return pq.read_table(path)
+
+
+def read_tracks(folder: str | os.PathLike, clip_id: str | None = None) -> pa.Table:
+    """Track rows (all clips, or one), in schema column order, sorted by person and frame."""
+    root = Path(folder) / TRACKS_DIR
+    if not root.exists():
+        return TRACKS_SCHEMA.empty_table()
+    data = pads.dataset(root, format="parquet", partitioning=_PARTITIONING)
+    table = data.to_table(filter=(pads.field("clip_id") == clip_id) if clip_id else None)
+    table = table.select(TRACKS_SCHEMA.names).cast(TRACKS_SCHEMA)
+    return table.sort_by([("clip_id", "ascending"), ("person_id", "ascending"), ("frame_idx", "ascending")])

@@ -1,0 +1,234 @@
+"""PersonTracker: one mask per first-frame person, through the whole clip.
+
+Backends
+- ``sam2``: the sam2 package's video predictor. Each person is prompted on frame 0 with its box,
+  its confident body keypoints as positive points and the other persons' keypoints inside its box
+  as negative points, then propagated. A checkpoint loads from a path / $AVATAR_WEIGHTS_DIR / the hub.
+- ``ultralytics``: YOLOv8-seg instances + ultralytics' own tracker (ByteTrack). Identities stay fixed to
+  the first-frame persons: each frame, instances are assigned to persons (Hungarian) on a score that
+  mixes the tracker's id, overlap with the person's motion-predicted box and colour appearance, so a
+  crossing or a re-acquired track does not swap people. ``association="track_id"`` is the naive
+  baseline (a person follows the track id it got on frame 0), kept for benchmarks.
+- ``auto``: sam2 if a SAM2 checkpoint is found locally, otherwise ultralytics.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from . import appearance
+from .errors import CurationError
+from .geometry import box_iou, mask_box, match
+from .video import Clip
+from .weights import find_local_weights, resolve_weights
+from .yolo import PERSON, load_yolo
+
+BODY_KEYPOINTS = 17  # the COCO body part of both coco17 and wholebody133
+
+
+@dataclass
+class TrackerConfig:
+    backend: Literal["auto", "sam2", "ultralytics"] = "auto"
+    device: str = "cpu"
+    # sam2
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # from the sam2 package
+    sam2_checkpoint: str | None = "sam2.1_hiera_tiny.pt"  # None: random weights (tests, speed only)
+    sam2_image_size: int | None = None  # None keeps the config's 1024; smaller is faster on CPU
+    prompt_keypoint_score: float = 0.5  # keypoints at or above this become point prompts
+    max_positive_points: int = 8
+    # ultralytics
+    seg_weights: str = "yolov8n-seg_int8_320.onnx"
+    seg_imgsz: int = 320
+    seg_conf: float = 0.25
+    tracker: str = "bytetrack.yaml"
+    association: Literal["identity", "track_id"] = "identity"
+    weights: dict = field(default_factory=lambda: {"box": 0.5, "appearance": 0.3, "track_id": 0.3})
+    min_match_score: float = 0.3
+
+
+class PersonTracker:
+    """``tracker(clip, boxes, keypoints) -> masks (T, N, H, W) bool`` for the N first-frame persons."""
+
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = c = config or TrackerConfig()
+        backend = c.backend
+        if backend == "auto":
+            backend = "sam2" if c.sam2_checkpoint and find_local_weights(c.sam2_checkpoint) else "ultralytics"
+        self.backend = backend
+        if backend == "sam2":
+            self._impl = _Sam2Backend(c)
+        elif backend == "ultralytics":
+            self._impl = _UltralyticsBackend(c)
+        else:
+            raise CurationError(f"tracker backend {backend!r} is unknown", "use 'auto', 'sam2' or 'ultralytics'")
+        self.weights_path = self._impl.weights_path
+        self.model_name = self._impl.model_name
+
+    def __call__(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> np.ndarray:
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            raise CurationError(f"no person to track in {clip.source}", "give at least one first-frame box")
+        if keypoints is None:
+            keypoints = np.zeros((len(boxes), BODY_KEYPOINTS, 3), np.float32)
+        return self._impl.track(clip, boxes, keypoints)
+
+
+# ----------------------------------------------------------------------------------------- sam2
+class _Sam2Backend:
+    def __init__(self, c: TrackerConfig):
+        import torch
+        from sam2.build_sam import build_sam2_video_predictor
+
+        self.config = c
+        self.weights_path = resolve_weights(c.sam2_checkpoint) if c.sam2_checkpoint else None
+        self.model_name = Path(c.sam2_config).stem
+        overrides = [f"++model.image_size={c.sam2_image_size}"] if c.sam2_image_size else []
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.predictor = build_sam2_video_predictor(
+                    c.sam2_config, ckpt_path=str(self.weights_path) if self.weights_path else None,
+                    device=c.device, hydra_overrides_extra=overrides,
+                )
+        except (RuntimeError, KeyError, OSError, EOFError, ValueError) as exc:
+            raise CurationError(
+                f"SAM2 checkpoint {self.weights_path} does not fit config {c.sam2_config} "
+                f"({type(exc).__name__}: {str(exc)[:200]})",
+                "pass the config that matches the checkpoint (tiny -> sam2.1_hiera_t.yaml, small -> _s, "
+                "base_plus -> _b+, large -> _l) or re-download the checkpoint",
+            ) from exc
+        self.torch = torch
+
+    def _prompts(self, boxes: np.ndarray, keypoints: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        body = keypoints[:, :BODY_KEYPOINTS]
+        own = body[i][body[i, :, 2] >= c.prompt_keypoint_score]
+        own = own[np.argsort(-own[:, 2])][: c.max_positive_points, :2]
+        x0, y0, x1, y1 = boxes[i]
+        neg = [
+            p[:2] for j in range(len(boxes)) if j != i for p in body[j]
+            if p[2] >= c.prompt_keypoint_score and x0 <= p[0] <= x1 and y0 <= p[1] <= y1
+        ]
+        points = np.concatenate([own, np.asarray(neg, np.float32).reshape(-1, 2)]).astype(np.float32)
+        labels = np.concatenate([np.ones(len(own)), np.zeros(len(neg))]).astype(np.int32)
+        return points, labels
+
+    def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
+        with tempfile.TemporaryDirectory(prefix="avatar-sam2-") as folder:
+            for t, frame in enumerate(clip.frames):  # the predictor reads a folder of numbered JPEGs
+                cv2.imwrite(f"{folder}/{t:05d}.jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.config.device.startswith("cuda") \
+                else torch.autocast("cpu", enabled=False)
+            with torch.inference_mode(), autocast, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = self.predictor.init_state(
+                    folder, offload_video_to_cpu=True, offload_state_to_cpu=self.config.device != "cpu"
+                )
+                for i, box in enumerate(boxes):
+                    points, labels = self._prompts(boxes, keypoints, i)
+                    self.predictor.add_new_points_or_box(
+                        state, frame_idx=0, obj_id=i, box=box,
+                        points=points if len(points) else None, labels=labels if len(points) else None,
+                    )
+                for t, obj_ids, logits in self.predictor.propagate_in_video(state):
+                    for k, obj in enumerate(obj_ids):
+                        masks[t, obj] = (logits[k, 0] > 0).cpu().numpy()
+                self.predictor.reset_state(state)
+        return masks
+
+
+# ---------------------------------------------------------------------------------- ultralytics
+@dataclass
+class _Person:
+    box: np.ndarray
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    reference: np.ndarray | None = None  # appearance histogram from frame 0
+    track_id: int | None = None
+    missing: int = 0
+
+    def predicted_box(self) -> np.ndarray:
+        """Constant-velocity guess, trusted for a few frames only."""
+        return self.box + self.velocity * min(1 + self.missing, 3)
+
+    def search_box(self) -> np.ndarray:
+        """Where the person may be: the predicted box, widened the longer they have been unseen."""
+        b = self.predicted_box()
+        grow = min(0.2 * self.missing, 1.5) * np.array([-1, -1, 1, 1]) * (b[2:] - b[:2]).repeat(2) / 2
+        return b + grow
+
+
+class _UltralyticsBackend:
+    def __init__(self, c: TrackerConfig):
+        self.config = c
+        self.weights_path = resolve_weights(c.seg_weights)
+        self.model_name = Path(c.seg_weights).stem
+        self.model = load_yolo(self.weights_path, "segment", c.seg_imgsz)
+
+    def _instances(self, frame: np.ndarray, first: bool):
+        c = self.config
+        r = self.model.track(
+            np.ascontiguousarray(frame[..., ::-1]), persist=not first, tracker=c.tracker, imgsz=c.seg_imgsz,
+            conf=c.seg_conf, classes=[PERSON], retina_masks=True, verbose=False,
+        )[0]
+        if r.masks is None or len(r.boxes) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0, *frame.shape[:2]), bool), [None] * 0
+        masks = r.masks.data.cpu().numpy() > 0.5
+        if masks.shape[1:] != frame.shape[:2]:
+            masks = np.stack([cv2.resize(m.astype(np.uint8), frame.shape[1::-1]) > 0 for m in masks])
+        ids = r.boxes.id.int().tolist() if r.boxes.id is not None else [None] * len(masks)
+        return r.boxes.xyxy.cpu().numpy().astype(np.float32), masks, ids
+
+    def _score(self, persons: list[_Person], boxes, hists, ids) -> np.ndarray:
+        w = self.config.weights
+        iou = box_iou(np.stack([p.predicted_box() for p in persons]), boxes)
+        score = w["box"] * iou
+        if self.config.association == "track_id":
+            return np.array([[1.0 if p.track_id is not None and p.track_id == tid else 0.0 for tid in ids]
+                             for p in persons], np.float32)
+        for i, p in enumerate(persons):
+            for j, tid in enumerate(ids):
+                score[i, j] += w["appearance"] * appearance.similarity(p.reference, hists[j])
+                score[i, j] += w["track_id"] * (p.track_id is not None and p.track_id == tid)
+        # An instance far from where the person can be is never theirs, however it looks.
+        reach = box_iou(np.stack([p.search_box() for p in persons]), boxes)
+        return np.where(reach > 0.0, score, 0.0)
+
+    def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
+        persons = [_Person(box=b.copy()) for b in boxes]
+        for t, frame in enumerate(clip.frames):
+            inst_boxes, inst_masks, ids = self._instances(frame, first=t == 0)
+            if len(inst_boxes) == 0:
+                for p in persons:
+                    p.missing += 1
+                continue
+            hists = [appearance.hs_histogram(frame, m) for m in inst_masks]
+            if t == 0:  # identities are the given first-frame persons: bind them by overlap
+                pairs = match(box_iou(boxes, inst_boxes), 0.3)
+            else:
+                pairs = match(self._score(persons, inst_boxes, hists, ids), self.config.min_match_score
+                              if self.config.association == "identity" else 0.5)
+            matched = set()
+            for i, j in pairs:
+                p = persons[i]
+                masks[t, i] = inst_masks[j]
+                new_box = mask_box(inst_masks[j])
+                step = (new_box - p.box) / (1 + p.missing)
+                p.velocity = step if t == 1 else 0.5 * p.velocity + 0.5 * step
+                p.box, p.missing, p.track_id = new_box, 0, ids[j]
+                if p.reference is None:
+                    p.reference = hists[j]
+                matched.add(i)
+            for i, p in enumerate(persons):
+                if i not in matched:
+                    p.missing += 1
+        return masks
