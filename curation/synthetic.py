@@ -131,14 +131,17 @@ def generate_clip(
     w, h = size
     bg = _background(rng, size, root)
     sprites = load_sprites(root)
-    # Lanes across the frame; crossing swaps the first two people's start and end lanes.
-    lanes = np.linspace(0.12, 0.88, num_persons) * w + rng.uniform(-0.03, 0.03, num_persons) * w
-    order = rng.permutation(num_persons)
-    starts, ends = lanes[order].copy(), lanes[order].copy()
+    # People stand in lanes across the frame and walk at 4-8 px/frame (at 640 px wide: a walk, not
+    # a sprint); with ``crossing`` two of them start either side of a meeting point and swap sides.
+    lanes = np.linspace(0.15, 0.85, num_persons) * w + rng.uniform(-0.03, 0.03, num_persons) * w
+    starts = lanes[rng.permutation(num_persons)]
+    travel = rng.uniform(4, 8, num_persons) * (w / 640) * (num_frames - 1)
+    ends = starts + rng.choice([-1, 1], num_persons) * travel
     if crossing and num_persons >= 2:
         a, b = rng.choice(num_persons, 2, replace=False)
-        ends[a], ends[b] = starts[b], starts[a]
-    ends += rng.uniform(-0.04, 0.04, num_persons) * w
+        meet, gap = starts[a], (travel[a] + travel[b]) / 4
+        starts[a], starts[b], ends[a], ends[b] = meet - gap, meet + gap, meet + gap, meet - gap
+    starts, ends = np.clip(starts, 0.08 * w, 0.92 * w), np.clip(ends, 0.08 * w, 0.92 * w)
     feet = rng.uniform(0.86, 0.99, num_persons) * h  # lower feet = nearer = drawn on top
     people = []
     for i in range(num_persons):

@@ -51,6 +51,7 @@ class TrackerConfig:
     association: Literal["identity", "track_id"] = "identity"
     weights: dict = field(default_factory=lambda: {"box": 0.5, "appearance": 0.3, "track_id": 0.3})
     min_match_score: float = 0.3
+    min_reacquire_score: float = 0.1  # second pass: unseen persons vs instances nobody took
 
 
 class PersonTracker:
@@ -173,18 +174,34 @@ class _UltralyticsBackend:
         self.model_name = Path(c.seg_weights).stem
         self.model = load_yolo(self.weights_path, "segment", c.seg_imgsz)
 
-    def _instances(self, frame: np.ndarray, first: bool):
+    def _new_tracker(self):
+        """A fresh ultralytics BYTETracker (one per clip), configured from its own YAML."""
+        from ultralytics.trackers.byte_tracker import BYTETracker
+        from ultralytics.utils import YAML, IterableSimpleNamespace
+        from ultralytics.utils.checks import check_yaml
+
+        return BYTETracker(IterableSimpleNamespace(**YAML.load(check_yaml(self.config.tracker))))
+
+    def _instances(self, frame: np.ndarray, tracker):
+        """All person instances of the frame: boxes, masks, and the tracker's id where it has one.
+
+        ultralytics' ``model.track`` returns only confirmed tracks, so a fast mover whose new track is
+        never confirmed vanishes from its output; instances come from ``predict`` and the tracker only
+        labels them.
+        """
         c = self.config
-        r = self.model.track(
-            np.ascontiguousarray(frame[..., ::-1]), persist=not first, tracker=c.tracker, imgsz=c.seg_imgsz,
-            conf=c.seg_conf, classes=[PERSON], retina_masks=True, verbose=False,
-        )[0]
+        bgr = np.ascontiguousarray(frame[..., ::-1])
+        r = self.model.predict(bgr, imgsz=c.seg_imgsz, conf=c.seg_conf, classes=[PERSON], retina_masks=True,
+                               verbose=False)[0]
         if r.masks is None or len(r.boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros((0, *frame.shape[:2]), bool), [None] * 0
+            tracker.update(r.boxes.cpu().numpy(), bgr)
+            return np.zeros((0, 4), np.float32), np.zeros((0, *frame.shape[:2]), bool), []
         masks = r.masks.data.cpu().numpy() > 0.5
         if masks.shape[1:] != frame.shape[:2]:
             masks = np.stack([cv2.resize(m.astype(np.uint8), frame.shape[1::-1]) > 0 for m in masks])
-        ids = r.boxes.id.int().tolist() if r.boxes.id is not None else [None] * len(masks)
+        ids: list[int | None] = [None] * len(masks)
+        for row in tracker.update(r.boxes.cpu().numpy(), bgr):
+            ids[int(row[-1])] = int(row[4])
         return r.boxes.xyxy.cpu().numpy().astype(np.float32), masks, ids
 
     def _score(self, persons: list[_Person], boxes, hists, ids) -> np.ndarray:
@@ -202,11 +219,25 @@ class _UltralyticsBackend:
         reach = box_iou(np.stack([p.search_box() for p in persons]), boxes)
         return np.where(reach > 0.0, score, 0.0)
 
+    def _assign(self, score: np.ndarray) -> list[tuple[int, int]]:
+        """Hungarian on the scores; then persons left unmatched may take instances nobody took."""
+        c = self.config
+        if c.association == "track_id":
+            return match(score, 0.5)
+        pairs = match(score, c.min_match_score)
+        rest_p = [i for i in range(score.shape[0]) if i not in {p for p, _ in pairs}]
+        rest_j = [j for j in range(score.shape[1]) if j not in {q for _, q in pairs}]
+        if rest_p and rest_j:
+            sub = score[np.ix_(rest_p, rest_j)]
+            pairs += [(rest_p[a], rest_j[b]) for a, b in match(sub, c.min_reacquire_score)]
+        return pairs
+
     def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
         persons = [_Person(box=b.copy()) for b in boxes]
+        tracker = self._new_tracker()
         for t, frame in enumerate(clip.frames):
-            inst_boxes, inst_masks, ids = self._instances(frame, first=t == 0)
+            inst_boxes, inst_masks, ids = self._instances(frame, tracker)
             if len(inst_boxes) == 0:
                 for p in persons:
                     p.missing += 1
@@ -215,14 +246,15 @@ class _UltralyticsBackend:
             if t == 0:  # identities are the given first-frame persons: bind them by overlap
                 pairs = match(box_iou(boxes, inst_boxes), 0.3)
             else:
-                pairs = match(self._score(persons, inst_boxes, hists, ids), self.config.min_match_score
-                              if self.config.association == "identity" else 0.5)
+                pairs = self._assign(self._score(persons, inst_boxes, hists, ids))
             matched = set()
             for i, j in pairs:
                 p = persons[i]
                 masks[t, i] = inst_masks[j]
                 new_box = mask_box(inst_masks[j])
-                step = (new_box - p.box) / (1 + p.missing)
+                # Velocity of the box centre only: a partly hidden person's box shrinks, it does not move.
+                shift = ((new_box[:2] + new_box[2:]) - (p.box[:2] + p.box[2:])) / 2 / (1 + p.missing)
+                step = np.tile(shift, 2)
                 p.velocity = step if t == 1 else 0.5 * p.velocity + 0.5 * step
                 p.box, p.missing, p.track_id = new_box, 0, ids[j]
                 if p.reference is None:

@@ -2,9 +2,11 @@
 
 Each (person, frame) gets a verdict with reasons:
 - ``empty_mask``: the mask vanished while nobody stands in front of where it was;
-- ``no_detection``: no detection box overlaps the mask's box well (det_iou);
+- ``no_detection``: no detection box overlaps the mask's box well (det_iou), unless the person is
+  partly hidden behind another (a shrunken mask touching someone else's), where detectors fail;
 - ``keypoints_outside``: too few of the matched pose's confident keypoints fall inside the mask;
-- ``foreign_keypoints``: another person's keypoints fall inside this mask (a merge);
+- ``foreign_keypoints``: another person's keypoints that lie inside that person's own mask also lie
+  inside this one (a merge; keypoints hidden behind this person are inside this mask only);
 - ``overlap``: this mask swallows a large part of another person's mask;
 - ``temporal_jump``: the mask barely overlaps its own mask on the previous frame;
 - ``area_jump``: its area changed by more than a factor between frames;
@@ -35,6 +37,7 @@ class ValidationConfig:
     max_area_change: float = 1.8
     swap_margin: float = 0.08
     occluded_share: float = 0.5  # an empty mask is fine if others cover this much of its last mask
+    hidden_area: float = 0.6  # below this share of its median area (and touching another) = partly hidden
     min_quality: float = 0.8  # share of valid frames for a clip to pass
 
 
@@ -82,6 +85,7 @@ def validate(
     radius = max(2, int(0.01 * np.hypot(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     references = [appearance.hs_histogram(frames[0], masks[0, i]) for i in range(n)]
+    typical_area = np.median(np.where(areas > 0, areas, np.nan), axis=0)
     last_seen = [masks[0, i] if areas[0, i] else None for i in range(n)]
 
     for t in range(t_len):
@@ -110,14 +114,20 @@ def validate(
                 continue
             last_seen[i] = m[i]
             if det_iou[t, i] < c.min_det_iou:
-                r.append("no_detection")
+                others = m[np.arange(n) != i].any(0) if n > 1 else np.zeros((h, w), bool)
+                partly_hidden = areas[t, i] < c.hidden_area * typical_area[i] and (dilated[i] & others).any()
+                if not partly_hidden:
+                    r.append("no_detection")
             own = kpts[t, i][confident[i]]
             if len(own) >= c.min_confident_keypoints:
                 kin[t, i] = _inside(own, dilated[i]).mean()
                 if kin[t, i] < c.min_kpt_in_mask:
                     r.append("keypoints_outside")
-            foreign = [kpts[t, j][confident[j]] for j in range(n) if j != i and confident[j].sum() >= c.min_confident_keypoints]
-            if foreign and max(_inside(f, m[i]).mean() for f in foreign) > c.max_foreign_kpt_in_mask:
+            shared = [
+                (_inside(f, m[i]) & _inside(f, dilated[j])).mean()
+                for j in range(n) if j != i and present[j] and len(f := kpts[t, j][confident[j]]) >= c.min_confident_keypoints
+            ]
+            if shared and max(shared) > c.max_foreign_kpt_in_mask:
                 r.append("foreign_keypoints")
             for j in range(n):
                 if j != i and present[j] and areas[t, i] >= areas[t, j]:

@@ -1,0 +1,102 @@
+"""`avatar curate ...`: annotate clips from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import schema
+from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig
+from .errors import CurationError
+
+app = typer.Typer(help="Build multi-character mask datasets: detect, pose, track, validate.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def build_config(
+    tracker: str = "auto", pose: str = "auto", max_side: Optional[int] = 640, stride: int = 1,
+    max_frames: Optional[int] = None, weights_dir: Optional[Path] = None,
+    sam2_checkpoint: Optional[str] = None, dwpose: Optional[str] = None,
+) -> AnnotatorConfig:
+    config = AnnotatorConfig(
+        weights_dir=str(weights_dir) if weights_dir else None,
+        read=ReadConfig(max_side=max_side, stride=stride, max_frames=max_frames),
+    )
+    config.tracker.backend = tracker
+    config.pose.backend = pose
+    if sam2_checkpoint:
+        config.tracker.sam2_checkpoint = sam2_checkpoint
+    if dwpose:
+        config.pose.rtmlib_weights = dwpose
+    return config
+
+
+def annotate_many(annotator: ClipAnnotator, items: list[dict], out: Path, previews: bool = True) -> list[dict]:
+    """Annotate each item (video, audio?, start?, end?); a bad one becomes a failed row, the rest go on."""
+    done, failed = [], []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("annotating", total=len(items))
+        for item in items:
+            progress.update(task, description=f"annotating {Path(item['video']).name}")
+            start, end = item.get("start", 0), item.get("end")
+            try:
+                result = annotator(item["video"], audio=item.get("audio"), start=start, end=end)
+                done.append(result)
+                if previews:
+                    result.render_preview(out / "previews" / f"{Path(item['video']).stem}_{result.clip_id}.mp4")
+            except CurationError as exc:
+                cid = schema.make_clip_id(item["video"], start, end, annotator.config.read.stride)
+                failed.append(schema.clip_row(cid, item["video"], status="failed", error=str(exc), audio=item.get("audio")))
+            progress.advance(task)
+    annotator.write(done, out, failed)
+    return [a.clip_row() for a in done] + failed
+
+
+def print_summary(rows: list[dict], out: Path) -> None:
+    table = Table(title=f"dataset {out}")
+    for col in ("source", "status", "frames", "persons", "quality", "passed", "frames/s", "error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        secs = sum((r["timings"] or {}).values()) if r["timings"] else 0
+        fps = f"{r['num_frames'] / secs:.1f}" if secs and r["num_frames"] else "-"
+        table.add_row(
+            Path(r["source"]).name, r["status"], str(r["num_frames"] or "-"), str(r["num_persons"] or "-"),
+            f"{r['quality']:.2f}" if r["quality"] is not None else "-", str(r["passed"] or False), fps,
+            (r["error"] or "")[:120],
+        )
+    Console().print(table)
+
+
+@app.command("clip")
+def clip_command(
+    video: Path = typer.Argument(..., help="video file or folder of numbered frames"),
+    out: Path = typer.Option(..., "--out", "-o", help="dataset folder to write"),
+    audio: Optional[Path] = typer.Option(None, help="audio file for the clip (default: the video's own track)"),
+    start: int = typer.Option(0, help="first frame"),
+    end: Optional[int] = typer.Option(None, help="frame after the last one"),
+    stride: int = typer.Option(1, help="keep every n-th frame"),
+    max_side: Optional[int] = typer.Option(640, help="resize so max(H, W) <= this (0 keeps the source size)"),
+    tracker: str = typer.Option("auto", help="auto | sam2 | ultralytics"),
+    pose: str = typer.Option("auto", help="auto | rtmlib | ultralytics"),
+    weights_dir: Optional[Path] = typer.Option(None, help="folder of weights (default $AVATAR_WEIGHTS_DIR)"),
+    sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM2 checkpoint path or name"),
+    dwpose: Optional[str] = typer.Option(None, help="DWPose/RTMPose ONNX path or name"),
+    preview: bool = typer.Option(True, help="write an overlay preview MP4"),
+) -> None:
+    """Annotate one clip and write clips.parquet + tracks.parquet (+ a preview) to OUT."""
+    if not video.exists():  # say so before spending seconds on loading models
+        raise CurationError(f"video {video} does not exist", "fix the path")
+    config = build_config(tracker, pose, max_side or None, stride, None, weights_dir, sam2_checkpoint, dwpose)
+    annotator = ClipAnnotator(config)
+    result = annotator(video, audio=audio, start=start, end=end)
+    annotator.write([result], out)
+    if preview:
+        path = result.render_preview(out / "previews" / f"{video.stem}_{result.clip_id}.mp4")
+        console.print(f"preview: {path}")
+    print_summary([result.clip_row()], out)

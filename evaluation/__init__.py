@@ -1,0 +1,1 @@
+"""Evaluation: automatic metrics and (later) GSB preference studies."""

@@ -1,0 +1,1 @@
+"""Batch jobs over many clips (Ray Data) and the `avatar` command line."""

@@ -1,0 +1,85 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation import CurationError, schema
+from curation.synthetic import clean_plate
+from curation.video import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bedroom_annotation(annotator, data_dir):
+    return annotator(data_dir / "bedroom" / "bedroom.mp4")
+
+
+def test_annotates_a_real_clip(bedroom_annotation):
+    a = bedroom_annotation
+    assert a.num_persons == 2 and a.masks.shape == (8, 2, 270, 480)
+    assert a.masks[:, :, :, :].any((2, 3)).mean() > 0.9
+    assert set(a.timings) == set(schema.STAGES) and all(v > 0 for v in a.timings.values())
+    assert 0 <= a.validation.quality <= 1
+
+
+def test_dataset_roundtrip(annotator, bedroom_annotation, tmp_path):
+    out = annotator.write([bedroom_annotation], tmp_path / "ds")
+    clips = schema.read_clips(out)
+    assert clips.schema.equals(schema.CLIPS_SCHEMA, check_metadata=False)
+    row = clips.to_pylist()[0]
+    assert row["status"] == "done" and row["num_persons"] == 2 and row["num_frames"] == 8
+    tracks = schema.read_tracks(out, clip_id=row["clip_id"])
+    assert tracks.schema.equals(schema.TRACKS_SCHEMA) and tracks.num_rows == 16
+    for r in tracks.to_pylist():
+        mask = schema.decode_mask(r["mask"])
+        assert np.array_equal(mask, bedroom_annotation.masks[r["frame_idx"], r["person_id"]])
+        assert len(r["keypoints"]) == 17 * 3
+    meta = schema.read_metadata(out / schema.CLIPS_FILE)
+    assert meta["keypoint_format"] == "coco17"
+    assert meta["avatarkit.weight_sha256"]["detector"].startswith("83de8f0d")  # the shared INT8 file
+    assert meta["avatarkit.config"]["validation"]["min_det_iou"] == 0.5
+
+
+def test_clip_without_person(annotator, tmp_path, data_dir):
+    plate = clean_plate(str(data_dir))
+    video = write_video(tmp_path / "empty_room.mp4", np.stack([plate] * 4), 24)
+    with pytest.raises(CurationError, match="no person found"):
+        annotator(video)
+
+
+def _cli(*args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", "from pipelines.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_cli_clip_writes_dataset_and_preview(tmp_path, data_dir, weights_dir):
+    r = _cli("curate", "clip", str(data_dir / "judo" / "images"), "--out", str(tmp_path), "--end", "3",
+             "--max-side", "320", "--tracker", "ultralytics", "--pose", "ultralytics")
+    assert r.returncode == 0, r.stderr
+    assert schema.read_clips(tmp_path).num_rows == 1
+    assert list((tmp_path / "previews").glob("*.mp4"))
+
+
+@pytest.mark.parametrize("case", ["missing_video", "corrupt_video", "bad_weights", "past_end"])
+def test_cli_bad_input_exits_with_message(tmp_path, data_dir, weights_dir, case):
+    video, extra = str(data_dir / "bedroom" / "bedroom.mp4"), []
+    if case == "missing_video":
+        video = str(tmp_path / "nope.mp4")
+    elif case == "corrupt_video":
+        Path(video := str(tmp_path / "bad.mp4")).write_bytes(b"\x00" * 1000)
+    elif case == "bad_weights":
+        bad = tmp_path / "w"
+        bad.mkdir()
+        (bad / "yolov8n_int8.onnx").write_bytes(b"garbage")
+        extra = ["--weights-dir", str(bad)]
+    else:
+        extra = ["--start", "9999"]
+    r = _cli("curate", "clip", video, "--out", str(tmp_path / "out"), *extra)
+    assert r.returncode == 2
+    assert "error:" in r.stderr and "Fix:" in r.stderr and "Traceback" not in r.stderr
+    assert (Path(video).name in r.stderr) or ("yolov8n_int8.onnx" in r.stderr)
