@@ -7,8 +7,10 @@ Backends
 - ``ultralytics``: YOLOv8-seg instances + ultralytics' own tracker (ByteTrack). Identities stay fixed to
   the first-frame persons: each frame, instances are assigned to persons (Hungarian) on a score that
   mixes the tracker's id, overlap with the person's motion-predicted box and colour appearance, so a
-  crossing or a re-acquired track does not swap people. ``association="track_id"`` is the naive
-  baseline (a person follows the track id it got on frame 0), kept for benchmarks.
+  crossing or a re-acquired track does not swap people. Each person's mask is then re-segmented
+  in a crop around it (the 320 px model sees the person at several times the resolution), and
+  pixels claimed twice go to the nearer person. ``association="track_id"`` is the naive baseline
+  (a person follows the track id it got on frame 0), kept for benchmarks.
 - ``auto``: sam2 if a SAM2 checkpoint is found locally, otherwise ultralytics.
 """
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from . import appearance
 from .errors import CurationError
-from .geometry import box_iou, mask_box, match
+from .geometry import box_iou, mask_box, mask_iou, match
 from .video import Clip
 from .weights import find_local_weights, resolve_weights
 from .yolo import PERSON, load_yolo
@@ -52,6 +54,8 @@ class TrackerConfig:
     weights: dict = field(default_factory=lambda: {"box": 0.5, "appearance": 0.3, "track_id": 0.3})
     min_match_score: float = 0.3
     min_reacquire_score: float = 0.1  # second pass: unseen persons vs instances nobody took
+    refine_masks: bool = True  # re-segment each person in a crop around it: finer masks, ~1 seg call per person
+    refine_margin: float = 0.15
 
 
 class PersonTracker:
@@ -219,6 +223,30 @@ class _UltralyticsBackend:
         reach = box_iou(np.stack([p.search_box() for p in persons]), boxes)
         return np.where(reach > 0.0, score, 0.0)
 
+    def _refine(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The person's mask re-segmented in a crop around it; the coarse mask if no crop instance agrees."""
+        c = self.config
+        h, w = mask.shape
+        x0, y0, x1, y1 = mask_box(mask)
+        mx, my = c.refine_margin * (x1 - x0), c.refine_margin * (y1 - y0)
+        x0, y0 = int(max(0, x0 - mx)), int(max(0, y0 - my))
+        x1, y1 = int(min(w, x1 + mx)), int(min(h, y1 + my))
+        crop = np.ascontiguousarray(frame[y0:y1, x0:x1, ::-1])
+        r = self.model.predict(crop, imgsz=c.seg_imgsz, conf=c.seg_conf, classes=[PERSON], retina_masks=True,
+                               verbose=False)[0]
+        if r.masks is None or len(r.boxes) == 0:
+            return mask
+        candidates = r.masks.data.cpu().numpy() > 0.5
+        if candidates.shape[1:] != crop.shape[:2]:
+            candidates = np.stack([cv2.resize(m.astype(np.uint8), crop.shape[1::-1]) > 0 for m in candidates])
+        ious = mask_iou(mask[y0:y1, x0:x1][None], candidates)[0]
+        best = int(ious.argmax())
+        if ious[best] < 0.5:
+            return mask
+        out = np.zeros_like(mask)
+        out[y0:y1, x0:x1] = candidates[best]
+        return out
+
     def _assign(self, score: np.ndarray) -> list[tuple[int, int]]:
         """Hungarian on the scores; then persons left unmatched may take instances nobody took."""
         c = self.config
@@ -263,4 +291,17 @@ class _UltralyticsBackend:
             for i, p in enumerate(persons):
                 if i not in matched:
                     p.missing += 1
+            if self.config.refine_masks:
+                for i in matched:
+                    masks[t, i] = self._refine(frame, masks[t, i])
+            _resolve_overlaps(masks[t], [persons[i].box for i in range(len(persons))], matched)
         return masks
+
+
+def _resolve_overlaps(masks: np.ndarray, boxes: list[np.ndarray], present: set[int]) -> None:
+    """Give each pixel claimed by several persons to the nearest one (lowest box bottom on the
+    ground plane), in place: instance masks of a segmenter overlap, people do not."""
+    claimed = np.zeros(masks.shape[1:], bool)
+    for i in sorted(present, key=lambda i: -boxes[i][3]):
+        masks[i] &= ~claimed
+        claimed |= masks[i]

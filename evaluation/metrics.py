@@ -48,8 +48,8 @@ def track_scores(pred: np.ndarray, gt: np.ndarray) -> dict:
 
     ``pred`` (T, N, H, W) and ``gt`` (T, M, H, W). Predicted tracks are paired with GT persons once,
     on frame 0 (Hungarian on IoU), as the tracker's identities are the first-frame persons. An ID
-    switch is a frame where a visible GT person is best covered by a different predicted track than
-    on its previous matched frame.
+    switch is a frame where a visible GT person is matched (IoU >= 0.5, as in CLEAR-MOT) to a different
+    predicted track than on its previous matched frame.
     """
     t_len, m = gt.shape[:2]
     rows, cols = linear_sum_assignment(-_iou_matrix(gt[0], pred[0]))
@@ -66,7 +66,7 @@ def track_scores(pred: np.ndarray, gt: np.ndarray) -> dict:
             if gt[t, g].any() and pred.shape[1]:
                 ious = _iou_matrix(gt[t, g][None], pred[t])[0]
                 best = int(ious.argmax())
-                if ious[best] > 0.3:
+                if ious[best] >= 0.5:
                     if last is not None and best != last:
                         switches += 1
                     last = best

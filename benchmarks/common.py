@@ -1,0 +1,53 @@
+"""Helpers shared by the benchmark scripts: environment, timing, peak memory, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def setup_env() -> None:
+    os.environ.setdefault("AVATAR_WEIGHTS_DIR", str(SHARED / "models"))
+    os.environ.setdefault("YOLO_OFFLINE", "True")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Stopwatch:
+    """Accumulates seconds and item counts per named stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.items: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, stage: str, items: int = 1):
+        tic = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - tic
+        self.items[stage] = self.items.get(stage, 0) + items
+
+    def rates(self) -> dict[str, float]:
+        return {k: round(self.items[k] / v, 2) for k, v in self.seconds.items() if v > 0}
+
+
+def emit(name: str, result: dict) -> Path:
+    result = {"benchmark": name, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "peak_rss_mb": round(peak_rss_mb(), 1), **result}
+    text = json.dumps(result, indent=2)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(text + "\n")
+    return path
