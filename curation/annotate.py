@@ -101,71 +101,120 @@ class ClipAnnotation:
         return write_video(path, frames, self.clip.fps, crf=23)
 
 
-class ClipAnnotator:
-    """Annotate clips with the four curation steps; construct once, call per clip."""
+@dataclass
+class ClipWork:
+    """A clip part-way through the steps; what travels between pipeline stages."""
 
-    def __init__(self, config: AnnotatorConfig | None = None):
+    clip_id: str
+    source: str
+    clip: Clip
+    timings: dict[str, float] = field(default_factory=dict)
+    detections: list[Detections] | None = None
+    poses: list[np.ndarray] | None = None
+    masks: np.ndarray | None = None
+    keypoint_format: str = "coco17"
+
+
+STEPS = ("detect", "pose", "track")
+
+
+def dataset_info(config: AnnotatorConfig) -> dict:
+    """How a dataset made with ``config`` was made (parquet file metadata), without loading models."""
+    from . import pose as pose_mod, track as track_mod
+    from .weights import resolve_weights
+
+    with _weights_dir(config.weights_dir):
+        pose_backend = pose_mod.resolve_backend(config.pose)
+        track_backend = track_mod.resolve_backend(config.tracker)
+        specs = {
+            "detector": config.detector.weights,
+            "pose": pose_mod.weights_spec(config.pose, pose_backend),
+            "tracker": track_mod.weights_spec(config.tracker, track_backend),
+        }
+        paths = {k: (resolve_weights(v) if v else None) for k, v in specs.items()}
+    return {
+        "avatarkit.pipeline_version": __version__,
+        "avatarkit.models": {k: (Path(p).name if p else None) for k, p in paths.items()},
+        "avatarkit.backends": {"pose": pose_backend, "tracker": track_backend,
+                               "tracker_model": Path(config.tracker.sam2_config).stem if track_backend == "sam2"
+                               else Path(config.tracker.seg_weights).stem},
+        "avatarkit.weight_sha256": {k: (file_sha256(str(p)) if p else "random-init") for k, p in paths.items()},
+        "avatarkit.config": asdict(config),
+        "keypoint_format": pose_mod.KEYPOINT_FORMATS[pose_backend],
+    }
+
+
+class ClipAnnotator:
+    """Annotate clips with the four curation steps; construct once, call per clip.
+
+    ``steps`` names the models to load: a pipeline stage that only detects loads only the detector.
+    Each step is a method taking and returning a :class:`ClipWork`; ``__call__`` runs them all.
+    """
+
+    def __init__(self, config: AnnotatorConfig | None = None, steps: tuple[str, ...] = STEPS):
         self.config = c = config or AnnotatorConfig()
         with _weights_dir(c.weights_dir):
-            self.detector = PersonDetector(c.detector)
-            self.pose = PoseEstimator(c.pose)
-            self.tracker = PersonTracker(c.tracker)
+            self.detector = PersonDetector(c.detector) if "detect" in steps else None
+            self.pose = PoseEstimator(c.pose) if "pose" in steps else None
+            self.tracker = PersonTracker(c.tracker) if "track" in steps else None
 
     @property
     def info(self) -> dict:
-        """How a dataset made by this annotator was made (parquet file metadata)."""
-        models = {
-            "detector": self.detector.weights_path, "pose": self.pose.weights_path,
-            "tracker": self.tracker.weights_path,
-        }
-        return {
-            "avatarkit.pipeline_version": __version__,
-            "avatarkit.models": {k: (Path(p).name if p else None) for k, p in models.items()},
-            "avatarkit.backends": {"pose": self.pose.backend, "tracker": self.tracker.backend,
-                                   "tracker_model": self.tracker.model_name},
-            "avatarkit.weight_sha256": {k: (file_sha256(str(p)) if p else "random-init") for k, p in models.items()},
-            "avatarkit.config": asdict(self.config),
-            "keypoint_format": self.pose.keypoint_format,
-        }
+        return dataset_info(self.config)
+
+    def decode(self, video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
+               start: int = 0, end: int | None = None) -> ClipWork:
+        r = self.config.read
+        tic = time.perf_counter()
+        clip_id = schema.make_clip_id(video, start, end, r.stride)  # the range as asked, before the cap
+        if r.max_frames is not None:
+            cap = start + r.max_frames * r.stride
+            end = min(end, cap) if end is not None else cap
+        clip = read_clip(video, start=start, end=end, stride=r.stride, max_side=r.max_side, audio=audio)
+        work = ClipWork(clip_id, str(video), clip)
+        work.timings["decode"] = time.perf_counter() - tic
+        return work
+
+    def detect(self, work: ClipWork) -> ClipWork:
+        tic = time.perf_counter()
+        work.detections = self.detector.detect_batch(work.clip.frames)
+        work.timings["detect"] = time.perf_counter() - tic
+        if len(work.detections[0]) == 0:
+            raise CurationError(
+                f"no person found in the first frame of {work.source}",
+                "start the clip on a frame where the people are visible, or lower detector.conf",
+            )
+        return work
+
+    def estimate_pose(self, work: ClipWork) -> ClipWork:
+        tic = time.perf_counter()
+        work.poses = [self.pose(f, d.boxes) for f, d in zip(work.clip.frames, work.detections)]
+        work.keypoint_format = self.pose.keypoint_format
+        work.timings["pose"] = time.perf_counter() - tic
+        return work
+
+    def track(self, work: ClipWork) -> ClipWork:
+        tic = time.perf_counter()
+        work.masks = self.tracker(work.clip, work.detections[0].boxes, work.poses[0])
+        work.timings["track"] = time.perf_counter() - tic
+        return work
+
+    def validate(self, work: ClipWork) -> ClipAnnotation:
+        tic = time.perf_counter()
+        verdict = validate(work.clip.frames, work.masks, work.detections, work.poses, self.config.validation)
+        work.timings["validate"] = time.perf_counter() - tic
+        return ClipAnnotation(
+            clip_id=work.clip_id, clip=work.clip, masks=work.masks, validation=verdict,
+            detections=work.detections, keypoint_format=work.keypoint_format,
+            timings=work.timings,
+        )
 
     def __call__(
         self, video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
         start: int = 0, end: int | None = None,
     ) -> ClipAnnotation:
-        r = self.config.read
-        timings: dict[str, float] = {}
-        tic = time.perf_counter()
-        if r.max_frames is not None:
-            end = min(end, start + r.max_frames * r.stride) if end is not None else start + r.max_frames * r.stride
-        clip = read_clip(video, start=start, end=end, stride=r.stride, max_side=r.max_side, audio=audio)
-        timings["decode"] = time.perf_counter() - tic
-
-        tic = time.perf_counter()
-        detections = self.detector.detect_batch(clip.frames)
-        timings["detect"] = time.perf_counter() - tic
-        first = detections[0]
-        if len(first) == 0:
-            raise CurationError(
-                f"no person found in the first frame of {video}",
-                "start the clip on a frame where the people are visible, or lower detector.conf",
-            )
-
-        tic = time.perf_counter()
-        poses = [self.pose(f, d.boxes) for f, d in zip(clip.frames, detections)]
-        timings["pose"] = time.perf_counter() - tic
-
-        tic = time.perf_counter()
-        masks = self.tracker(clip, first.boxes, poses[0])
-        timings["track"] = time.perf_counter() - tic
-
-        tic = time.perf_counter()
-        verdict = validate(clip.frames, masks, detections, poses, self.config.validation)
-        timings["validate"] = time.perf_counter() - tic
-        return ClipAnnotation(
-            clip_id=schema.make_clip_id(video, start, end, r.stride), clip=clip, masks=masks,
-            validation=verdict, detections=detections, keypoint_format=self.pose.keypoint_format,
-            timings=timings,
-        )
+        work = self.decode(video, audio=audio, start=start, end=end)
+        return self.validate(self.track(self.estimate_pose(self.detect(work))))
 
     def write(self, annotations: list[ClipAnnotation], out: str | os.PathLike,
               failed: list[dict] | None = None) -> Path:

@@ -33,25 +33,32 @@ class PoseConfig:
     match_iou: float = 0.3  # ultralytics pose box vs detector box
 
 
+def resolve_backend(config: PoseConfig) -> str:
+    """The backend ``config`` runs: ``auto`` is rtmlib when a DWPose file is found locally."""
+    if config.backend == "auto":
+        return "rtmlib" if find_local_weights(config.rtmlib_weights) else "ultralytics"
+    if config.backend not in KEYPOINT_FORMATS:
+        raise CurationError(f"pose backend {config.backend!r} is unknown", "use 'auto', 'rtmlib' or 'ultralytics'")
+    return config.backend
+
+
+def weights_spec(config: PoseConfig, backend: str) -> str:
+    return config.rtmlib_weights if backend == "rtmlib" else config.ultralytics_weights
+
+
 class PoseEstimator:
     """Keypoints (N, K, 3) = (x, y, score) for N person boxes of one frame, in box order."""
 
     def __init__(self, config: PoseConfig | None = None):
         self.config = c = config or PoseConfig()
-        backend = c.backend
-        if backend == "auto":
-            backend = "rtmlib" if find_local_weights(c.rtmlib_weights) else "ultralytics"
-        self.backend = backend
+        self.backend = backend = resolve_backend(c)
         self.keypoint_format = KEYPOINT_FORMATS[backend]
         self.num_keypoints = NUM_KEYPOINTS[self.keypoint_format]
+        self.weights_path = resolve_weights(weights_spec(c, backend))
         if backend == "rtmlib":
-            self.weights_path = resolve_weights(c.rtmlib_weights)
             self.model = _load_rtmpose(self.weights_path, c.rtmlib_input_size)
-        elif backend == "ultralytics":
-            self.weights_path = resolve_weights(c.ultralytics_weights)
-            self.model = load_yolo(self.weights_path, "pose", c.ultralytics_imgsz)
         else:
-            raise CurationError(f"pose backend {backend!r} is unknown", "use 'auto', 'rtmlib' or 'ultralytics'")
+            self.model = load_yolo(self.weights_path, "pose", c.ultralytics_imgsz)
 
     def __call__(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Keypoints for each xyxy box of the RGB ``frame``; zeros (score 0) where none is found."""

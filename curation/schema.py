@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
@@ -104,38 +105,54 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return out
 
 
-def write_clips(folder: str | os.PathLike, rows: list[dict], info: dict) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def filesystem_for(folder: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and path of a dataset folder: a local path, or any URI pyarrow knows
+    (s3://, gs://, hdfs://, file://)."""
+    folder = str(folder)
+    if "://" in folder:
+        return pafs.FileSystem.from_uri(folder)
+    return pafs.LocalFileSystem(), str(Path(folder).expanduser().resolve())
+
+
+def write_clips(folder: str | os.PathLike, rows: list[dict], info: dict) -> str:
+    fs, root = filesystem_for(folder)
+    fs.create_dir(root, recursive=True)
     table = pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA.with_metadata(dataset_metadata(info)))
-    pq.write_table(table, folder / CLIPS_FILE)
-    return folder / CLIPS_FILE
+    tmp = f"{root}/.{CLIPS_FILE}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, f"{root}/{CLIPS_FILE}")  # readers never see a half-written file
+    return f"{root}/{CLIPS_FILE}"
 
 
-def write_tracks(folder: str | os.PathLike, table: pa.Table, info: dict) -> Path:
+def write_tracks(folder: str | os.PathLike, table: pa.Table, info: dict) -> str:
     """Write (or replace) the partitions of the clips in ``table``."""
-    root = Path(folder) / TRACKS_DIR
+    fs, root = filesystem_for(folder)
     table = table.cast(TRACKS_SCHEMA).replace_schema_metadata(dataset_metadata(info))
     pq.write_to_dataset(
-        table, root, partitioning=_PARTITIONING, existing_data_behavior="delete_matching",
-        basename_template="part-{i}.parquet",
+        table, f"{root}/{TRACKS_DIR}", partitioning=_PARTITIONING, existing_data_behavior="delete_matching",
+        basename_template="part-{i}.parquet", filesystem=fs,
     )
-    return root
+    return f"{root}/{TRACKS_DIR}"
+
+
+def has_clips(folder: str | os.PathLike) -> bool:
+    fs, root = filesystem_for(folder)
+    return fs.get_file_info(f"{root}/{CLIPS_FILE}").type == pafs.FileType.File
 
 
 def read_clips(folder: str | os.PathLike) -> pa.Table:
-    path = Path(folder) / CLIPS_FILE
-    if not path.exists():
+    if not has_clips(folder):
         raise CurationError(f"{folder} is not a curated dataset (no {CLIPS_FILE})", "run `avatar curate` to make one")
-    return pq.read_table(path)
+    fs, root = filesystem_for(folder)
+    return pq.read_table(f"{root}/{CLIPS_FILE}", filesystem=fs)
 
 
 def read_tracks(folder: str | os.PathLike, clip_id: str | None = None) -> pa.Table:
-    """Track rows (all clips, or one), in schema column order, sorted by person and frame."""
-    root = Path(folder) / TRACKS_DIR
-    if not root.exists():
+    """Track rows (all clips, or one), in schema column order, sorted by clip, person and frame."""
+    fs, root = filesystem_for(folder)
+    if fs.get_file_info(f"{root}/{TRACKS_DIR}").type != pafs.FileType.Directory:
         return TRACKS_SCHEMA.empty_table()
-    data = pads.dataset(root, format="parquet", partitioning=_PARTITIONING)
+    data = pads.dataset(f"{root}/{TRACKS_DIR}", format="parquet", partitioning=_PARTITIONING, filesystem=fs)
     table = data.to_table(filter=(pads.field("clip_id") == clip_id) if clip_id else None)
     table = table.select(TRACKS_SCHEMA.names).cast(TRACKS_SCHEMA)
     return table.sort_by([("clip_id", "ascending"), ("person_id", "ascending"), ("frame_idx", "ascending")])

@@ -58,21 +58,28 @@ class TrackerConfig:
     refine_margin: float = 0.15
 
 
+def resolve_backend(config: TrackerConfig) -> str:
+    """The backend ``config`` runs: ``auto`` is sam2 when a SAM2 checkpoint is found locally."""
+    if config.backend == "auto":
+        found = config.sam2_checkpoint and find_local_weights(config.sam2_checkpoint)
+        return "sam2" if found else "ultralytics"
+    if config.backend not in ("sam2", "ultralytics"):
+        raise CurationError(f"tracker backend {config.backend!r} is unknown", "use 'auto', 'sam2' or 'ultralytics'")
+    return config.backend
+
+
+def weights_spec(config: TrackerConfig, backend: str) -> str | None:
+    """Weight file of the backend; None for sam2 built with random weights."""
+    return config.sam2_checkpoint if backend == "sam2" else config.seg_weights
+
+
 class PersonTracker:
     """``tracker(clip, boxes, keypoints) -> masks (T, N, H, W) bool`` for the N first-frame persons."""
 
     def __init__(self, config: TrackerConfig | None = None):
         self.config = c = config or TrackerConfig()
-        backend = c.backend
-        if backend == "auto":
-            backend = "sam2" if c.sam2_checkpoint and find_local_weights(c.sam2_checkpoint) else "ultralytics"
-        self.backend = backend
-        if backend == "sam2":
-            self._impl = _Sam2Backend(c)
-        elif backend == "ultralytics":
-            self._impl = _UltralyticsBackend(c)
-        else:
-            raise CurationError(f"tracker backend {backend!r} is unknown", "use 'auto', 'sam2' or 'ultralytics'")
+        self.backend = resolve_backend(c)
+        self._impl = _Sam2Backend(c) if self.backend == "sam2" else _UltralyticsBackend(c)
         self.weights_path = self._impl.weights_path
         self.model_name = self._impl.model_name
 

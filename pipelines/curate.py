@@ -1,0 +1,320 @@
+"""Manifest -> Ray Data stages -> parquet dataset, resumable, every input accounted for.
+
+The graph: manifest items -> decode -> detect -> pose -> track -> validate + encode, each a callable
+class in an actor pool (a model stage's actors load their one model once) -> the driver writes each finished clip's
+tracks partition, then journals its clips row. A clip that fails at any stage becomes a ``failed``
+row with its reason and skips the later stages; worker crashes are retried by Ray.
+
+Resuming: every finished clip (done or failed) has a journal file ``_journal/<clip_id>.parquet``
+written right after its tracks, so a killed run loses only clips in flight. A rerun reads the
+journal and clips.parquet, skips clips already done, retries failed ones only with
+``retry_failed``, and rewrites clips.parquet with exactly one row per clip.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from curation import schema
+from curation.annotate import AnnotatorConfig, ClipAnnotator, dataset_info
+from curation.errors import CurationError
+from curation.weights import WEIGHTS_ENV
+
+from .manifest import ManifestItem, read_manifest
+
+JOURNAL_DIR = "_journal"
+RUNNING, DONE, FAILED = "running", "done", "failed"
+
+
+@dataclass
+class StageResources:
+    """Where one stage runs: CPUs/GPUs per task or actor, and (model stages) the actor pool size."""
+
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    actors: int = 1
+    max_actors: int | None = None  # > actors lets Ray Data autoscale the pool
+
+
+@dataclass
+class CurateConfig:
+    manifest: str
+    output: str  # a local folder or any pyarrow filesystem URI
+    ray_address: str | None = None  # None: start local Ray; "auto" or "ray://host:port": join a cluster
+    num_cpus: int | None = None  # local Ray only: CPUs to use (default: all)
+    retry_failed: bool = False
+    previews: bool = False  # overlay MP4s under <output>/previews (local output only)
+    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    decode: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
+    detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
+    pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
+    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.75))
+    validate: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
+
+
+@dataclass
+class CurateSummary:
+    output: str
+    total: int  # manifest items
+    processed: int  # items run this time (the rest were already done)
+    done: int
+    failed: int
+    failed_by_reason: dict[str, int]
+    frames: int  # frames annotated this run
+    persons: int
+    seconds: float
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+# ------------------------------------------------------------------------------------- stages
+def _rows(batch: dict) -> list[dict]:
+    keys = list(batch)
+    return [{k: batch[k][i] for k in keys} for i in range(len(batch[keys[0]]))]
+
+
+def _batch(rows: list[dict]) -> dict:
+    out = {}
+    for k in rows[0]:
+        col = np.empty(len(rows), dtype=object)
+        col[:] = [r[k] for r in rows]
+        out[k] = col
+    return out
+
+
+def _fail(row: dict, exc: Exception) -> dict:
+    if isinstance(exc, CurationError):
+        row["error"] = str(exc)
+    else:  # a bug or an unforeseen input: keep the type so it can be reported
+        row["error"] = f"{row['video']}: {type(exc).__name__}: {exc}. Fix: report this input with the error"
+    row["status"], row["payload"] = FAILED, b""
+    return row
+
+
+class _Step:
+    """One curation step over a batch; rows already failed pass through untouched."""
+
+    step: str = ""
+
+    def __init__(self, config: AnnotatorConfig):
+        self.annotator = ClipAnnotator(config, steps=(self.step,) if self.step in ("detect", "pose", "track") else ())
+
+    def run(self, row: dict):
+        raise NotImplementedError
+
+    def __call__(self, batch: dict) -> dict:
+        out = []
+        for row in _rows(batch):
+            if row["status"] == RUNNING:
+                try:
+                    row["payload"] = self.run(row)
+                except Exception as exc:  # noqa: BLE001 - one bad clip must not end the others
+                    row = _fail(row, exc)
+            out.append(row)
+        return _batch(out)
+
+
+class DecodeStep(_Step):
+    step = "decode"
+
+    def run(self, row):
+        end = None if row["end"] < 0 else int(row["end"])
+        work = self.annotator.decode(row["video"], audio=row["audio"] or None, start=int(row["start"]), end=end)
+        work.clip_id = row["clip_id"]
+        return pickle.dumps(work, protocol=5)
+
+
+class DetectStep(_Step):
+    step = "detect"
+
+    def run(self, row):
+        return pickle.dumps(self.annotator.detect(pickle.loads(row["payload"])), protocol=5)
+
+
+class PoseStep(_Step):
+    step = "pose"
+
+    def run(self, row):
+        return pickle.dumps(self.annotator.estimate_pose(pickle.loads(row["payload"])), protocol=5)
+
+
+class TrackStep(_Step):
+    step = "track"
+
+    def run(self, row):
+        return pickle.dumps(self.annotator.track(pickle.loads(row["payload"])), protocol=5)
+
+
+class ValidateStep(_Step):
+    """Validate, then encode the results as they will be written: a clips row and a tracks table."""
+
+    step = "validate"
+
+    def __init__(self, config: AnnotatorConfig, previews: str | None = None):
+        super().__init__(config)
+        self.previews = previews
+
+    def run(self, row):
+        annotation = self.annotator.validate(pickle.loads(row["payload"]))
+        if self.previews:
+            stem = os.path.splitext(os.path.basename(row["video"].rstrip("/")))[0]
+            annotation.render_preview(os.path.join(self.previews, f"{stem}_{annotation.clip_id}.mp4"))
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, schema.TRACKS_SCHEMA) as writer:
+            writer.write_table(annotation.tracks_table())
+        return pickle.dumps({"clip_row": annotation.clip_row(), "tracks": sink.getvalue()}, protocol=5)
+
+
+# ------------------------------------------------------------------------------------ journal
+class Journal:
+    """Per-clip result rows of a dataset folder, durable one clip at a time."""
+
+    def __init__(self, output: str, info: dict):
+        self.fs, self.root = schema.filesystem_for(output)
+        self.dir = f"{self.root}/{JOURNAL_DIR}"
+        self.fs.create_dir(self.dir, recursive=True)
+        self.info = info
+
+    def load(self) -> dict[str, dict]:
+        """clip_id -> row, from clips.parquet then the journal (newer) on top."""
+        rows: dict[str, dict] = {}
+        if schema.has_clips(self.root):
+            rows.update({r["clip_id"]: r for r in schema.read_clips(self.root).to_pylist()})
+        selector = pafs.FileSelector(self.dir, allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if info.is_file and info.path.endswith(".parquet"):
+                for r in pq.read_table(info.path, filesystem=self.fs).to_pylist():
+                    rows[r["clip_id"]] = r
+        return rows
+
+    def add(self, row: dict, tracks: pa.Table | None = None) -> None:
+        """Write the clip's tracks first, then its row: a journaled 'done' always has its tracks."""
+        if tracks is not None:
+            schema.write_tracks(self.root, tracks, self.info)
+        table = pa.Table.from_pylist([row], schema=schema.CLIPS_SCHEMA)
+        path = f"{self.dir}/{row['clip_id']}.parquet"
+        pq.write_table(table, path + ".tmp", filesystem=self.fs)
+        self.fs.move(path + ".tmp", path)
+
+    def consolidate(self, order: list[str]) -> list[dict]:
+        """Rewrite clips.parquet from everything known (manifest order first), then drop the journal."""
+        rows = self.load()
+        ordered = [rows.pop(cid) for cid in dict.fromkeys(order) if cid in rows] + list(rows.values())
+        schema.write_clips(self.root, ordered, self.info)
+        self.fs.delete_dir(self.dir)
+        return ordered
+
+
+# ------------------------------------------------------------------------------------- driver
+def _reason(error: str) -> str:
+    """A failure's kind for the summary: its text before 'Fix:', paths and numbers blanked."""
+    what = (error or "").split(". Fix:")[0]
+    what = re.sub(r"\S*/\S*", "<path>", what)
+    what = re.sub(r"\(.*\)", "", what)
+    return re.sub(r"\d+", "N", what).strip()[:90]
+
+
+def _init_ray(config: CurateConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k in (WEIGHTS_ENV, "AVATAR_DATA_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL") if (v := os.environ.get(k))}
+    kwargs = dict(address=config.ray_address, include_dashboard=False, log_to_driver=False,
+                  logging_level="WARNING", runtime_env={"env_vars": env})
+    if config.ray_address is None:
+        kwargs["num_cpus"] = config.num_cpus
+    ray.init(**kwargs)
+
+
+def _map(ds, stage, resources: StageResources, **kwargs):
+    """One stage: a callable class in an actor pool (each actor builds its step once)."""
+    import ray
+
+    options = dict(batch_size=1, num_cpus=resources.num_cpus, zero_copy_batch=False)
+    if resources.num_gpus:
+        options["num_gpus"] = resources.num_gpus
+    compute = ray.data.ActorPoolStrategy(min_size=resources.actors,
+                                         max_size=max(resources.actors, resources.max_actors or resources.actors))
+    return ds.map_batches(stage, compute=compute, fn_constructor_kwargs=kwargs, max_restarts=2,
+                          max_task_retries=2, **options)
+
+
+def curate(config: CurateConfig, progress=None) -> CurateSummary:
+    """Run the pipeline; returns counts. ``progress(done_now, total_now)`` is called per finished clip."""
+    import ray
+
+    tic = time.perf_counter()
+    if config.annotator.weights_dir is None and os.environ.get(WEIGHTS_ENV):
+        config.annotator.weights_dir = os.environ[WEIGHTS_ENV]
+    items = read_manifest(config.manifest, stride=config.annotator.read.stride)
+    info = dataset_info(config.annotator)  # resolves every weight file now: a missing one fails here
+    journal = Journal(config.output, info)
+    known = journal.load()
+    todo: list[ManifestItem] = []
+    for item in dict((i.clip_id, i) for i in items).values():  # a repeated manifest row is one clip
+        prev = known.get(item.clip_id)
+        if prev is not None and (prev["status"] == DONE or (prev["status"] == FAILED and not config.retry_failed)):
+            continue
+        if item.error:
+            journal.add(schema.clip_row(item.clip_id, item.video, status=FAILED, error=item.error, audio=item.audio))
+            continue
+        todo.append(item)
+
+    frames = persons = finished = 0
+    if todo:
+        _init_ray(config)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress is None
+        ctx.verbose_progress = False
+        a = config.annotator
+        local_out = "://" not in config.output
+        previews = os.path.join(os.path.abspath(config.output), "previews") if config.previews and local_out else None
+        if previews:
+            os.makedirs(previews, exist_ok=True)
+        ds = ray.data.from_items([
+            {"clip_id": i.clip_id, "video": i.video, "audio": i.audio or "", "start": i.start,
+             "end": -1 if i.end is None else i.end, "status": RUNNING, "error": "", "payload": b""}
+            for i in todo
+        ], override_num_blocks=len(todo))
+        ds = _map(ds, DecodeStep, config.decode, config=a)
+        ds = _map(ds, DetectStep, config.detect, config=a)
+        ds = _map(ds, PoseStep, config.pose, config=a)
+        ds = _map(ds, TrackStep, config.track, config=a)
+        ds = _map(ds, ValidateStep, config.validate, config=a, previews=previews)
+        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
+            for row in _rows(batch):
+                if row["status"] == RUNNING:
+                    result = pickle.loads(row["payload"])
+                    tracks = pa.ipc.open_stream(result["tracks"]).read_all()
+                    journal.add(result["clip_row"], tracks)
+                    frames += result["clip_row"]["num_frames"]
+                    persons += result["clip_row"]["num_persons"]
+                else:
+                    journal.add(schema.clip_row(row["clip_id"], row["video"], status=FAILED, error=row["error"],
+                                                audio=row["audio"] or None))
+                finished += 1
+                if progress:
+                    progress(finished, len(todo))
+    rows = journal.consolidate([i.clip_id for i in items])
+    by_id = {r["clip_id"]: r for r in rows}
+    mine = [by_id[cid] for cid in dict.fromkeys(i.clip_id for i in items)]
+    failed = [r for r in mine if r["status"] == FAILED]
+    return CurateSummary(
+        output=config.output, total=len(mine), processed=finished, done=len(mine) - len(failed), failed=len(failed),
+        failed_by_reason=dict(Counter(_reason(r["error"]) for r in failed)), frames=frames, persons=persons,
+        seconds=time.perf_counter() - tic,
+    )
