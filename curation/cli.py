@@ -7,10 +7,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import schema
 from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig
 from .errors import CurationError
 
@@ -34,28 +32,6 @@ def build_config(
     if dwpose:
         config.pose.rtmlib_weights = dwpose
     return config
-
-
-def annotate_many(annotator: ClipAnnotator, items: list[dict], out: Path, previews: bool = True) -> list[dict]:
-    """Annotate each item (video, audio?, start?, end?); a bad one becomes a failed row, the rest go on."""
-    done, failed = [], []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("annotating", total=len(items))
-        for item in items:
-            progress.update(task, description=f"annotating {Path(item['video']).name}")
-            start, end = item.get("start", 0), item.get("end")
-            try:
-                result = annotator(item["video"], audio=item.get("audio"), start=start, end=end)
-                done.append(result)
-                if previews:
-                    result.render_preview(out / "previews" / f"{Path(item['video']).stem}_{result.clip_id}.mp4")
-            except CurationError as exc:
-                cid = schema.make_clip_id(item["video"], start, end, annotator.config.read.stride)
-                failed.append(schema.clip_row(cid, item["video"], status="failed", error=str(exc), audio=item.get("audio")))
-            progress.advance(task)
-    annotator.write(done, out, failed)
-    return [a.clip_row() for a in done] + failed
 
 
 def print_summary(rows: list[dict], out: Path) -> None:

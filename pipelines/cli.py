@@ -6,26 +6,87 @@ import every package.
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from curation.cli import app as curate_app
+from curation.cli import build_config
 from curation.errors import CurationError
 
 app = typer.Typer(help="avatarkit: curate avatar datasets, train and sample the avatar model, evaluate.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(curate_app, name="curate")
+console = Console(stderr=True)
 
-DEMO_CLIPS = (  # (path under the data folder, first frame)
-    ("bedroom/bedroom.mp4", 0),
-    ("crosswalk/people1.mp4", 0),
-    ("talking_head_infinitetalk/ref_video.mp4", 0),
-    ("judo/images", 0),
+DEMO_CLIPS = (  # (video under the data folder, audio or "")
+    ("bedroom/bedroom.mp4", ""),
+    ("crosswalk/people1.mp4", ""),
+    ("talking_head_infinitetalk/ref_video.mp4", "talking_head_infinitetalk/ref_video_audio_16k.wav"),
+    ("judo/images", ""),
 )
+
+
+def print_run_summary(summary, out) -> None:
+    from curation import schema
+
+    table = Table(title=f"dataset {out}")
+    for col in ("clips", "done", "failed", "run now", "frames", "persons", "frames/s", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.total), str(summary.done), str(summary.failed), str(summary.processed),
+                  str(summary.frames), str(summary.persons), f"{summary.frames_per_s:.2f}", f"{summary.seconds:.1f}")
+    Console().print(table)
+    if summary.failed_by_reason:
+        reasons = Table(title="failed by reason")
+        reasons.add_column("reason")
+        reasons.add_column("clips", justify="right")
+        for reason, n in sorted(summary.failed_by_reason.items(), key=lambda kv: -kv[1]):
+            reasons.add_row(reason, str(n))
+        Console().print(reasons)
+    rows = schema.read_clips(out).to_pylist()
+    passed = sum(bool(r["passed"]) for r in rows if r["status"] == "done")
+    Console().print(f"{passed} of {summary.done} done clips pass validation")
+
+
+def run_pipeline(config) -> object:
+    from pipelines.curate import curate
+
+    with Progress(TextColumn("curating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("curate", total=None)
+        return curate(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+@curate_app.command("run")
+def run_command(
+    manifest: Path = typer.Argument(..., help="CSV / JSONL / parquet with columns video[, audio, start, end]"),
+    out: str = typer.Option(..., "--out", "-o", help="dataset folder or pyarrow filesystem URI"),
+    ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: start local Ray)"),
+    num_cpus: Optional[int] = typer.Option(None, help="local Ray: CPUs to use (default all)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run clips that failed before again"),
+    max_frames: Optional[int] = typer.Option(None, help="frames per clip at most"),
+    stride: int = typer.Option(1, help="keep every n-th frame"),
+    max_side: Optional[int] = typer.Option(640, help="resize so max(H, W) <= this (0 keeps the source size)"),
+    tracker: str = typer.Option("auto", help="auto | sam2 | ultralytics"),
+    pose: str = typer.Option("auto", help="auto | rtmlib | ultralytics"),
+    weights_dir: Optional[Path] = typer.Option(None, help="folder of weights (default $AVATAR_WEIGHTS_DIR)"),
+    previews: bool = typer.Option(False, help="write overlay MP4s under OUT/previews"),
+) -> None:
+    """Curate every clip of MANIFEST with Ray Data; rerun to resume (clips already done are skipped)."""
+    from pipelines.curate import CurateConfig
+
+    annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir)
+    config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
+                          retry_failed=retry_failed, previews=previews, annotator=annotator)
+    print_run_summary(run_pipeline(config), out)
 
 
 @app.command()
@@ -35,19 +96,25 @@ def demo(
     data_dir: Optional[Path] = typer.Option(None, help="real clips (default $AVATAR_DATA_DIR or ../shared/data)"),
     weights_dir: Optional[Path] = typer.Option(None, help="weights (default $AVATAR_WEIGHTS_DIR or ../shared/models)"),
 ) -> None:
-    """Annotate the real clips of shared/data end to end; write the dataset and overlay previews."""
-    from curation.cli import annotate_many, build_config, print_summary
+    """Curate the real clips of shared/data through the Ray pipeline; write the dataset and overlay previews."""
     from curation.synthetic import data_dir as find_data
+    from pipelines.curate import CurateConfig
 
     root = find_data(data_dir)
     if weights_dir is None and not os.environ.get("AVATAR_WEIGHTS_DIR"):
         weights_dir = root.parent / "models"
-    annotator = __import__("curation").ClipAnnotator(build_config(max_frames=frames, weights_dir=weights_dir))
-    items = [{"video": str(root / rel), "start": start} for rel, start in DEMO_CLIPS]
-    talking = root / "talking_head_infinitetalk" / "ref_video_audio_16k.wav"
-    items[2]["audio"] = str(talking)
-    rows = annotate_many(annotator, items, out)
-    print_summary(rows, out)
+    if (out / "clips.parquet").exists():  # the demo starts fresh; `avatar curate run` is the one that resumes
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["video", "audio"])
+        for video, audio in DEMO_CLIPS:
+            writer.writerow([root / video, root / audio if audio else ""])
+    config = CurateConfig(manifest=str(manifest), output=str(out), previews=True, retry_failed=True,
+                          annotator=build_config(max_frames=frames, weights_dir=weights_dir))
+    print_run_summary(run_pipeline(config), out)
     typer.echo(f"dataset: {out.resolve()}  previews: {(out / 'previews').resolve()}")
 
 

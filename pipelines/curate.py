@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from curation.weights import WEIGHTS_ENV
 from .manifest import ManifestItem, read_manifest
 
 JOURNAL_DIR = "_journal"
+MAX_RETRIES = 2  # restarts of a crashed stage actor, and retries of its task
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
 
@@ -56,10 +58,11 @@ class CurateConfig:
     retry_failed: bool = False
     previews: bool = False  # overlay MP4s under <output>/previews (local output only)
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    # Defaults fit a 2-core laptop: tracking costs most per frame, so its pool may grow.
     decode: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
-    detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
+    detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
     pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
-    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.75))
+    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, max_actors=2))
     validate: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
 
 
@@ -249,8 +252,12 @@ def _map(ds, stage, resources: StageResources, **kwargs):
         options["num_gpus"] = resources.num_gpus
     compute = ray.data.ActorPoolStrategy(min_size=resources.actors,
                                          max_size=max(resources.actors, resources.max_actors or resources.actors))
-    return ds.map_batches(stage, compute=compute, fn_constructor_kwargs=kwargs, max_restarts=2,
-                          max_task_retries=2, **options)
+    # Bounded retries: Ray Data's default restarts crashed actors forever, so one input that kills
+    # its worker every time would stall the run. Only ray_remote_args can say so in Ray 2.60.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(stage, compute=compute, fn_constructor_kwargs=kwargs, max_restarts=MAX_RETRIES,
+                              max_task_retries=MAX_RETRIES, **options)
 
 
 def curate(config: CurateConfig, progress=None) -> CurateSummary:
