@@ -37,6 +37,7 @@ class AnnotatorConfig:
     pose: PoseConfig = field(default_factory=PoseConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    num_threads: int | None = None  # cap every runtime's threads (pipeline actors); None: library defaults
 
 
 @contextmanager
@@ -157,6 +158,20 @@ class ClipAnnotator:
             self.detector = PersonDetector(c.detector) if "detect" in steps else None
             self.pose = PoseEstimator(c.pose) if "pose" in steps else None
             self.tracker = PersonTracker(c.tracker) if "track" in steps else None
+        if c.num_threads:
+            self._limit_threads(c.num_threads)
+
+    def _limit_threads(self, n: int) -> None:
+        from . import threads
+
+        threads.limit_process(n)
+        if self.detector:
+            threads.limit_yolo(self.detector.model, self.detector.weights_path, n)
+        if self.pose:
+            limit = threads.limit_rtmpose if self.pose.backend == "rtmlib" else threads.limit_yolo
+            limit(self.pose.model, self.pose.weights_path, n)
+        if self.tracker and self.tracker.backend == "ultralytics":
+            threads.limit_yolo(self.tracker._impl.model, self.tracker.weights_path, n)
 
     @property
     def info(self) -> dict:

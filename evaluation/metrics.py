@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from curation.geometry import mask_iou
+
 
 def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
     """IoU of two boolean masks; 1.0 when both are empty (a correctly absent person)."""
@@ -35,14 +37,6 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> flo
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    fa = a.reshape(len(a), -1).astype(np.float32)
-    fb = b.reshape(len(b), -1).astype(np.float32)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-
-
 def track_scores(pred: np.ndarray, gt: np.ndarray) -> dict:
     """Per GT person J and F over the clip, and ID switches.
 
@@ -52,7 +46,7 @@ def track_scores(pred: np.ndarray, gt: np.ndarray) -> dict:
     predicted track than on its previous matched frame.
     """
     t_len, m = gt.shape[:2]
-    rows, cols = linear_sum_assignment(-_iou_matrix(gt[0], pred[0]))
+    rows, cols = linear_sum_assignment(-mask_iou(gt[0], pred[0]))
     pair = {int(g): int(p) for g, p in zip(rows, cols)}
     j = np.zeros((m, t_len))
     f = np.zeros((m, t_len))
@@ -64,7 +58,7 @@ def track_scores(pred: np.ndarray, gt: np.ndarray) -> dict:
             j[g, t] = jaccard(p_mask, gt[t, g])
             f[g, t] = boundary_f(p_mask, gt[t, g])
             if gt[t, g].any() and pred.shape[1]:
-                ious = _iou_matrix(gt[t, g][None], pred[t])[0]
+                ious = mask_iou(gt[t, g][None], pred[t])[0]
                 best = int(ious.argmax())
                 if ious[best] >= 0.5:
                     if last is not None and best != last:

@@ -1,7 +1,7 @@
 """Manifest -> Ray Data stages -> parquet dataset, resumable, every input accounted for.
 
-The graph: manifest items -> decode -> detect -> pose -> track -> validate + encode, each a callable
-class in an actor pool (a model stage's actors load their one model once) -> the driver writes each finished clip's
+The graph: manifest items -> decode (tasks) -> detect -> pose -> track (actor pools: each actor loads
+its one model once) -> validate + encode (tasks) -> the driver writes each finished clip's
 tracks partition, then journals its clips row. A clip that fails at any stage becomes a ``failed``
 row with its reason and skips the later stages; worker crashes are retried by Ray.
 
@@ -14,13 +14,14 @@ journal and clips.parquet, skips clips already done, retries failed ones only wi
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import re
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -58,11 +59,12 @@ class CurateConfig:
     retry_failed: bool = False
     previews: bool = False  # overlay MP4s under <output>/previews (local output only)
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
-    # Defaults fit a 2-core laptop: tracking costs most per frame, so its pool may grow.
+    # Defaults fit a 2-core laptop: tracking is about two thirds of the work per frame (single
+    # threaded: detect 0.12, pose 0.08, track 0.43 CPU-s), so it gets two actors and may get three.
     decode: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
     detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
     pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
-    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, max_actors=2))
+    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, actors=2, max_actors=3))
     validate: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
 
 
@@ -181,6 +183,15 @@ class ValidateStep(_Step):
         return pickle.dumps({"clip_row": annotation.clip_row(), "tracks": sink.getvalue()}, protocol=5)
 
 
+def decode_batch(batch: dict, config: AnnotatorConfig) -> dict:
+    """Decode as a plain Ray task: no model, so no actor (fewer processes to start)."""
+    return DecodeStep(config)(batch)
+
+
+def validate_batch(batch: dict, config: AnnotatorConfig, previews: str | None = None) -> dict:
+    return ValidateStep(config, previews)(batch)
+
+
 # ------------------------------------------------------------------------------------ journal
 class Journal:
     """Per-clip result rows of a dataset folder, durable one clip at a time."""
@@ -243,19 +254,25 @@ def _init_ray(config: CurateConfig) -> None:
     ray.init(**kwargs)
 
 
-def _map(ds, stage, resources: StageResources, **kwargs):
-    """One stage: a callable class in an actor pool (each actor builds its step once)."""
+def _map(ds, stage, resources: StageResources, config: AnnotatorConfig, **kwargs):
+    """One stage. A model step is a callable class in an actor pool (each actor loads its model once,
+    its runtimes capped to the CPUs the stage asks for); a model-free step is a plain function run
+    as Ray tasks."""
     import ray
 
+    threads = config.num_threads or max(1, math.ceil(resources.num_cpus))
+    kwargs["config"] = replace(config, num_threads=threads)
     options = dict(batch_size=1, num_cpus=resources.num_cpus, zero_copy_batch=False)
     if resources.num_gpus:
         options["num_gpus"] = resources.num_gpus
-    compute = ray.data.ActorPoolStrategy(min_size=resources.actors,
-                                         max_size=max(resources.actors, resources.max_actors or resources.actors))
     # Bounded retries: Ray Data's default restarts crashed actors forever, so one input that kills
     # its worker every time would stall the run. Only ray_remote_args can say so in Ray 2.60.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        if not isinstance(stage, type):
+            return ds.map_batches(stage, fn_kwargs=kwargs, max_retries=MAX_RETRIES, **options)
+        compute = ray.data.ActorPoolStrategy(
+            min_size=resources.actors, max_size=max(resources.actors, resources.max_actors or resources.actors))
         return ds.map_batches(stage, compute=compute, fn_constructor_kwargs=kwargs, max_restarts=MAX_RETRIES,
                               max_task_retries=MAX_RETRIES, **options)
 
@@ -265,10 +282,11 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     import ray
 
     tic = time.perf_counter()
-    if config.annotator.weights_dir is None and os.environ.get(WEIGHTS_ENV):
-        config.annotator.weights_dir = os.environ[WEIGHTS_ENV]
-    items = read_manifest(config.manifest, stride=config.annotator.read.stride)
-    info = dataset_info(config.annotator)  # resolves every weight file now: a missing one fails here
+    a = config.annotator
+    if a.weights_dir is None and os.environ.get(WEIGHTS_ENV):  # actors on other nodes resolve the same files
+        a = replace(a, weights_dir=os.environ[WEIGHTS_ENV])
+    items = read_manifest(config.manifest, stride=a.read.stride)
+    info = dataset_info(a)  # resolves every weight file now: a missing one fails here
     journal = Journal(config.output, info)
     known = journal.load()
     todo: list[ManifestItem] = []
@@ -287,7 +305,6 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress is None
         ctx.verbose_progress = False
-        a = config.annotator
         local_out = "://" not in config.output
         previews = os.path.join(os.path.abspath(config.output), "previews") if config.previews and local_out else None
         if previews:
@@ -297,11 +314,11 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
              "end": -1 if i.end is None else i.end, "status": RUNNING, "error": "", "payload": b""}
             for i in todo
         ], override_num_blocks=len(todo))
-        ds = _map(ds, DecodeStep, config.decode, config=a)
-        ds = _map(ds, DetectStep, config.detect, config=a)
-        ds = _map(ds, PoseStep, config.pose, config=a)
-        ds = _map(ds, TrackStep, config.track, config=a)
-        ds = _map(ds, ValidateStep, config.validate, config=a, previews=previews)
+        ds = _map(ds, decode_batch, config.decode, a)
+        ds = _map(ds, DetectStep, config.detect, a)
+        ds = _map(ds, PoseStep, config.pose, a)
+        ds = _map(ds, TrackStep, config.track, a)
+        ds = _map(ds, validate_batch, config.validate, a, previews=previews)
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
             for row in _rows(batch):
                 if row["status"] == RUNNING:

@@ -1,0 +1,222 @@
+"""Ray Data pipeline vs a plain sequential loop over ClipAnnotator, and the pipeline at scale.
+
+    .venv/bin/python benchmarks/curation_pipeline.py [--clips 12] [--frames 16] [--scale 100 500]
+
+Part 1, side by side on the same clips and models: frames/s of the sequential loop and of the
+pipeline, end to end (model loading / actor start-up included) and steady, their ratios, CPU utilisation, peak memory (PSS of the whole process tree, Ray workers included),
+and the ceiling of this machine: cores / (CPU-seconds per frame summed over the stages, measured
+per stage in the sequential loop); the pipeline's share of it.
+Part 2, scale: manifests of N short clips (synthetic, real, corrupt, person-less) run to the end;
+every input accounted for; peak memory per N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
+
+setup_env()
+
+from curation import AnnotatorConfig, ClipAnnotator, CurationError, ReadConfig, schema  # noqa: E402
+from curation.synthetic import clean_plate, generate_clip  # noqa: E402
+from curation.video import write_video  # noqa: E402
+from pipelines.curate import CurateConfig, curate  # noqa: E402
+
+
+class Monitor:
+    """Samples system CPU % and the RSS of this process tree (Ray's workers are its descendants)."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.cpu, self.peak_rss = every, [], 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        psutil.cpu_percent(None)
+        while not self._stop.wait(self.every):
+            self.cpu.append(psutil.cpu_percent(None))
+            rss = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:  # PSS: shared pages (Ray's object store, libraries) counted once across processes
+                    rss += p.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss / 2**20)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        return {"cpu_utilisation": round(float(np.mean(self.cpu)) / 100, 3) if self.cpu else None,
+                "peak_pss_mb_process_tree": round(self.peak_rss, 1)}
+
+
+def annotator_config(frames: int) -> AnnotatorConfig:
+    config = AnnotatorConfig(read=ReadConfig(max_side=480, max_frames=frames))
+    config.tracker.backend = config.pose.backend = "ultralytics"
+    return config
+
+
+def write_manifest(path: Path, videos: list[str]) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video"])
+        w.writerows([v] for v in videos)
+    return path
+
+
+def sequential(videos: list[str], config: AnnotatorConfig) -> dict:
+    """A plain loop in one process; measures CPU-seconds per stage too. With ``num_threads=1`` those
+    are the work itself (no runtime spinning), the input of the machine's ceiling."""
+    cpu = {s: 0.0 for s in schema.STAGES}
+    frames = 0
+    tic = time.perf_counter()
+    annotator = ClipAnnotator(config)
+    load_s = time.perf_counter() - tic
+    with Monitor() as mon:
+        tic = time.perf_counter()
+        for video in videos:
+            try:
+                t0 = time.process_time()
+                work = annotator.decode(video)
+                t1 = time.process_time()
+                annotator.detect(work)
+                t2 = time.process_time()
+                annotator.estimate_pose(work)
+                t3 = time.process_time()
+                annotator.track(work)
+                t4 = time.process_time()
+                annotator.validate(work)
+                t5 = time.process_time()
+            except CurationError:
+                continue
+            for s, dt in zip(schema.STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                cpu[s] += dt
+            frames += work.clip.num_frames
+        wall = time.perf_counter() - tic
+    return {"frames": frames, "seconds": round(wall, 2), "model_load_seconds": round(load_s, 2),
+            "frames_per_s": round(frames / (wall + load_s), 3), "steady_frames_per_s": round(frames / wall, 3), "cpu_seconds_per_frame": {s: round(v / frames, 4) for s, v in cpu.items()},
+            **mon.report()}
+
+
+def pipeline(manifest: Path, out: Path, config: AnnotatorConfig) -> dict:
+    """End to end (actor start-up and model loads included), and steady state: from the first
+    finished clip to the last."""
+    shutil.rmtree(out, ignore_errors=True)
+    finished: list[float] = []
+    with Monitor() as mon:
+        tic = time.perf_counter()
+        summary = curate(CurateConfig(manifest=str(manifest), output=str(out), annotator=config, num_cpus=os.cpu_count()),
+                         progress=lambda *_: finished.append(time.perf_counter() - tic))
+    rows = schema.read_clips(out).to_pylist()
+    done = [r for r in rows if r["status"] == "done"]
+    frames_per_clip = summary.frames / max(len(done), 1)
+    steady = (len(finished) - 1) * frames_per_clip / (finished[-1] - finished[0]) if len(finished) > 2 else None
+    return {"clips": summary.total, "done": summary.done, "failed": summary.failed,
+            "rows_in_clips_parquet": len(rows), "unique_clip_ids": len({r["clip_id"] for r in rows}),
+            "failed_by_reason": summary.failed_by_reason, "frames": summary.frames,
+            "seconds": round(summary.seconds, 2), "frames_per_s": round(summary.frames_per_s, 3),
+            "seconds_to_first_clip": round(finished[0], 2) if finished else None,
+            "steady_frames_per_s": round(steady, 3) if steady else None, **mon.report()}
+
+
+def scale_inputs(folder: Path, n: int) -> list[str]:
+    """n short clips: mostly synthetic, some real segments, a few corrupt and person-less ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plate = np.stack([clean_plate()] * 4)
+    videos = []
+    for k in range(n):
+        kind = k % 50
+        if kind == 0:
+            path = folder / f"corrupt_{k}.mp4"
+            path.write_bytes(np.random.default_rng(k).bytes(3000))
+        elif kind == 1:
+            path = write_video(folder / f"empty_{k}.mp4", plate, 24)
+        elif kind == 2:
+            path = SHARED / "data" / "bedroom" / "frames"  # a real clip (same frames, one clip id)
+            if str(path) in videos:
+                path = SHARED / "data" / "judo" / "images"
+        else:
+            path = generate_clip(5000 + k, 2 + k % 2, 4, (320, 180)).save(folder, f"syn_{k}")
+        videos.append(str(path))
+    return videos
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--scale", type=int, nargs="*", default=[100, 500])
+    ap.add_argument("--no-compare", action="store_true", help="skip part 1 (scale runs only)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="avatar-bench-"))
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+
+    comparison = None
+    if not args.no_compare:
+        comparison = compare(args, work)
+    scale = {}
+    for n in args.scale:
+        inputs = scale_inputs(work / f"scale_{n}", n)
+        res = pipeline(write_manifest(work / f"scale_{n}.csv", inputs), work / f"ds_{n}", annotator_config(4))
+        res["unique_inputs"] = len(set(inputs))
+        res["every_input_accounted_for"] = res["rows_in_clips_parquet"] == res["unique_clip_ids"] == len(set(inputs))
+        scale[str(n)] = res
+    ray.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
+    name = "curation_pipeline" if comparison else "curation_pipeline_scale"
+    emit(name, {"config": vars(args), "comparison": comparison, "scale": scale})
+
+
+def compare(args, work: Path) -> dict:
+    """Part 1: same clips, same models, side by side."""
+    config = annotator_config(args.frames)
+    videos = [str(generate_clip(3000 + k, 2 + k % 3, args.frames, (480, 270)).save(work, f"c{k}"))
+              for k in range(args.clips - 2)]
+    videos += [str(SHARED / "data" / "bedroom" / "bedroom.mp4"), str(SHARED / "data" / "crosswalk" / "people1.mp4")]
+    manifest = write_manifest(work / "compare.csv", videos)
+    seq = sequential(videos, config)
+    work_cost = sequential(videos[: max(2, len(videos) // 4)], replace(config, num_threads=1))
+    par = pipeline(manifest, work / "ds_compare", config)
+    cores = os.cpu_count()
+    cpu_per_frame = sum(work_cost["cpu_seconds_per_frame"].values())
+    ceiling = cores / cpu_per_frame
+    comparison = {
+        "clips": len(videos), "frames_per_clip": args.frames, "cores": cores,
+        "sequential": seq, "pipeline": par,
+        "cpu_seconds_per_frame_single_thread": work_cost["cpu_seconds_per_frame"],
+        "pipeline_vs_sequential_end_to_end": round(par["frames_per_s"] / seq["frames_per_s"], 3),
+        "pipeline_vs_sequential_steady": round(par["steady_frames_per_s"] / seq["steady_frames_per_s"], 3),
+        "ceiling_frames_per_s": round(ceiling, 3),
+        "pipeline_share_of_ceiling_steady": round(par["steady_frames_per_s"] / ceiling, 3),
+        "pipeline_share_of_ceiling_end_to_end": round(par["frames_per_s"] / ceiling, 3),
+        "sequential_share_of_ceiling": round(seq["steady_frames_per_s"] / ceiling, 3),
+        "targets": {"pipeline_share_of_ceiling": 0.85, "pipeline_vs_sequential": "> 1"},
+    }
+    return comparison
+
+
+if __name__ == "__main__":
+    main()
