@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -11,6 +11,15 @@ from rich.table import Table
 
 from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig
 from .errors import CurationError
+
+# Options shared by every command that builds an annotator (`curate clip`, `curate run`).
+Stride = Annotated[int, typer.Option(help="keep every n-th frame")]
+MaxSide = Annotated[Optional[int], typer.Option(help="resize so max(H, W) <= this (0 keeps the source size)")]
+TrackerBackend = Annotated[str, typer.Option(help="auto | sam2 | ultralytics")]
+PoseBackend = Annotated[str, typer.Option(help="auto | rtmlib | ultralytics")]
+WeightsDir = Annotated[Optional[Path], typer.Option(help="folder of weights (default $AVATAR_WEIGHTS_DIR)")]
+Sam2Checkpoint = Annotated[Optional[str], typer.Option(help="SAM2 checkpoint path or name")]
+DWPose = Annotated[Optional[str], typer.Option(help="DWPose/RTMPose ONNX path or name")]
 
 app = typer.Typer(help="Build multi-character mask datasets: detect, pose, track, validate.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -56,13 +65,13 @@ def clip_command(
     audio: Optional[Path] = typer.Option(None, help="audio file for the clip (default: the video's own track)"),
     start: int = typer.Option(0, help="first frame"),
     end: Optional[int] = typer.Option(None, help="frame after the last one"),
-    stride: int = typer.Option(1, help="keep every n-th frame"),
-    max_side: Optional[int] = typer.Option(640, help="resize so max(H, W) <= this (0 keeps the source size)"),
-    tracker: str = typer.Option("auto", help="auto | sam2 | ultralytics"),
-    pose: str = typer.Option("auto", help="auto | rtmlib | ultralytics"),
-    weights_dir: Optional[Path] = typer.Option(None, help="folder of weights (default $AVATAR_WEIGHTS_DIR)"),
-    sam2_checkpoint: Optional[str] = typer.Option(None, help="SAM2 checkpoint path or name"),
-    dwpose: Optional[str] = typer.Option(None, help="DWPose/RTMPose ONNX path or name"),
+    stride: Stride = 1,
+    max_side: MaxSide = 640,
+    tracker: TrackerBackend = "auto",
+    pose: PoseBackend = "auto",
+    weights_dir: WeightsDir = None,
+    sam2_checkpoint: Sam2Checkpoint = None,
+    dwpose: DWPose = None,
     preview: bool = typer.Option(True, help="write an overlay preview MP4"),
 ) -> None:
     """Annotate one clip and write clips.parquet + tracks.parquet (+ a preview) to OUT."""

@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.cli import app as curate_app
-from curation.cli import build_config
+from curation.cli import (DWPose, MaxSide, PoseBackend, Sam2Checkpoint, Stride, TrackerBackend, WeightsDir,
+                          build_config)
 from curation.errors import CurationError
 
 app = typer.Typer(help="avatarkit: curate avatar datasets, train and sample the avatar model, evaluate.",
@@ -73,17 +74,19 @@ def run_command(
     num_cpus: Optional[int] = typer.Option(None, help="local Ray: CPUs to use (default all)"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run clips that failed before again"),
     max_frames: Optional[int] = typer.Option(None, help="frames per clip at most"),
-    stride: int = typer.Option(1, help="keep every n-th frame"),
-    max_side: Optional[int] = typer.Option(640, help="resize so max(H, W) <= this (0 keeps the source size)"),
-    tracker: str = typer.Option("auto", help="auto | sam2 | ultralytics"),
-    pose: str = typer.Option("auto", help="auto | rtmlib | ultralytics"),
-    weights_dir: Optional[Path] = typer.Option(None, help="folder of weights (default $AVATAR_WEIGHTS_DIR)"),
+    stride: Stride = 1,
+    max_side: MaxSide = 640,
+    tracker: TrackerBackend = "auto",
+    pose: PoseBackend = "auto",
+    weights_dir: WeightsDir = None,
+    sam2_checkpoint: Sam2Checkpoint = None,
+    dwpose: DWPose = None,
     previews: bool = typer.Option(False, help="write overlay MP4s under OUT/previews"),
 ) -> None:
     """Curate every clip of MANIFEST with Ray Data; rerun to resume (clips already done are skipped)."""
     from pipelines.curate import CurateConfig
 
-    annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir)
+    annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
                           retry_failed=retry_failed, previews=previews, annotator=annotator)
     print_run_summary(run_pipeline(config), out)
