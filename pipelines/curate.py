@@ -142,25 +142,26 @@ class DecodeStep(_Step):
         return pickle.dumps(work, protocol=5)
 
 
-class DetectStep(_Step):
-    step = "detect"
+class _ModelStep(_Step):
+    """A step that runs one ClipAnnotator method (one model) on the travelling ClipWork."""
+
+    method: str = ""
 
     def run(self, row):
-        return pickle.dumps(self.annotator.detect(pickle.loads(row["payload"])), protocol=5)
+        work = pickle.loads(row["payload"])
+        return pickle.dumps(getattr(self.annotator, self.method)(work), protocol=5)
 
 
-class PoseStep(_Step):
-    step = "pose"
-
-    def run(self, row):
-        return pickle.dumps(self.annotator.estimate_pose(pickle.loads(row["payload"])), protocol=5)
+class DetectStep(_ModelStep):
+    step, method = "detect", "detect"
 
 
-class TrackStep(_Step):
-    step = "track"
+class PoseStep(_ModelStep):
+    step, method = "pose", "estimate_pose"
 
-    def run(self, row):
-        return pickle.dumps(self.annotator.track(pickle.loads(row["payload"])), protocol=5)
+
+class TrackStep(_ModelStep):
+    step, method = "track", "track"
 
 
 class ValidateStep(_Step):
