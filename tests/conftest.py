@@ -99,3 +99,74 @@ def rtmpose_shaped_onnx(path: Path, num_keypoints: int = 133, input_size=(288, 3
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def _require_service(what: str, variable: str) -> None:
+    msg = f"{what} is not available: run `bash .ci/services` (as root) or set {variable}"
+    if os.environ.get("AVATAR_REQUIRE_SERVICES") == "1":
+        pytest.fail(msg + " (AVATAR_REQUIRE_SERVICES=1)")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """URL of the local PostgreSQL that .ci/services starts (or $AVATAR_TEST_POSTGRES_URL)."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get("AVATAR_TEST_POSTGRES_URL", "postgresql+psycopg://avatar:avatar@127.0.0.1:5432/avatar_test")
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
+        _require_service(f"PostgreSQL at {url} ({type(exc).__name__})", "AVATAR_TEST_POSTGRES_URL")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url):
+    """A fresh, empty PostgreSQL database for one test (dropped after)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"avatar_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Each store test runs on the embedded SQLite file and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "gsb.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = os.environ.get("AVATAR_CHROMIUM", "/usr/bin/chromium")
+    if not Path(path).exists():
+        _require_service(f"Chromium at {path}", "AVATAR_CHROMIUM")
+    return path
+
+
+def make_system_videos(folder: Path, case_ids, seed: int, frames: int = 8, size=(64, 48)) -> Path:
+    """Tiny real H.264 videos named <case_id>.mp4 (a system's outputs for a GSB study)."""
+    from curation.video import write_video
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for case_id in case_ids:
+        base = rng.integers(0, 255, size=(1, size[1], size[0], 3), dtype=np.uint8)
+        clip = np.repeat(base, frames, axis=0)
+        clip[:, :, : (size[0] // 2)] //= 2
+        write_video(folder / f"{case_id}.mp4", clip, fps=8)
+    return folder

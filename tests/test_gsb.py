@@ -1,0 +1,190 @@
+"""GSB studies through the store, on SQLite and on a real PostgreSQL."""
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+from conftest import make_system_videos
+
+from evaluation.gsb import CATEGORIES, AccessDenied, Study, StudyError
+
+CASES = [f"case{i:02d}" for i in range(12)]
+
+
+@pytest.fixture
+def systems(tmp_path):
+    ours = make_system_videos(tmp_path / "ours", CASES, seed=1)
+    base = make_system_videos(tmp_path / "base", CASES[:-1] + ["extra"], seed=2)  # case11 missing, one extra
+    meta = pd.DataFrame({"case_id": CASES, "kind": ["speech"] * 6 + ["singing"] * 6,
+                         "prompt": [f"prompt {c}" for c in CASES], "language": "en"})
+    meta.to_csv(tmp_path / "cases.csv", index=False)
+    return {"a": f"ours={ours}", "b": f"base={base}", "cases": tmp_path / "cases.csv"}
+
+
+def make_study(db_url, systems, raters=("ann", "bob", "cy", "dee"), **kw):
+    return Study.create(db_url, "s1", systems["a"], systems["b"], cases=systems["cases"], raters=raters,
+                        control_pairs=2, seed=7, **kw)
+
+
+def test_create_matches_cases_and_reports_missing(db_url, systems):
+    study = make_study(db_url, systems)
+    assert study.missing_cases() == {"case11": ["base"]}
+    counts = study.counts()
+    assert counts == {"cases": 12, "pairs": 11, "control_pairs": 2, "raters": 4, "assignments": 0, "judgments": 0}
+    assert Study.list(db_url) == ["s1"] and Study.open(db_url, "s1").id == study.id
+    with pytest.raises(StudyError, match="already exists"):
+        make_study(db_url, systems)
+    with pytest.raises(StudyError, match="no study named 'nope'"):
+        Study.open(db_url, "nope")
+
+
+def test_left_right_is_seeded_and_balanced(tmp_path, systems):
+    sides = []
+    for run in range(2):
+        study = Study.create(tmp_path / f"seeded{run}.db", "s", systems["a"], systems["b"], seed=3)
+        j = study.judgments()  # empty; read the pairs through a rater instead
+        study.add_raters(["x"])
+        study.assign(1)
+        tok = study.tokens()["x"]
+        sides.append(sorted((study.media(tok, p.pair_id, "left").parent.name, p.prompt) for p in study.pairs_for(tok)))
+        assert j.empty
+    assert sides[0] == sides[1]
+    ours_left = sum(folder == "ours" for folder, _ in sides[0])
+    assert 0 < ours_left < len(sides[0])  # randomised, not all on one side
+
+
+def test_assignment_is_balanced_and_never_repeats(db_url, systems):
+    study = make_study(db_url, systems)
+    load = study.assign(raters_per_pair=3)
+    assert sum(load.values()) == 11 * 3 + 2 * 4  # controls go to every rater
+    assert max(load.values()) - min(load.values()) <= 1
+    for token in study.tokens().values():
+        ids = [p.pair_id for p in study.pairs_for(token)]
+        assert len(ids) == len(set(ids))
+    assert study.assign(raters_per_pair=3) == load  # idempotent
+    study.add_raters(["eve"])
+    topped = study.assign(raters_per_pair=4)
+    assert sum(topped.values()) == 11 * 4 + 2 * 5
+    with pytest.raises(StudyError, match="has 5 raters"):
+        study.assign(raters_per_pair=6)
+
+
+def test_judgments_are_relative_to_the_system_under_test(db_url, systems):
+    study = make_study(db_url, systems)
+    study.assign(2)
+    tokens = study.tokens()
+    token = tokens["ann"]
+    pairs = [p for p in study.pairs_for(token)]
+    for p in pairs:  # ann always clicks the side showing our video, and "same" on control pairs
+        left, right = study.media(token, p.pair_id, "left"), study.media(token, p.pair_id, "right")
+        ours_side = "same" if left == right else "left" if left.parent.name == "ours" else "right"
+        study.submit(token, p.pair_id, {"overall": ours_side, "lip_sync": "same"})
+    j = study.judgments()
+    test = j[~j.is_control]
+    assert set(test[test.category == "overall"].value) == {1}
+    assert set(test[test.category == "lip_sync"].value) == {0}
+    assert {"left", "right"} >= set(test.choice) - {"same"}
+    # a second submission updates, never duplicates
+    first = pairs[0].pair_id
+    study.submit(token, first, {"overall": "same"})
+    j2 = study.judgments()
+    assert len(j2) == len(j)
+    assert j2[(j2.pair == first) & (j2.category == "overall")].value.tolist() == [0]
+    assert study.pairs_for(token)[0].judgments["overall"] == "same"  # resume sees it
+    report = study.score()
+    assert report.flagged == []
+    assert report.categories.set_index("category").loc["overall", "G"] == len(test[test.category == "overall"]) - 1
+
+
+def test_tokens_and_media_are_guarded(db_url, systems, tmp_path):
+    study = make_study(db_url, systems)
+    study.assign(1)
+    tokens = study.tokens()
+    ann, bob = study.pairs_for(tokens["ann"]), study.pairs_for(tokens["bob"])
+    not_anns = next(p.pair_id for p in bob if p.pair_id not in {q.pair_id for q in ann})
+    with pytest.raises(AccessDenied, match="token is not valid"):
+        study.pairs_for("forged-token")
+    with pytest.raises(AccessDenied, match="not assigned"):
+        study.submit(tokens["ann"], not_anns, {"overall": "left"})
+    with pytest.raises(AccessDenied, match="not assigned"):
+        study.media(tokens["ann"], not_anns, "left")
+    with pytest.raises(StudyError, match="choice"):
+        study.submit(tokens["ann"], ann[0].pair_id, {"overall": "better"})
+    with pytest.raises(StudyError, match="category"):
+        study.submit(tokens["ann"], ann[0].pair_id, {"smell": "left"})
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"not for raters")
+    with pytest.raises(AccessDenied, match="refused"):
+        study.check_media(secret)
+    ours = study.systems()["ours"].folder
+    with pytest.raises(AccessDenied, match="refused"):
+        study.check_media(f"{ours}/../secret.mp4")
+    os.symlink(secret, f"{ours}/link.mp4")
+    with pytest.raises(AccessDenied, match="refused"):
+        study.check_media(f"{ours}/link.mp4")
+    assert study.check_media(study.media(tokens["ann"], ann[0].pair_id, "right")).is_file()
+    # the rater's view carries no system name and no path
+    text = repr(ann)
+    assert "ours" not in text and "base" not in text and "/" not in text
+
+
+def test_bad_inputs_name_the_fix(tmp_path, systems):
+    db = tmp_path / "bad.db"
+    with pytest.raises(StudyError, match="does not exist"):
+        Study.create(db, "x", tmp_path / "nope", systems["b"])
+    with pytest.raises(StudyError, match="both systems are named"):
+        Study.create(db, "x", systems["a"], systems["a"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,prompt\n1,a\n")
+    with pytest.raises(StudyError, match="no case_id column"):
+        Study.create(db, "x", systems["a"], systems["b"], cases=bad)
+    with pytest.raises(StudyError, match="readable"):
+        Study.create(db, "x", systems["a"], systems["b"], cases=tmp_path / "cases.txt")
+
+
+def test_export_round_trip(tmp_path, systems):
+    study = make_study(tmp_path / "e.db", systems)
+    study.assign(1)
+    token = study.tokens()["cy"]
+    for p in study.pairs_for(token):
+        study.submit(token, p.pair_id, {c: "same" for c in CATEGORIES})
+    n = len(study.judgments())
+    assert len(pd.read_csv(study.export(tmp_path / "j.csv"))) == n
+    assert len(pd.read_parquet(study.export(tmp_path / "j.parquet"))) == n
+    with pytest.raises(StudyError, match=".csv or .parquet"):
+        study.export(tmp_path / "j.xlsx")
+
+
+def _rate_all(db, name, token, rounds):
+    study = Study.open(db, name)
+    pairs = study.pairs_for(token)
+    for r in range(rounds):  # every rater submits every pair, then re-submits (updates)
+        for p in pairs:
+            study.submit(token, p.pair_id, {c: ("left", "same", "right")[(r + i) % 3] for i, c in enumerate(CATEGORIES)})
+    return len(pairs)
+
+
+def _expected_and_check(study, assigned):
+    j = study.judgments()
+    assert len(j) == sum(assigned) * len(CATEGORIES)  # none lost
+    assert not j.duplicated(["pair", "rater", "category"]).any()  # none duplicated
+
+
+def test_twenty_concurrent_raters_threads(db_url, systems):
+    raters = [f"r{i:02d}" for i in range(20)]
+    study = make_study(db_url, systems, raters=raters)
+    study.assign(raters_per_pair=10)
+    with ThreadPoolExecutor(20) as pool:
+        assigned = list(pool.map(lambda t: _rate_all(db_url, "s1", t, 2), study.tokens().values()))
+    _expected_and_check(study, assigned)
+
+
+def test_twenty_concurrent_raters_processes(db_url, systems):
+    raters = [f"r{i:02d}" for i in range(20)]
+    study = make_study(db_url, systems, raters=raters)
+    study.assign(raters_per_pair=10)
+    with mp.get_context("spawn").Pool(20) as pool:
+        assigned = pool.starmap(_rate_all, [(db_url, "s1", t, 1) for t in study.tokens().values()])
+    _expected_and_check(study, assigned)
