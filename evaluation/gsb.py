@@ -170,11 +170,14 @@ class Study:
         return study
 
     @classmethod
-    def open(cls, db: str | Path, name: str) -> "Study":
+    def open(cls, db: str | Path, name: str | None = None) -> "Study":
+        """The study `name` in `db` (with no name, the only study there)."""
         engine = make_engine(db)
         with session_factory(engine)() as s:
+            names = s.scalars(select(StudyRow.name).order_by(StudyRow.id)).all()
+            if not name and len(names) == 1:
+                name = names[0]
             row = s.scalar(select(StudyRow).where(StudyRow.name == name))
-            names = s.scalars(select(StudyRow.name)).all()
         engine.dispose()
         if row is None:
             raise StudyError(f"no study named {name!r} in {db} (studies there: {names or 'none'})")

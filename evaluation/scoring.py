@@ -87,6 +87,7 @@ def _bootstrap_ci(counts: np.ndarray, statistic, config: ScoreConfig) -> tuple[f
 def rater_table(judgments: pd.DataFrame, config: ScoreConfig) -> pd.DataFrame:
     """Per rater: judgments, position bias (share of left among left/right choices) and control pass rate."""
     rows = []
+    judgments = judgments.astype({"is_control": bool})
     for rater, own in judgments.groupby("rater", sort=True):
         test = own[~own["is_control"]]
         control = own[own["is_control"]]
@@ -111,6 +112,7 @@ def score_judgments(judgments: pd.DataFrame, categories: list[str], config: Scor
     missing = set(JUDGMENT_COLUMNS) - set(judgments.columns)
     if missing:
         raise ValueError(f"judgments table lacks columns {sorted(missing)}")
+    judgments = judgments.astype({"is_control": bool, "value": int})
     raters = rater_table(judgments, config)
     flagged = raters.loc[raters["flagged"], "rater"].tolist()
     scored = judgments[~judgments["is_control"]]

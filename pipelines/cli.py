@@ -22,10 +22,17 @@ from curation.cli import app as curate_app
 from curation.cli import (DWPose, MaxSide, PoseBackend, Sam2Checkpoint, Stride, TrackerBackend, WeightsDir,
                           build_config)
 from curation.errors import CurationError
+from dashboards.cli import app as dash_app
+from evaluation.cli import app as eval_app
+from evaluation.gsb import AccessDenied, StudyError
+
+USER_ERRORS = (CurationError, StudyError, AccessDenied)  # bad input: message + exit 2, no traceback
 
 app = typer.Typer(help="avatarkit: curate avatar datasets, train and sample the avatar model, evaluate.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(curate_app, name="curate")
+app.add_typer(eval_app, name="eval")
+app.add_typer(dash_app, name="dash")
 console = Console(stderr=True)
 
 DEMO_CLIPS = (  # (video under the data folder, audio or "")
@@ -119,13 +126,43 @@ def demo(
                           annotator=build_config(max_frames=frames, weights_dir=weights_dir))
     print_run_summary(run_pipeline(config), out)
     typer.echo(f"dataset: {out.resolve()}  previews: {(out / 'previews').resolve()}")
+    demo_study(out)
+
+
+def demo_study(out: Path, raters=("rater1", "rater2", "rater3")) -> None:
+    """A small GSB study on the demo's outputs: overlay previews vs the plain source frames."""
+    from curation.dataset import CuratedDataset
+    from curation.video import write_video
+    from evaluation.gsb import Study
+
+    data, source = CuratedDataset(out), out / "gsb" / "source"
+    cases = []
+    for preview in sorted((out / "previews").glob("*.mp4")):
+        clip_id = preview.stem.rsplit("_", 1)[-1]
+        record = data.load(clip_id)
+        write_video(source / preview.name, record.clip.frames, record.clip.fps, crf=23)
+        cases.append({"case_id": preview.stem, "kind": "multi-person" if record.masks.shape[1] > 1 else "single",
+                      "prompt": "Which video shows who is who more clearly?"})
+    db = out / "gsb.db"
+    study = Study.create(db, "demo", f"overlay={out / 'previews'}", f"source={source}", cases=cases, raters=raters,
+                         control_pairs=1, seed=0)
+    study.assign(raters_per_pair=2)
+    table = Table(title=f"GSB study 'demo' in {db}: start the apps with "
+                        f"`avatar dash rater --db {db}` and `avatar dash results --db {db}`")
+    table.add_column("rater")
+    table.add_column("link")
+    for name, token in study.tokens().items():
+        table.add_row(name, f"http://localhost:8501/?token={token}")
+    Console().print(table)
+    typer.echo("results: http://localhost:8502/   dataset: `avatar dash dataset "
+               f"{out}` -> http://localhost:8503/")
 
 
 def main() -> None:
     """Entry point: bad input ends with its message and exit code 2, no traceback (AVATAR_DEBUG=1 shows it)."""
     try:
         app()
-    except CurationError as exc:
+    except USER_ERRORS as exc:
         if os.environ.get("AVATAR_DEBUG"):
             raise
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

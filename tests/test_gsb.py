@@ -188,3 +188,32 @@ def test_twenty_concurrent_raters_processes(db_url, systems):
     with mp.get_context("spawn").Pool(20) as pool:
         assigned = pool.starmap(_rate_all, [(db_url, "s1", t, 1) for t in study.tokens().values()])
     _expected_and_check(study, assigned)
+
+
+def test_cli_create_assign_score_export(tmp_path, systems):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    db = str(tmp_path / "cli.db")
+    common = ["--db", db]
+    res = runner.invoke(app, ["eval", "gsb", "create", "cli", "--a", systems["a"], "--b", systems["b"], "--cases",
+                              str(systems["cases"]), "--rater", "ann", "--rater", "bob", "--controls", "1", *common])
+    assert res.exit_code == 0, res.output
+    assert "case11" in res.output and "missing" in res.output
+    res = runner.invoke(app, ["eval", "gsb", "assign", "cli", "--raters-per-pair", "2", "--rater", "cy", *common])
+    assert res.exit_code == 0, res.output
+    study = Study.open(db, "cli")
+    for token in study.tokens().values():
+        for p in study.pairs_for(token):
+            study.submit(token, p.pair_id, {c: "same" for c in CATEGORIES})
+    res = runner.invoke(app, ["eval", "gsb", "score", "cli", "--n-boot", "200", "--json", str(tmp_path / "r.json"),
+                              *common])
+    assert res.exit_code == 0, res.output
+    report = __import__("json").loads((tmp_path / "r.json").read_text())
+    assert report["categories"][0]["S"] == 11 * 2 and report["flagged_raters"] == []
+    res = runner.invoke(app, ["eval", "gsb", "export", "cli", "--out", str(tmp_path / "j.parquet"), *common])
+    assert res.exit_code == 0 and len(pd.read_parquet(tmp_path / "j.parquet")) == len(study.judgments())
+    res = runner.invoke(app, ["eval", "gsb", "score", "nope", *common])
+    assert res.exit_code != 0 and "no study named" in str(res.exception or res.output)

@@ -88,3 +88,9 @@ def test_filter_by_kind_and_formulas():
 def test_missing_columns_is_a_clear_error():
     with pytest.raises(ValueError, match="lacks columns"):
         score_judgments(FIXED.drop(columns=["value"]), ["overall"])
+
+
+def test_an_unrated_study_scores_to_zeros():
+    empty = FIXED.iloc[:0].astype(object)
+    row = score_judgments(empty, ["overall"]).categories.iloc[0]
+    assert (row.G, row.S, row.B, row.cases) == (0, 0, 0, 0) and math.isnan(row.gsb_low)
