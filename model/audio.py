@@ -1,0 +1,144 @@
+"""Per-character audio features aligned to latent frames.
+
+Each video frame gets one token computed from a window of audio around its time (`context_frames`
+video frames either side); a latent frame groups the `temporal_ratio` video frames the VAE folds into
+it (the first latent frame holds frame 0 only, repeated), so the DiT sees (C, F, W, D) tokens for C
+characters, F latent frames and W = temporal_ratio tokens per latent frame.
+
+Two front ends: a log-mel spectrogram (the embedded default, transformers' audio_utils) or a wav2vec2
+model loaded with transformers from a local folder. A learned projection maps either to `dim`.
+A character without audio gets silence, and the output says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+
+from .errors import AvatarInputError
+
+
+@dataclass
+class AudioFeatures:
+    tokens: torch.Tensor  # (B, C, F, W, dim)
+    silent: list[bool]  # per character: no audio was given, silence was used
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate` (soundfile + polyphase resampling)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    try:
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for unreadable files
+        raise AvatarInputError(f"audio {path} could not be read ({exc})", "give a WAV/FLAC/OGG file") from exc
+    if wave.size == 0:
+        raise AvatarInputError(f"audio {path} is empty", "give a file with sound in it")
+    wave = wave.mean(axis=1)
+    if sr != sample_rate:
+        g = gcd(sr, sample_rate)
+        wave = resample_poly(wave, sample_rate // g, sr // g).astype(np.float32)
+    return wave
+
+
+def fit_audio(wave: np.ndarray | None, num_samples: int, name: str, tolerance_s: float = 0.5,
+              sample_rate: int = 16000) -> tuple[np.ndarray, bool]:
+    """Cut or pad a waveform to the clip; None is silence. Too short by more than the tolerance is an error."""
+    if wave is None:
+        return np.zeros(num_samples, np.float32), True
+    short = num_samples - len(wave)
+    if short > tolerance_s * sample_rate:
+        raise AvatarInputError(
+            f"audio {name} lasts {len(wave) / sample_rate:.2f} s but the clip needs {num_samples / sample_rate:.2f} s",
+            "give audio as long as the video (or ask for fewer frames / a shorter duration)")
+    return np.pad(wave[:num_samples], (0, max(0, short))).astype(np.float32), False
+
+
+def latent_frames(num_frames: int, temporal_ratio: int = 4) -> int:
+    if (num_frames - 1) % temporal_ratio:
+        raise AvatarInputError(f"{num_frames} frames cannot be folded by the VAE",
+                               f"use {temporal_ratio}k+1 frames, e.g. {((num_frames - 1) // temporal_ratio) * temporal_ratio + 1}")
+    return (num_frames - 1) // temporal_ratio + 1
+
+
+class AudioEncoder(ModelMixin, ConfigMixin):
+    """Waveforms of C characters -> (B, C, F, W, dim) tokens aligned to latent frames."""
+
+    @register_to_config
+    def __init__(self, dim: int = 32, sample_rate: int = 16000, n_mels: int = 80, hop_length: int = 160,
+                 context_frames: int = 2, window_mels: int = 16, temporal_ratio: int = 4,
+                 wav2vec2_path: str | None = None, wav2vec2_dim: int = 768):
+        super().__init__()
+        self.wav2vec2 = None
+        if wav2vec2_path:
+            from transformers import Wav2Vec2Model
+
+            path = Path(wav2vec2_path)
+            if not (path / "config.json").is_file():
+                raise AvatarInputError(f"wav2vec2 folder {path} has no config.json",
+                                       "give a local transformers wav2vec2 folder (save_pretrained output)")
+            self.wav2vec2 = Wav2Vec2Model.from_pretrained(str(path)).eval().requires_grad_(False)
+            feat_dim = self.wav2vec2.config.hidden_size
+        else:
+            feat_dim = n_mels
+            mel = mel_filter_bank(num_frequency_bins=1 + 400 // 2, num_mel_filters=n_mels, min_frequency=20.0,
+                                  max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney",
+                                  mel_scale="slaney")
+            self.register_buffer("mel_filters", torch.tensor(mel, dtype=torch.float32), persistent=False)
+        self.proj = nn.Sequential(nn.Linear(feat_dim * window_mels, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim),
+                                  nn.LayerNorm(dim))
+
+    def features(self, wave: np.ndarray) -> torch.Tensor:
+        """(S,) waveform -> (time, feat) frame-level features (100 Hz log-mel or 50 Hz wav2vec2)."""
+        if self.wav2vec2 is not None:
+            x = torch.from_numpy(wave)[None].to(self.device)
+            x = (x - x.mean()) / (x.std() + 1e-6)
+            with torch.no_grad():
+                return self.wav2vec2(x).last_hidden_state[0].float()
+        spec = spectrogram(wave.astype(np.float64), window_function(400, "hann"), frame_length=400,
+                           hop_length=self.config.hop_length, power=2.0, mel_filters=self.mel_filters.numpy().astype(np.float64),
+                           log_mel="log10")
+        spec = np.maximum(spec, spec.max() - 8.0)  # 80 dB range, as Whisper does
+        return torch.from_numpy(((spec + 4.0) / 4.0).T.astype(np.float32)).to(self.device)
+
+    def frame_windows(self, wave: np.ndarray, num_frames: int, fps: float) -> torch.Tensor:
+        """(num_frames, window_mels * feat): features around each video frame's time, resampled to fixed length."""
+        feats = self.features(wave)  # (time, feat)
+        rate = feats.shape[0] / (len(wave) / self.config.sample_rate)
+        ctx = self.config.context_frames
+        centers = (torch.arange(num_frames, dtype=torch.float32) + 0.5) / fps
+        half = (ctx + 0.5) / fps
+        offsets = torch.linspace(-half, half, self.config.window_mels)
+        times = (centers[:, None] + offsets[None]) * rate  # (num_frames, window) in feature steps
+        grid = (times / max(feats.shape[0] - 1, 1)) * 2 - 1
+        grid = torch.stack([torch.zeros_like(grid), grid], -1)[None].to(feats)  # sample along time
+        sampled = F.grid_sample(feats.T[None, :, :, None].transpose(2, 3), grid, align_corners=True,
+                                padding_mode="border")  # (1, feat, num_frames, window)
+        return sampled[0].permute(1, 2, 0).reshape(num_frames, -1)
+
+    def forward(self, waves: list[np.ndarray | None], num_frames: int, fps: float,
+                tolerance_s: float = 0.5, names: list[str] | None = None) -> AudioFeatures:
+        """One waveform (or None = silence) per character for a clip of `num_frames` at `fps`."""
+        f = latent_frames(num_frames, self.config.temporal_ratio)
+        need = int(round(num_frames / fps * self.config.sample_rate))
+        tokens, silent = [], []
+        for i, wave in enumerate(waves):
+            wave, is_silent = fit_audio(wave, need, (names or [f"#{i}"] * len(waves))[i], tolerance_s,
+                                        self.config.sample_rate)
+            per_frame = self.proj(self.frame_windows(wave, num_frames, fps))  # (num_frames, dim)
+            r = self.config.temporal_ratio
+            padded = torch.cat([per_frame[:1].expand(r - 1, -1), per_frame], 0)  # frame 0 fills latent frame 0
+            tokens.append(padded.reshape(f, r, -1))
+            silent.append(is_silent)
+        return AudioFeatures(torch.stack(tokens)[None], silent)

@@ -1,0 +1,48 @@
+"""Named model sizes and a builder of a whole pipeline from them (random weights, or Wan's where given).
+
+`tiny` is what tests and the demo train on CPU; `small` is a CPU-trainable model for benchmarks;
+`wan-1.3b` has the shape of Wan 2.1 T2V 1.3B (built on the meta device to count parameters and memory).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
+from transformers import UMT5Config, UMT5EncoderModel
+
+WAN_COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, freq_dim=256, cross_attn_norm=True,
+                  qk_norm="rms_norm_across_heads", eps=1e-6)
+TRANSFORMER = {
+    "tiny": dict(num_attention_heads=2, attention_head_dim=12, text_dim=32, ffn_dim=48, num_layers=3,
+                 rope_max_seq_len=32, audio_dim=32, mask_layer=1),
+    "small": dict(num_attention_heads=4, attention_head_dim=32, text_dim=64, ffn_dim=256, num_layers=6,
+                  rope_max_seq_len=64, audio_dim=64, mask_layer=3),
+    "wan-1.3b": dict(num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960, num_layers=30,
+                     rope_max_seq_len=1024, audio_dim=768, mask_layer=20),
+}
+TEXT = {"tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+        "small": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
+        "wan-1.3b": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)}
+VAE_TINY = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+
+
+def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4):
+    """A complete AvatarPipeline of the named size with freshly initialised weights."""
+    from .audio import AudioEncoder
+    from .mask_head import MaskPredictionHead
+    from .pipeline import AvatarPipeline, byte_tokenizer
+    from .transformer import AvatarTransformer
+
+    if size not in TRANSFORMER:
+        raise ValueError(f"unknown model size {size!r}: one of {sorted(TRANSFORMER)}")
+    torch.manual_seed(seed)
+    cfg = {**WAN_COMMON, **TRANSFORMER[size], "max_characters": max_characters}
+    transformer = AvatarTransformer(**cfg)
+    tokenizer = byte_tokenizer()
+    text = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT[size]))
+    vae = AutoencoderKLWan(**VAE_TINY)
+    dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    return AvatarPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, transformer=transformer,
+                          scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                          audio_encoder=AudioEncoder(dim=cfg["audio_dim"]),
+                          mask_head=MaskPredictionHead(dim=dim, max_characters=max_characters))

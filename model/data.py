@@ -1,0 +1,107 @@
+"""A torch Dataset over a curated dataset (clips.parquet + tracks.parquet): training windows for the model.
+
+Each item is a window of `num_frames` (4k+1) frames of one clip, resized to `size`, with per-person
+masks, identity crops of each person from the window's first frame, the first frame as reference,
+and the audio under the window. Only clips that passed validation, unless `passed_only=False`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from curation.dataset import CuratedDataset
+from curation.errors import CurationError
+
+from .errors import AvatarInputError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    num_frames: int = 9  # 4k + 1
+    size: tuple[int, int] = (64, 64)  # (H, W) of the frames given to the VAE
+    crop_size: tuple[int, int] = (32, 32)  # identity crops
+    max_characters: int = 2  # the largest persons (by first-frame mask area) are kept
+    min_characters: int = 1  # clips with fewer persons are left out (mask training wants 2)
+    stride: int = 4  # frames between window starts
+    passed_only: bool = True
+    clip_ids: tuple[str, ...] | None = None  # restrict to these clips (train / held-out splits)
+
+
+def crop_box(mask: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return 0, 0, mask.shape[1], mask.shape[0]
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    px, py = int((x1 - x0) * pad), int((y1 - y0) * pad)
+    return max(0, x0 - px), max(0, y0 - py), min(mask.shape[1], x1 + px), min(mask.shape[0], y1 + py)
+
+
+def to_tensor(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, h, w) float in [-1, 1]."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).permute(1, 0, 2, 3)
+
+
+class AvatarClipDataset(Dataset):
+    """Windows of curated clips with masks, identity crops, reference frame and audio."""
+
+    def __init__(self, folder: str, config: DataConfig = DataConfig()):
+        if (config.num_frames - 1) % 4:
+            raise AvatarInputError(f"num_frames={config.num_frames}", "use 4k+1 frames (5, 9, 13, ...)")
+        try:
+            self.data = CuratedDataset(folder)
+        except CurationError as exc:
+            raise AvatarInputError(f"{folder} is not a curated dataset ({exc.what})",
+                                   "make one with `avatar curate run MANIFEST --out FOLDER` and point at it") from exc
+        self.config = config
+        clips = self.data.done(passed_only=config.passed_only)
+        if config.clip_ids is not None:
+            clips = clips[clips["clip_id"].isin(config.clip_ids)]
+        clips = clips[(clips["num_frames"] >= config.num_frames) & (clips["num_persons"] >= config.min_characters)]
+        if clips.empty:
+            raise AvatarInputError(f"{folder} has no {'passed ' if config.passed_only else ''}clip with at least "
+                                   f"{config.num_frames} frames", "curate more (or longer) clips, or pass passed_only=False")
+        self.records = {cid: self.data.load(cid) for cid in clips["clip_id"]}
+        self.windows = [(cid, s) for cid, r in self.records.items()
+                        for s in range(0, r.clip.num_frames - config.num_frames + 1, config.stride)]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict:
+        cid, start = self.windows[index]
+        r, c = self.records[cid], self.config
+        sl = slice(start, start + c.num_frames)
+        frames, masks = r.clip.frames[sl], r.masks[sl]
+        order = np.argsort(-masks[0].reshape(masks.shape[1], -1).sum(1), kind="stable")[: c.max_characters]
+        order = np.sort(order)  # keep person ids in track order
+        masks = masks[:, order]
+        crops = []
+        for i in range(len(order)):
+            x0, y0, x1, y1 = crop_box(masks[0, i])
+            crops.append(to_tensor(frames[:1, y0:y1, x0:x1], c.crop_size)[:, 0])
+        m = torch.from_numpy(masks).permute(1, 0, 2, 3).float()  # (C, T, H, W)
+        m = F.interpolate(m, size=c.size, mode="area")
+        audio = None
+        if r.clip.audio is not None:
+            sr = r.clip.sample_rate
+            a0 = int(round(start / r.clip.fps * sr))
+            audio = r.clip.audio[a0:a0 + int(round(c.num_frames / r.clip.fps * sr))].astype(np.float32)
+        return {"clip_id": cid, "start": start, "frames": to_tensor(frames, c.size), "masks": m,
+                "identity": torch.stack(crops), "reference": to_tensor(frames[:1], c.size)[:, 0],
+                "audio": audio, "fps": float(r.clip.fps), "num_characters": len(order)}
+
+
+def collate(items: list[dict]) -> dict:
+    """Batch items with the same number of characters (audio stays a list: one waveform or None per item)."""
+    n = {it["num_characters"] for it in items}
+    if len(n) != 1:
+        raise AvatarInputError(f"a batch mixes {sorted(n)} characters", "use batch_size=1 or group clips by persons")
+    out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "reference")}
+    out.update({k: [it[k] for it in items] for k in ("clip_id", "start", "audio", "fps")})
+    return out

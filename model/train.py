@@ -1,0 +1,197 @@
+"""Training loops on a curated dataset.
+
+Stages (as the report trains them):
+- `mask`: the mask-prediction head on the features of a frozen DiT, against the curated masks.
+- `audio`: the audio layers (audio encoder projection, audio cross-attention, identity and reference
+  embeddings) on talking clips, everything else frozen; flow-matching loss, audio gated by the
+  curated masks.
+- `full`: every transformer weight plus the audio layers (for models trained from scratch, e.g. the
+  tiny ones of the tests and benchmarks, which have no pretrained Wan to start from).
+Checkpoints are `save_pretrained` pipeline folders (`OUT/checkpoint-STEP/`) with the optimizer state;
+a rerun resumes from the latest one. `OUT/loss.csv` holds the loss curve, `OUT/pipeline/` the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data import AvatarClipDataset, DataConfig, collate
+from .errors import AvatarInputError
+from .mask_head import MaskPredictionHead
+
+STAGES = ("mask", "audio", "full")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    output: str
+    stage: str = "mask"
+    pretrained: str | None = None  # an AvatarPipeline folder; None builds `size` from scratch
+    size: str = "tiny"
+    steps: int = 200
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    save_every: int = 100
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    resume: bool = True
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    found = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def load_pipeline(config: TrainConfig, checkpoint: Path | None):
+    from .configs import build_pipeline
+    from .pipeline import AvatarPipeline
+
+    source = checkpoint or config.pretrained
+    if source is None:
+        return build_pipeline(config.size, seed=config.seed, max_characters=max(2, config.data.max_characters))
+    if not (Path(source) / "model_index.json").is_file():
+        raise AvatarInputError(f"{source} is not a saved AvatarPipeline (no model_index.json)",
+                               "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
+    return AvatarPipeline.from_pretrained(str(source))
+
+
+def trainable_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze what `stage` trains."""
+    for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head):
+        module.requires_grad_(False)
+    if stage == "mask":
+        params = list(pipe.mask_head.parameters())
+    elif stage == "audio":
+        params = pipe.transformer.new_parameters() + list(pipe.audio_encoder.parameters())
+    elif stage == "full":
+        params = list(pipe.transformer.parameters()) + list(pipe.audio_encoder.parameters())
+    else:
+        raise AvatarInputError(f"stage {stage!r}", f"use one of {STAGES}")
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+class Batcher:
+    """Turns dataset batches into model inputs (latents, identity latents, audio tokens, mask targets)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        with torch.no_grad():
+            self.empty_text = pipe.encode_prompt([""])
+
+    @torch.no_grad()
+    def encode(self, batch: dict) -> dict:
+        pipe = self.pipe
+        b, c = batch["identity"].shape[:2]
+        x0 = pipe.encode_images(batch["frames"])
+        identity = pipe.encode_images(batch["identity"].flatten(0, 1)[:, :, None])
+        identity = identity.reshape(b, c, *identity.shape[1:])
+        ref = pipe.encode_images(batch["reference"][:, :, None])
+        p = pipe.transformer.config.patch_size
+        grid = (x0.shape[2] // p[0], x0.shape[3] // p[1], x0.shape[4] // p[2])
+        targets = MaskPredictionHead.targets(batch["masks"], grid)
+        return {"x0": x0, "identity": identity, "reference": ref, "targets": targets, "grid": grid}
+
+    def audio_tokens(self, batch: dict, num_frames: int, characters: int) -> torch.Tensor:
+        """Each clip's audio drives its first character; the others are silent (talking-clip training)."""
+        tokens = [self.pipe.audio_encoder([audio] + [None] * (characters - 1), num_frames, fps).tokens
+                  for audio, fps in zip(batch["audio"], batch["fps"])]
+        return torch.cat(tokens)
+
+
+def loss_on_batch(pipe, batcher: Batcher, batch: dict, stage: str, generator: torch.Generator) -> torch.Tensor:
+    enc = batcher.encode(batch)
+    x0 = enc["x0"]
+    b = x0.shape[0]
+    sigma = torch.rand(b, generator=generator).view(b, 1, 1, 1, 1)
+    noise = torch.randn(x0.shape, generator=generator)
+    xt = (1 - sigma) * x0 + sigma * noise
+    timestep = sigma.flatten() * 1000
+    text = batcher.empty_text.expand(b, -1, -1)
+    if stage == "mask":
+        out = pipe.transformer(xt, timestep, text, reference_latents=enc["reference"],
+                               identity_latents=enc["identity"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
+        return MaskPredictionHead.loss(out.mask_logits, enc["targets"])
+    audio = batcher.audio_tokens(batch, batch["frames"].shape[2], enc["identity"].shape[1])
+    out = pipe.transformer(xt, timestep, text, audio_tokens=audio, reference_latents=enc["reference"],
+                           identity_latents=enc["identity"], audio_masks=enc["targets"].clamp(0, 1))
+    return torch.nn.functional.mse_loss(out.sample, noise - x0)
+
+
+def train(config: TrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Run (or resume) one training stage; returns the folder of the trained pipeline."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(output) if config.resume else None
+    pipe = load_pipeline(config, checkpoint)
+    pipe.set_progress_bar_config(disable=True)
+    data = AvatarClipDataset(config.dataset, config.data)
+    if config.stage == "audio" and all(r.clip.audio is None for r in data.records.values()):
+        raise AvatarInputError(f"no clip of {config.dataset} has audio", "train the audio stage on talking clips")
+    params = trainable_parameters(pipe, config.stage)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    step = 0
+    if checkpoint is not None:
+        state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
+    torch.manual_seed(config.seed + step)
+    random.seed(config.seed + step)
+    generator = torch.Generator().manual_seed(config.seed + step)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, collate_fn=collate, drop_last=False,
+                        generator=torch.Generator().manual_seed(config.seed + step))
+    batcher = Batcher(pipe)
+    (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    curve = (output / "loss.csv").open("a", newline="")
+    writer = csv.writer(curve)
+    if curve.tell() == 0:
+        writer.writerow(["step", "loss", "seconds"])
+    pipe.transformer.train(config.stage != "mask")
+    tic = time.perf_counter()
+    try:
+        while step < config.steps:
+            for batch in loader:
+                loss = loss_on_batch(pipe, batcher, batch, config.stage, generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                step += 1
+                writer.writerow([step, f"{loss.item():.6f}", f"{time.perf_counter() - tic:.3f}"])
+                if progress:
+                    progress(step, config.steps, loss.item())
+                if step % config.save_every == 0 or step == config.steps:
+                    curve.flush()
+                    save_checkpoint(pipe, optimizer, output / f"checkpoint-{step}", step)
+                if step >= config.steps:
+                    break
+    finally:
+        curve.close()
+    final = output / "pipeline"
+    pipe.save_pretrained(str(final))
+    return final
+
+
+def save_checkpoint(pipe, optimizer, folder: Path, step: int) -> None:
+    pipe.save_pretrained(str(folder))
+    torch.save({"optimizer": optimizer.state_dict()}, folder / "optimizer.pt")
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+
+
+def read_loss_curve(output: str | Path) -> np.ndarray:
+    """(steps, 2) array of (step, loss) from OUT/loss.csv."""
+    rows = list(csv.DictReader(open(Path(output) / "loss.csv")))
+    return np.array([[int(r["step"]), float(r["loss"])] for r in rows])

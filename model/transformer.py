@@ -1,0 +1,214 @@
+"""AvatarTransformer: diffusers' Wan DiT plus audio cross-attention and reference identity.
+
+What is added to WanTransformer3DModel (all zero-initialised where it touches the video stream, so a
+Wan checkpoint behaves exactly as before until training moves them):
+- `ref_embedding`: the reference image's VAE latent, patchified and added to every latent frame's tokens.
+- `identity_embedding` + `character_embedding`: each character's identity crop (VAE latent) -> tokens,
+  the context that tells the audio layers (and the mask head) who is who.
+- `audio_blocks[i]` after block `audio_layers[i]`: video tokens of latent frame f cross-attend to
+  character c's audio tokens of frame f (plus c's identity tokens); the C outputs are summed, each
+  weighted by c's mask, so each voice drives only its own region.
+After block `mask_layer` the deep features can be handed to a MaskPredictionHead; its masks gate the
+audio blocks that follow when no masks are given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401 - diffusers' pipeline loader looks it up here
+from diffusers.models.normalization import FP32LayerNorm
+from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor, WanTransformer3DModel
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from .errors import AvatarInputError
+
+
+@dataclass
+class AvatarTransformerOutput(BaseOutput):
+    sample: torch.Tensor  # (B, C_out, F, H, W) flow prediction
+    mask_logits: torch.Tensor | None = None  # (B, C, F, h, w) from the mask head, token grid
+    features: torch.Tensor | None = None  # (B, N, D) video tokens after block mask_layer
+
+
+class AudioCrossAttention(nn.Module):
+    """Per-latent-frame cross-attention from video tokens to each character's audio (+identity) tokens."""
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = FP32LayerNorm(dim, eps, elementwise_affine=True)
+        self.attn = WanAttention(dim=dim, heads=heads, dim_head=dim // heads, eps=eps,
+                                 cross_attention_dim_head=dim // heads, processor=WanAttnProcessor())
+        nn.init.zeros_(self.attn.to_out[0].weight)
+        nn.init.zeros_(self.attn.to_out[0].bias)
+
+    def forward(self, hidden: torch.Tensor, context: torch.Tensor, weights: torch.Tensor | None,
+                grid: tuple[int, int, int]) -> torch.Tensor:
+        """hidden (B, F*S, D); context (B, C, F, L, D); weights (B, C, F, S) or None (everywhere)."""
+        b, n, d = hidden.shape
+        f, s = grid[0], grid[1] * grid[2]
+        c, length = context.shape[1], context.shape[3]
+        x = self.norm(hidden.float()).type_as(hidden).reshape(b, 1, f, s, d).expand(b, c, f, s, d)
+        out = self.attn(x.reshape(b * c * f, s, d), context.reshape(b * c * f, length, d))
+        out = out.reshape(b, c, f, s, d)
+        if weights is not None:
+            out = out * weights[..., None].to(out.dtype)
+        return hidden + out.sum(1).reshape(b, n, d)
+
+
+class AvatarTransformer(WanTransformer3DModel):
+    """Wan DiT with audio cross-attention and reference identity (see the module docstring)."""
+
+    @register_to_config
+    def __init__(self, patch_size: tuple[int, ...] = (1, 2, 2), num_attention_heads: int = 40,
+                 attention_head_dim: int = 128, in_channels: int = 16, out_channels: int = 16, text_dim: int = 4096,
+                 freq_dim: int = 256, ffn_dim: int = 13824, num_layers: int = 40, cross_attn_norm: bool = True,
+                 qk_norm: str | None = "rms_norm_across_heads", eps: float = 1e-6, image_dim: int | None = None,
+                 added_kv_proj_dim: int | None = None, rope_max_seq_len: int = 1024,
+                 pos_embed_seq_len: int | None = None, audio_dim: int = 32, audio_layers: list[int] | None = None,
+                 mask_layer: int | None = None, ref_channels: int = 16, max_characters: int = 4):
+        super().__init__(patch_size=patch_size, num_attention_heads=num_attention_heads,
+                         attention_head_dim=attention_head_dim, in_channels=in_channels, out_channels=out_channels,
+                         text_dim=text_dim, freq_dim=freq_dim, ffn_dim=ffn_dim, num_layers=num_layers,
+                         cross_attn_norm=cross_attn_norm, qk_norm=qk_norm, eps=eps, image_dim=image_dim,
+                         added_kv_proj_dim=added_kv_proj_dim, rope_max_seq_len=rope_max_seq_len,
+                         pos_embed_seq_len=pos_embed_seq_len)
+        dim = num_attention_heads * attention_head_dim
+        self.audio_layer_ids = list(range(num_layers)) if audio_layers is None else list(audio_layers)
+        self.mask_layer_id = (2 * num_layers) // 3 if mask_layer is None else mask_layer
+        if not 0 <= self.mask_layer_id < num_layers or any(not 0 <= i < num_layers for i in self.audio_layer_ids):
+            raise ValueError(f"mask_layer / audio_layers must index the {num_layers} blocks")
+        self.ref_embedding = nn.Conv3d(ref_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.identity_embedding = nn.Conv3d(ref_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.character_embedding = nn.Embedding(max_characters, dim)
+        self.audio_proj = nn.Sequential(nn.Linear(audio_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.audio_blocks = nn.ModuleList(AudioCrossAttention(dim, num_attention_heads, eps)
+                                          for _ in self.audio_layer_ids)
+        self.zero_init_new_layers()
+
+    NEW_LAYER_PREFIXES = ("ref_embedding", "identity_embedding", "character_embedding", "audio_proj", "audio_blocks")
+
+    def zero_init_new_layers(self) -> None:
+        """The layers that write into the video stream start at zero: the Wan output is unchanged."""
+        nn.init.zeros_(self.ref_embedding.weight)
+        nn.init.zeros_(self.ref_embedding.bias)
+        for block in self.audio_blocks:
+            nn.init.zeros_(block.attn.to_out[0].weight)
+            nn.init.zeros_(block.attn.to_out[0].bias)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters that a Wan checkpoint does not have (what audio training trains)."""
+        return [p for n, p in self.named_parameters() if n.startswith(self.NEW_LAYER_PREFIXES)]
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_wan(cls, path: str | Path, **avatar_config) -> "AvatarTransformer":
+        """A Wan transformer folder (diffusers layout) + the new layers, zero-initialised."""
+        wan = WanTransformer3DModel.from_pretrained(str(path))
+        model = cls(**{k: v for k, v in wan.config.items() if not k.startswith("_")}, **avatar_config)
+        missing, unexpected = model.load_state_dict(wan.state_dict(), strict=False)
+        foreign = [k for k in missing if not k.startswith(cls.NEW_LAYER_PREFIXES)]
+        if foreign or unexpected:
+            raise AvatarInputError(f"{path} does not match the Wan architecture (missing {foreign[:3]}, "
+                                   f"unexpected {unexpected[:3]})", "point at a WanTransformer3DModel folder")
+        model.zero_init_new_layers()
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """An AvatarTransformer folder, or a Wan transformer folder (new layers added, zero-initialised)."""
+        path = Path(str(pretrained_model_name_or_path))
+        sub = kwargs.get("subfolder")
+        config = (path / sub if sub else path) / "config.json"
+        if config.is_file():
+            name = json.loads(config.read_text()).get("_class_name")
+            if name == "WanTransformer3DModel":
+                return cls.from_wan(config.parent)
+            if name != cls.__name__:
+                raise AvatarInputError(f"{config.parent} holds a {name}, not an {cls.__name__} or Wan transformer",
+                                       "point at the transformer folder of an avatar or Wan checkpoint")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ------------------------------------------------------------------ conditioning
+    def identity_tokens(self, identity_latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, z, 1, h, w) identity-crop latents -> (B, C, Ni, D) tokens tagged with the character slot."""
+        b, c = identity_latents.shape[:2]
+        if c > self.config.max_characters:
+            raise AvatarInputError(f"{c} characters given", f"at most {self.config.max_characters} per clip")
+        tokens = self.identity_embedding(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
+        slots = self.character_embedding(torch.arange(c, device=tokens.device))
+        return tokens.reshape(b, c, -1, tokens.shape[-1]) + slots[None, :, None]
+
+    def audio_context(self, audio_tokens: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, F, W, audio_dim) audio + (B, C, Ni, D) identity -> (B, C, F, W + Ni, D)."""
+        ctx = self.audio_proj(audio_tokens.to(self.dtype))
+        if identity is not None:
+            b, c, f = ctx.shape[:3]
+            ctx = torch.cat([ctx, identity[:, :, None].expand(b, c, f, *identity.shape[2:])], dim=3)
+        return ctx
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                audio_tokens: torch.Tensor | None = None, reference_latents: torch.Tensor | None = None,
+                identity_latents: torch.Tensor | None = None, audio_masks: torch.Tensor | None = None,
+                mask_head: nn.Module | None = None, stop_after_mask_layer: bool = False,
+                encoder_hidden_states_image: torch.Tensor | None = None, return_dict: bool = True,
+                attention_kwargs: dict | None = None):
+        """Like Wan's forward, plus: audio_tokens (B, C, F, W, audio_dim), reference_latents (B, z, 1, h, w),
+        identity_latents (B, C, z, 1, hc, wc), audio_masks (B, C, F, h/p, w/p) in [0, 1] on the token grid.
+
+        With `mask_head`, its masks (from the features after `mask_layer`) gate the later audio blocks
+        unless audio_masks are given; `stop_after_mask_layer` returns only features and mask logits.
+        """
+        b, _, f, h, w = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        grid = (f // p_t, h // p_h, w // p_w)
+        rotary_emb = self.rope(hidden_states)
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
+        if reference_latents is not None:
+            ref = self.ref_embedding(reference_latents.to(x.dtype)).flatten(2).transpose(1, 2)  # (B, S, D)
+            x = (x.reshape(b, grid[0], -1, x.shape[-1]) + ref[:, None]).reshape(x.shape)
+        temb, timestep_proj, context, context_image = self.condition_embedder(
+            timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=None)
+        timestep_proj = timestep_proj.unflatten(1, (6, -1))
+        if context_image is not None:
+            context = torch.concat([context_image, context], dim=1)
+
+        identity = self.identity_tokens(identity_latents) if identity_latents is not None else None
+        audio_ctx = self.audio_context(audio_tokens, identity) if audio_tokens is not None else None
+        weights = None if audio_masks is None else audio_masks.flatten(3).to(x.dtype)
+        if audio_ctx is not None and weights is not None and weights.shape[1] != audio_ctx.shape[1]:
+            raise AvatarInputError(f"{weights.shape[1]} masks for {audio_ctx.shape[1]} audio tracks",
+                                   "give one mask per character")
+        audio_index = {layer: i for i, layer in enumerate(self.audio_layer_ids)}
+        mask_logits = features = None
+        for layer, block in enumerate(self.blocks):
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, context, timestep_proj, rotary_emb)
+            else:
+                x = block(x, context, timestep_proj, rotary_emb)
+            if layer == self.mask_layer_id:
+                features = x
+                if mask_head is not None:
+                    if identity_latents is None:
+                        raise AvatarInputError("the mask head needs identity crops", "pass identity_latents")
+                    mask_logits = mask_head(x, identity_latents, grid)
+                    if audio_masks is None and audio_ctx is not None:
+                        weights = torch.sigmoid(mask_logits.detach()).flatten(3).to(x.dtype)
+                if stop_after_mask_layer:
+                    return AvatarTransformerOutput(sample=None, mask_logits=mask_logits, features=features)
+            if audio_ctx is not None and layer in audio_index:
+                x = self.audio_blocks[audio_index[layer]](x, audio_ctx, weights, grid)
+
+        shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        x = (self.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
+        x = self.proj_out(x).reshape(b, *grid, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        sample = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if not return_dict:
+            return (sample,)
+        return AvatarTransformerOutput(sample=sample, mask_logits=mask_logits, features=features)
