@@ -1,8 +1,16 @@
-"""The avatar model on diffusers: Wan DiT + audio conditioning + multi-character mask head, its data and training."""
+"""The avatar model on diffusers: Wan DiT + audio conditioning + multi-character mask head, its data and training.
 
-from .audio import AudioEncoder
-from .mask_head import MaskPredictionHead
-from .pipeline import AvatarPipeline
-from .transformer import AvatarTransformer
+Classes load lazily so that `avatar --help` does not import torch and diffusers.
+"""
 
-__all__ = ["AudioEncoder", "AvatarPipeline", "AvatarTransformer", "MaskPredictionHead"]
+from importlib import import_module
+
+_EXPORTS = {"AudioEncoder": "audio", "AvatarPipeline": "pipeline", "AvatarTransformer": "transformer",
+            "MaskPredictionHead": "mask_head"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -42,7 +42,10 @@ def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4):
     text = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT[size]))
     vae = AutoencoderKLWan(**VAE_TINY)
     dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    return AvatarPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, transformer=transformer,
+    pipe = AvatarPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, transformer=transformer,
                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                           audio_encoder=AudioEncoder(dim=cfg["audio_dim"]),
                           mask_head=MaskPredictionHead(dim=dim, max_characters=max_characters))
+    for module in (vae, text, transformer, pipe.audio_encoder, pipe.mask_head):
+        module.eval()  # as from_pretrained leaves them (no dropout at sampling)
+    return pipe

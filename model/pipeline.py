@@ -128,9 +128,13 @@ class AvatarPipeline(DiffusionPipeline):
                  num_frames: int | None = None, duration_s: float | None = None, fps: float = 25.0,
                  height: int = 64, width: int = 64, num_inference_steps: int = 10, guidance_scale: float = 1.0,
                  character_boxes: list[list[float]] | None = None, crop_size: tuple[int, int] = (32, 32),
-                 generator: torch.Generator | None = None, audio_tolerance_s: float = 0.5) -> AvatarPipelineOutput:
-        """Sample one clip; `audio` holds one path / waveform (16 kHz) / None per character."""
-        image = np.asarray(Image.open(reference_image).convert("RGB") if isinstance(reference_image, (str, Path))
+                 generator: torch.Generator | None = None, audio_tolerance_s: float = 0.5,
+                 step_callback=None) -> AvatarPipelineOutput:
+        """Sample one clip; `audio` holds one path / waveform (16 kHz) / None per character.
+
+        `step_callback(step, total)` is called after each denoising step (progress bars).
+        """
+        image = np.array(Image.open(reference_image).convert("RGB") if isinstance(reference_image, (str, Path))
                            else reference_image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise AvatarInputError(f"reference image of shape {image.shape}", "give an RGB image (H, W, 3)")
@@ -179,6 +183,8 @@ class AvatarPipeline(DiffusionPipeline):
             if out.mask_logits is not None:
                 masks = torch.sigmoid(out.mask_logits)
             latents = self.scheduler.step(flow, t, latents, return_dict=False)[0]
+            if step_callback is not None:
+                step_callback(int((self.scheduler.timesteps == t).nonzero()[0, 0]) + 1, len(self.scheduler.timesteps))
         video = self.decode_latents(latents)[0].float().clamp(-1, 1)  # (3, T, H, W)
         frames = ((video.permute(1, 2, 3, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
         present = [w for w in waves if w is not None]

@@ -25,13 +25,16 @@ from curation.errors import CurationError
 from dashboards.cli import app as dash_app
 from evaluation.cli import app as eval_app
 from evaluation.gsb import AccessDenied, StudyError
+from model.cli import app as model_app
+from model.errors import AvatarInputError
 
-USER_ERRORS = (CurationError, StudyError, AccessDenied)  # bad input: message + exit 2, no traceback
+USER_ERRORS = (CurationError, StudyError, AccessDenied, AvatarInputError)  # bad input: message + exit 2, no traceback
 
 app = typer.Typer(help="avatarkit: curate avatar datasets, train and sample the avatar model, evaluate.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(curate_app, name="curate")
 app.add_typer(eval_app, name="eval")
+app.add_typer(model_app, name="model")
 app.add_typer(dash_app, name="dash")
 console = Console(stderr=True)
 

@@ -170,3 +170,20 @@ def make_system_videos(folder: Path, case_ids, seed: int, frames: int = 8, size=
         clip[:, :, : (size[0] // 2)] //= 2
         write_video(folder / f"{case_id}.mp4", clip, fps=8)
     return folder
+
+
+@pytest.fixture(scope="session")
+def curated_dataset(weights_dir, data_dir, synthetic_clip, tmp_path_factory) -> Path:
+    """A curated dataset made by the real annotator: a synthetic 2-person crossing and the talking head (with audio)."""
+    from curation import AnnotatorConfig, ClipAnnotator, ReadConfig
+
+    config = AnnotatorConfig(weights_dir=str(weights_dir), read=ReadConfig(max_side=256, max_frames=13))
+    config.tracker.backend = "ultralytics"
+    config.pose.backend = "ultralytics"
+    ann = ClipAnnotator(config)
+    root = tmp_path_factory.mktemp("curated")
+    talking = data_dir / "talking_head_infinitetalk"
+    results = [ann(synthetic_clip.save(root, "crossing")),
+               ann(talking / "ref_video.mp4", audio=talking / "ref_video_audio_16k.wav")]
+    ann.write(results, root / "dataset")
+    return root / "dataset"

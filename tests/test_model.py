@@ -1,0 +1,202 @@
+"""The avatar model: tiny real diffusers models on CPU, trained and sampled for real."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+from model import AvatarPipeline, AvatarTransformer, MaskPredictionHead
+from model.audio import AudioEncoder, load_audio
+from model.configs import TRANSFORMER, WAN_COMMON, build_pipeline
+from model.data import AvatarClipDataset, DataConfig
+from model.errors import AvatarInputError
+from model.train import TrainConfig, read_loss_curve, train
+
+TINY = {**WAN_COMMON, **{k: v for k, v in TRANSFORMER["tiny"].items() if k not in ("audio_dim", "mask_layer")}}
+
+
+@pytest.fixture(scope="module")
+def pipe(weights_dir):  # the pipeline finds characters with the curation detector (shared weights)
+    p = build_pipeline("tiny", seed=0)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def inputs(characters=2, frames=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(1, 16, frames, 8, 8, generator=g), timestep=torch.tensor([500.0]),
+                encoder_hidden_states=torch.randn(1, 6, 32, generator=g),
+                audio_tokens=torch.randn(1, characters, frames, 4, 32, generator=g),
+                reference_latents=torch.randn(1, 16, 1, 8, 8, generator=g),
+                identity_latents=torch.randn(1, characters, 16, 1, 4, 4, generator=g))
+
+
+@pytest.mark.parametrize("characters", [1, 2])
+def test_forward_shapes(pipe, characters):
+    with torch.no_grad():
+        out = pipe.transformer(**inputs(characters), mask_head=pipe.mask_head)
+    assert out.sample.shape == (1, 16, 3, 8, 8)
+    assert out.mask_logits.shape == (1, characters, 3, 4, 4)
+    assert out.features.shape == (1, 3 * 4 * 4, 24)
+
+
+def test_wan_folder_loads_with_new_layers_at_zero(tmp_path):
+    torch.manual_seed(0)
+    wan = WanTransformer3DModel(**TINY)
+    wan.save_pretrained(tmp_path / "wan")
+    model = AvatarTransformer.from_pretrained(tmp_path / "wan")
+    assert isinstance(model, AvatarTransformer) and len(model.new_parameters()) > 0
+    x = inputs()
+    with torch.no_grad():
+        plain = wan(x["hidden_states"], x["timestep"], x["encoder_hidden_states"]).sample
+        ours = model(**x).sample
+    assert torch.equal(plain, ours)  # pretrained behaviour unchanged at step 0
+    model.save_pretrained(tmp_path / "avatar")
+    again = AvatarTransformer.from_pretrained(tmp_path / "avatar")
+    with torch.no_grad():
+        assert torch.equal(again(**x).sample, ours)
+
+
+def test_wrong_architecture_checkpoint_is_a_clear_error(tmp_path):
+    AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                     temperal_downsample=[False, True, True]).save_pretrained(tmp_path / "vae")
+    with pytest.raises(AvatarInputError, match="holds a AutoencoderKLWan"):
+        AvatarTransformer.from_pretrained(tmp_path / "vae")
+    with pytest.raises(AvatarInputError, match="not a saved AvatarPipeline"):
+        train(TrainConfig(dataset="unused", output=str(tmp_path / "o"), pretrained=str(tmp_path / "vae")))
+
+
+def test_mask_gating_puts_each_audio_only_inside_its_mask():
+    torch.manual_seed(0)
+    model = AvatarTransformer(**TINY, audio_dim=32, audio_layers=[2], mask_layer=1)
+    for p in model.audio_blocks.parameters():  # a trained audio layer (not zero)
+        torch.nn.init.normal_(p, std=0.2)
+    x = inputs(characters=2)
+    masks = torch.zeros(1, 2, 3, 4, 4)
+    masks[:, 0, :, :, :2] = 1  # character 0: left half of the token grid
+    masks[:, 1, :, :, 2:] = 1  # character 1: right half
+    changed = dict(x, audio_tokens=x["audio_tokens"].clone())
+    changed["audio_tokens"][:, 1] += 3.0  # change only character 1's audio
+    with torch.no_grad():
+        a = model(**x, audio_masks=masks).sample
+        b = model(**changed, audio_masks=masks).sample
+    diff = (a - b).abs()  # (1, 16, F, 8, 8): token column j covers pixels 2j, 2j+1
+    assert diff[..., :4].max() == 0  # left half (character 0's region) untouched
+    assert diff[..., 4:].mean() > 1e-3  # right half follows character 1's audio
+
+
+def test_audio_encoder_silence_and_length_checks(tmp_path, data_dir):
+    enc = AudioEncoder(dim=32)
+    wave = load_audio(data_dir / "talking_head_infinitetalk" / "ref_video_audio_16k.wav")
+    out = enc([wave[:16000], None], num_frames=25, fps=25)
+    assert out.tokens.shape == (1, 2, 7, 4, 32) and out.silent == [False, True]
+    with pytest.raises(AvatarInputError, match="lasts 0.20 s but the clip needs 1.00 s"):
+        enc([wave[:3200]], num_frames=25, fps=25, names=["short.wav"])
+    with pytest.raises(AvatarInputError, match="4k\\+1"):
+        enc([wave], num_frames=24, fps=25)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not audio")
+    with pytest.raises(AvatarInputError, match="could not be read"):
+        load_audio(tmp_path / "bad.wav")
+
+
+def test_wav2vec2_front_end_from_a_local_folder(tmp_path, data_dir):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                 conv_dim=(16,) * 7)).save_pretrained(tmp_path / "w2v")
+    enc = AudioEncoder(dim=16, wav2vec2_path=str(tmp_path / "w2v"))
+    wave = load_audio(data_dir / "talking_head_infinitetalk" / "ref_video_audio_16k.wav")[:16000]
+    assert enc([wave], num_frames=25, fps=25).tokens.shape == (1, 1, 7, 4, 16)
+    with pytest.raises(AvatarInputError, match="no config.json"):
+        AudioEncoder(wav2vec2_path=str(tmp_path))
+
+
+def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
+    ds = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=9, stride=4))
+    item = ds[0]
+    assert item["frames"].shape == (3, 9, 64, 64) and item["frames"].min() >= -1
+    c = item["num_characters"]
+    assert item["masks"].shape == (c, 9, 64, 64) and item["identity"].shape == (c, 3, 32, 32)
+    talking = [ds[i] for i in range(len(ds)) if ds[i]["audio"] is not None]
+    assert talking and len(talking[0]["audio"]) == pytest.approx(9 / 25 * 16000, abs=2)
+    with pytest.raises(AvatarInputError, match="not a curated dataset"):
+        AvatarClipDataset(str(tmp_path))
+
+
+def test_training_loss_falls_and_resumes(curated_dataset, tmp_path):
+    data = DataConfig(passed_only=False, num_frames=9)
+    out = tmp_path / "run"
+    train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=40, save_every=20,
+                      lr=2e-3, batch_size=1, data=data))
+    curve = read_loss_curve(out)[:, 1]
+    assert len(curve) == 40 and curve[-10:].mean() < 0.8 * curve[:10].mean()
+    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=44,
+                              save_every=20, lr=2e-3, batch_size=1, data=data))  # resumes at 40
+    assert len(read_loss_curve(out)) == 44 and (out / "checkpoint-44" / "optimizer.pt").is_file()
+    assert isinstance(AvatarPipeline.from_pretrained(str(final)).transformer, AvatarTransformer)
+
+
+def test_mask_head_training_with_frozen_dit(curated_dataset, tmp_path):
+    data = DataConfig(passed_only=False, num_frames=9, min_characters=2, max_characters=2)
+    out = tmp_path / "mask"
+    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="mask", steps=30, lr=3e-3,
+                              save_every=30, batch_size=1, data=data))
+    curve = read_loss_curve(out)[:, 1]
+    assert curve[-8:].mean() < curve[:8].mean()
+    before, after = build_pipeline("tiny", seed=0, max_characters=2), AvatarPipeline.from_pretrained(str(final))
+    for (name, p0), p1 in zip(before.transformer.named_parameters(), after.transformer.parameters()):
+        assert torch.equal(p0, p1), f"{name} moved: the DiT must stay frozen"
+
+
+def test_sampling_one_and_two_characters_and_round_trip(pipe, data_dir, tmp_path):
+    import av
+    from PIL import Image
+
+    image = np.asarray(Image.open(data_dir / "multitalk_conversation" / "multi1.png").convert("RGB"))
+    a1, a2 = (data_dir / "multitalk_conversation" / n for n in ("1.WAV", "2.WAV"))
+    two = pipe(image, [a1, a2], prompt="two people talk", num_frames=9, num_inference_steps=3,
+               generator=torch.Generator().manual_seed(0))
+    assert two.frames.shape == (9, 64, 64, 3) and two.frames.dtype == np.uint8
+    assert len(two.boxes) == 2 and two.boxes[0][0] < two.boxes[1][0] and two.silent == [False, False]
+    assert two.masks.shape == (2, 3, 4, 4)
+    one = pipe(image, [a1], num_frames=9, num_inference_steps=3, character_boxes=[two.boxes[0]],
+               generator=torch.Generator().manual_seed(0))
+    assert one.silent == [False] and one.masks is None
+    path = two.save(tmp_path / "two.mp4")
+    with av.open(str(path)) as f:
+        assert {s.type for s in f.streams} == {"video", "audio"}
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = AvatarPipeline.from_pretrained(str(tmp_path / "pipe"))
+    loaded.set_progress_bar_config(disable=True)
+    again = loaded(image, [a1, a2], prompt="two people talk", num_frames=9, num_inference_steps=3,
+                   generator=torch.Generator().manual_seed(0))
+    assert np.abs(again.frames.astype(int) - two.frames).max() <= 1  # same weights, same seed (float rounding)
+
+
+def test_sampling_bad_inputs(pipe, data_dir):
+    from PIL import Image
+
+    image = np.asarray(Image.open(data_dir / "multitalk_conversation" / "multi1.png").convert("RGB"))
+    a1 = data_dir / "multitalk_conversation" / "1.WAV"
+    with pytest.raises(AvatarInputError, match="3 audio tracks for 2 characters"):
+        pipe(image, [a1, a1, a1], num_frames=9, num_inference_steps=1)
+    with pytest.raises(AvatarInputError, match="no person found"):
+        pipe(np.full((256, 256, 3), 127, np.uint8), [a1], num_frames=9, num_inference_steps=1)
+    with pytest.raises(AvatarInputError, match="lasts"):
+        pipe(image, [a1], num_frames=101, num_inference_steps=1)  # 1.79 s of audio for 4 s of video
+
+
+def test_cli_sample_writes_an_mp4_with_audio(data_dir, weights_dir, tmp_path):
+    import av
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    res = CliRunner().invoke(app, ["model", "sample", str(data_dir / "multitalk_conversation" / "multi1.png"),
+                                   "-a", str(data_dir / "multitalk_conversation" / "1.WAV"), "--steps", "2",
+                                   "--frames", "9", "-o", str(tmp_path / "s.mp4")])
+    assert res.exit_code == 0, res.output
+    with av.open(str(tmp_path / "s.mp4")) as f:
+        assert f.streams.video[0].frames == 9 and len(f.streams.audio) == 1
