@@ -132,6 +132,9 @@ class AvatarPipeline(DiffusionPipeline):
                  step_callback=None) -> AvatarPipelineOutput:
         """Sample one clip; `audio` holds one path / waveform (16 kHz) / None per character.
 
+        Without num_frames / duration_s the clip lasts as long as the longest audio (turn-taking: the
+        others are padded with silence); with them, an audio shorter by more than `audio_tolerance_s` is an error.
+
         `step_callback(step, total)` is called after each denoising step (progress bars).
         """
         image = np.array(Image.open(reference_image).convert("RGB") if isinstance(reference_image, (str, Path))
@@ -139,6 +142,8 @@ class AvatarPipeline(DiffusionPipeline):
         if image.ndim != 3 or image.shape[2] != 3:
             raise AvatarInputError(f"reference image of shape {image.shape}", "give an RGB image (H, W, 3)")
         audio = list(audio or [])
+        if num_frames is None and duration_s is None:
+            audio_tolerance_s = float("inf")  # clip as long as the longest audio: shorter tracks end in silence
         if num_frames is None:
             duration_s = duration_s or max([len(load_audio(a)) / 16000 if isinstance(a, (str, Path)) else
                                             (len(a) / 16000 if a is not None else 0) for a in audio] + [0.4])

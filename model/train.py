@@ -114,20 +114,33 @@ class Batcher:
 
 def loss_on_batch(pipe, batcher: Batcher, batch: dict, stage: str, generator: torch.Generator) -> torch.Tensor:
     enc = batcher.encode(batch)
+    audio = None
+    if stage != "mask":
+        audio = batcher.audio_tokens(batch, batch["frames"].shape[2], enc["identity"].shape[1])
+    return stage_loss(pipe, enc, batcher.empty_text, audio, stage, generator)
+
+
+def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor | None, stage: str,
+               generator: torch.Generator, sigma: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None, return_prediction: bool = False):
+    """Mask stage: mask-head loss on the frozen DiT's features. Other stages: flow matching
+    (x_t = (1 - s) x0 + s noise, target noise - x0), audio gated by the curated masks."""
     x0 = enc["x0"]
     b = x0.shape[0]
-    sigma = torch.rand(b, generator=generator).view(b, 1, 1, 1, 1)
-    noise = torch.randn(x0.shape, generator=generator)
+    sigma = torch.rand(b, generator=generator) if sigma is None else sigma
+    sigma = sigma.view(b, 1, 1, 1, 1)
+    noise = torch.randn(x0.shape, generator=generator) if noise is None else noise
     xt = (1 - sigma) * x0 + sigma * noise
     timestep = sigma.flatten() * 1000
-    text = batcher.empty_text.expand(b, -1, -1)
+    text = text.expand(b, -1, -1)
     if stage == "mask":
         out = pipe.transformer(xt, timestep, text, reference_latents=enc["reference"],
                                identity_latents=enc["identity"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
         return MaskPredictionHead.loss(out.mask_logits, enc["targets"])
-    audio = batcher.audio_tokens(batch, batch["frames"].shape[2], enc["identity"].shape[1])
-    out = pipe.transformer(xt, timestep, text, audio_tokens=audio, reference_latents=enc["reference"],
+    out = pipe.transformer(xt, timestep, text, audio_tokens=audio_tokens, reference_latents=enc["reference"],
                            identity_latents=enc["identity"], audio_masks=enc["targets"].clamp(0, 1))
+    if return_prediction:
+        return out.sample, noise - x0
     return torch.nn.functional.mse_loss(out.sample, noise - x0)
 
 

@@ -129,7 +129,30 @@ def demo(
                           annotator=build_config(max_frames=frames, weights_dir=weights_dir))
     print_run_summary(run_pipeline(config), out)
     typer.echo(f"dataset: {out.resolve()}  previews: {(out / 'previews').resolve()}")
+    demo_model(out, root)
     demo_study(out)
+
+
+def demo_model(out: Path, data_root: Path, steps: int = 40) -> None:
+    """Train the tiny model's mask head on the demo dataset, then sample the two-speaker conversation."""
+    from model.data import DataConfig
+    from model.pipeline import AvatarPipeline
+    from model.train import TrainConfig, train
+
+    config = TrainConfig(dataset=str(out), output=str(out / "model"), stage="mask", steps=steps, save_every=steps,
+                         lr=3e-3, batch_size=1, data=DataConfig(passed_only=False, min_characters=2), resume=False)
+    with Progress(TextColumn("training the mask head (tiny model)"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("train", total=steps)
+        final = train(config, progress=lambda s, n, loss: bar.update(task, completed=s))
+    pipe = AvatarPipeline.from_pretrained(str(final))
+    pipe.set_progress_bar_config(disable=True)
+    talk = data_root / "multitalk_conversation"
+    result = pipe(str(talk / "multi1.png"), [str(talk / "1.WAV"), str(talk / "2.WAV")],
+                  prompt="a man and a woman talk in turn", num_inference_steps=8)
+    path = result.save(out / "model" / "sample.mp4")
+    typer.echo(f"model: {final}  sample: {path} ({len(result.frames)} frames, {len(result.boxes)} characters; "
+               "a tiny untrained-from-Wan model: expect noise, not faces)")
 
 
 def demo_study(out: Path, raters=("rater1", "rater2", "rater3")) -> None:
