@@ -24,6 +24,13 @@ class Base(DeclarativeBase):
     pass
 
 
+class InStudy:
+    """Columns of every row that belongs to one study."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+
+
 class StudyRow(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -34,26 +41,22 @@ class StudyRow(Base):
     systems: Mapped[list["SystemRow"]] = relationship(back_populates="study", cascade="all, delete-orphan")
 
 
-class SystemRow(Base):
+class SystemRow(InStudy, Base):
     """One of the two systems compared; `under_test` marks the one judgments are relative to."""
 
     __tablename__ = "systems"
     __table_args__ = (UniqueConstraint("study_id", "name"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     folder: Mapped[str] = mapped_column(String(1000))
     under_test: Mapped[bool] = mapped_column(Boolean)
     study: Mapped[StudyRow] = relationship(back_populates="systems")
 
 
-class CaseRow(Base):
+class CaseRow(InStudy, Base):
     """A test case (one prompt, reference, audio). `missing` lists systems with no output for it."""
 
     __tablename__ = "cases"
     __table_args__ = (UniqueConstraint("study_id", "case_key"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     case_key: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str | None] = mapped_column(String(100))
     language: Mapped[str | None] = mapped_column(String(50))
@@ -63,12 +66,10 @@ class CaseRow(Base):
     missing: Mapped[list] = mapped_column(JSON, default=list)
 
 
-class PairRow(Base):
+class PairRow(InStudy, Base):
     """What a rater sees: two videos, left and right. A control pair shows one video on both sides."""
 
     __tablename__ = "pairs"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)  # opaque id shown to raters
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     left_system_id: Mapped[int] = mapped_column(ForeignKey("systems.id"))
@@ -79,11 +80,9 @@ class PairRow(Base):
     case: Mapped[CaseRow] = relationship()
 
 
-class RaterRow(Base):
+class RaterRow(InStudy, Base):
     __tablename__ = "raters"
     __table_args__ = (UniqueConstraint("study_id", "name"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     token: Mapped[str] = mapped_column(String(64), unique=True)
 

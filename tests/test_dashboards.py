@@ -1,5 +1,6 @@
 """Streamlit apps: logic through AppTest, and the rater app end to end in a real headless Chromium."""
 
+import contextlib
 import os
 import random
 import re
@@ -128,41 +129,48 @@ def _serve(app: str, env: dict, port: int) -> subprocess.Popen:
     raise RuntimeError(f"streamlit {app} did not start on port {port}")
 
 
+@contextlib.contextmanager
+def app_in_browser(app: str, env: dict, chromium_path: str):
+    """Serve a dashboard with streamlit and yield (browser, base URL); both are stopped after."""
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = _serve(app, env, port)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path, args=BROWSER_ARGS)
+            yield browser, f"http://127.0.0.1:{port}"
+            browser.close()
+    finally:
+        server.kill()
+
+
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"]
 
 
 def test_rater_app_in_a_real_browser(study, chromium_path, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     token = study.tokens()["bob"]
     env = {"AVATAR_GSB_DB": study.db, "AVATAR_GSB_STUDY": "ui"}
-    port = _free_port()
-    server = _serve("rater", env, port)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium_path, args=BROWSER_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(f"http://127.0.0.1:{port}/?token={token}")
-            page.wait_for_selector("[data-testid='stApp']")
-            radios = page.locator("[data-testid='stRadio']")
-            radios.first.wait_for(timeout=60_000)
-            assert radios.count() == len(CATEGORIES)
-            html = re.sub(r"data:video/mp4;base64,[A-Za-z0-9+/=]+", "DATA", page.content())
-            assert OURS not in html and BASE not in html and study.systems()[OURS].folder not in html
-            frame = page.frame_locator("iframe").first
-            frame.locator("video#left").wait_for(state="attached")
-            for i in range(len(CATEGORIES)):
-                radios.nth(i).get_by_text("Right better").click()
-            page.screenshot(path=str(SCREENSHOTS / "dashboard_rater.png"), full_page=True)
-            page.get_by_role("button", name="Submit and next").click()
-            page.get_by_text("1 of 5 pairs rated").wait_for(timeout=60_000)
-            wrong = browser.new_page()
-            wrong.goto(f"http://127.0.0.1:{port}/?token=forged")
-            wrong.get_by_text("not valid").wait_for(timeout=60_000)
-            browser.close()
-    finally:
-        server.kill()
+    with app_in_browser("rater", env, chromium_path) as (browser, base):
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(f"{base}/?token={token}")
+        page.wait_for_selector("[data-testid='stApp']")
+        radios = page.locator("[data-testid='stRadio']")
+        radios.first.wait_for(timeout=60_000)
+        assert radios.count() == len(CATEGORIES)
+        html = re.sub(r"data:video/mp4;base64,[A-Za-z0-9+/=]+", "DATA", page.content())
+        assert OURS not in html and BASE not in html and study.systems()[OURS].folder not in html
+        frame = page.frame_locator("iframe").first
+        frame.locator("video#left").wait_for(state="attached")
+        for i in range(len(CATEGORIES)):
+            radios.nth(i).get_by_text("Right better").click()
+        page.screenshot(path=str(SCREENSHOTS / "dashboard_rater.png"), full_page=True)
+        page.get_by_role("button", name="Submit and next").click()
+        page.get_by_text("1 of 5 pairs rated").wait_for(timeout=60_000)
+        wrong = browser.new_page()
+        wrong.goto(f"{base}/?token=forged")
+        wrong.get_by_text("not valid").wait_for(timeout=60_000)
     j = study.judgments()
     assert len(j) == len(CATEGORIES) and set(j.rater) == {"bob"} and set(j.choice) == {"right"}
     assert len(j.pair.unique()) == 1
@@ -171,8 +179,6 @@ def test_rater_app_in_a_real_browser(study, chromium_path, tmp_path):
 @pytest.mark.parametrize("app", ["results", "dataset"])
 def test_screenshots_of_the_other_apps(app, study, chromium_path, tmp_path, request):
     """Serve results (on the study) and dataset (the demo's when present) in Chromium and screenshot them."""
-    from playwright.sync_api import sync_playwright
-
     rng = random.Random(0)
     for token in study.tokens().values():  # raters who prefer ours more often than not, and pass the controls
         for p in study.pairs_for(token):
@@ -188,17 +194,10 @@ def test_screenshots_of_the_other_apps(app, study, chromium_path, tmp_path, requ
         dataset = tmp_path / "ds"
         annotator.write([annotator(clip.save(tmp_path, "crossing"))], dataset)
     env = {"AVATAR_GSB_DB": study.db, "AVATAR_GSB_STUDY": "ui", "AVATAR_DATASET": str(dataset)}
-    port = _free_port()
-    server = _serve(app, env, port)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium_path, args=BROWSER_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("[data-testid='stApp']")
-            page.locator("[data-testid='stMetric']").first.wait_for(timeout=90_000)
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(SCREENSHOTS / f"dashboard_{app}.png"), full_page=True)
-            browser.close()
-    finally:
-        server.kill()
+    with app_in_browser(app, env, chromium_path) as (browser, base):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/")
+        page.wait_for_selector("[data-testid='stApp']")
+        page.locator("[data-testid='stMetric']").first.wait_for(timeout=90_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SCREENSHOTS / f"dashboard_{app}.png"), full_page=True)
