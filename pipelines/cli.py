@@ -116,6 +116,8 @@ def demo(
     root = find_data(data_dir)
     if weights_dir is None and not os.environ.get("AVATAR_WEIGHTS_DIR"):
         weights_dir = root.parent / "models"
+    if weights_dir is not None:  # the model's pipeline finds characters with the same detector weights
+        os.environ["AVATAR_WEIGHTS_DIR"] = str(Path(weights_dir).resolve())
     if (out / "clips.parquet").exists():  # the demo starts fresh; `avatar curate run` is the one that resumes
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
