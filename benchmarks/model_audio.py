@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
 from model.configs import build_pipeline  # noqa: E402
 from model.data import AvatarClipDataset, DataConfig, collate  # noqa: E402
-from model.train import Batcher, stage_loss, trainable_parameters  # noqa: E402
+from model.train import Batcher, calibrate_vae, stage_loss, trainable_parameters  # noqa: E402
 
 
 def curate_talking_head(frames: int, out: Path) -> Path:
@@ -71,6 +71,7 @@ def main() -> None:
     train_ids = [i for i, (_, s) in enumerate(data.windows) if s + 9 <= args.split]
     held_ids = [i for i, (_, s) in enumerate(data.windows) if s >= args.split + 9 and s % 8 == 0]
     pipe = build_pipeline(args.size, seed=0, max_characters=2)
+    calibrate_vae(pipe, data)
     batcher = Batcher(pipe)
     encoded = {i: batcher.encode(collate([data[i]])) for i in train_ids + held_ids}  # the VAE is frozen
     items = {i: data[i] for i in train_ids + held_ids}

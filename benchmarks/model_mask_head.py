@@ -33,7 +33,7 @@ from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
 from model.configs import build_pipeline  # noqa: E402
 from model.data import AvatarClipDataset, DataConfig, collate  # noqa: E402
 from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.train import Batcher, stage_loss, trainable_parameters  # noqa: E402
+from model.train import Batcher, calibrate_vae, stage_loss, trainable_parameters  # noqa: E402
 
 SIGMAS = (0.1, 0.5, 0.9)
 
@@ -136,6 +136,7 @@ def main() -> None:
     held = [i for i, (cid, _) in enumerate(data.windows) if sources[cid] in held_sources]
     train = [i for i in range(len(data.windows)) if i not in set(held)]
     pipe = build_pipeline("tiny", seed=0, max_characters=2)
+    calibrate_vae(pipe, data)
     batcher = Batcher(pipe)
     items = {i: collate([data[i]]) for i in range(len(data.windows))}
     encoded = {i: batcher.encode(items[i]) for i in items}

@@ -67,6 +67,20 @@ def load_pipeline(config: TrainConfig, checkpoint: Path | None):
     return AvatarPipeline.from_pretrained(str(source))
 
 
+@torch.no_grad()
+def calibrate_vae(pipe, data, windows: int = 8) -> None:
+    """Set the VAE's per-channel latents_mean / latents_std from the data (as for any new VAE).
+
+    A VAE built from scratch (no Wan weights) has latents of arbitrary scale; normalised by Wan's
+    constants they can be far smaller than the unit noise of flow matching, which then drowns the image.
+    """
+    pick = np.linspace(0, len(data) - 1, min(windows, len(data))).astype(int)
+    frames = torch.stack([data[int(i)]["frames"] for i in pick])
+    z = pipe.vae.encode(frames.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mode().float()
+    mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)).clamp(min=1e-4)
+    pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+
+
 def trainable_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze what `stage` trains."""
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head):
@@ -154,6 +168,8 @@ def train(config: TrainConfig, progress: Callable[[int, int, float], None] | Non
     data = AvatarClipDataset(config.dataset, config.data)
     if config.stage == "audio" and all(r.clip.audio is None for r in data.records.values()):
         raise AvatarInputError(f"no clip of {config.dataset} has audio", "train the audio stage on talking clips")
+    if checkpoint is None and config.pretrained is None:
+        calibrate_vae(pipe, data)  # a VAE built from scratch: latents to unit scale first
     params = trainable_parameters(pipe, config.stage)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     step = 0
