@@ -128,13 +128,13 @@ def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
 def test_training_loss_falls_and_resumes(curated_dataset, tmp_path):
     data = DataConfig(passed_only=False, num_frames=9)
     out = tmp_path / "run"
-    train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=40, save_every=20,
+    train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=60, save_every=30,
                       lr=2e-3, batch_size=1, data=data))
     curve = read_loss_curve(out)[:, 1]
-    assert len(curve) == 40 and curve[-10:].mean() < 0.8 * curve[:10].mean()
-    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=44,
-                              save_every=20, lr=2e-3, batch_size=1, data=data))  # resumes at 40
-    assert len(read_loss_curve(out)) == 44 and (out / "checkpoint-44" / "optimizer.pt").is_file()
+    assert len(curve) == 60 and curve[-10:].mean() < 0.85 * curve[:10].mean()
+    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=64,
+                              save_every=30, lr=2e-3, batch_size=1, data=data))  # resumes at 60
+    assert len(read_loss_curve(out)) == 64 and (out / "checkpoint-64" / "optimizer.pt").is_file()
     assert isinstance(AvatarPipeline.from_pretrained(str(final)).transformer, AvatarTransformer)
 
 
