@@ -134,8 +134,8 @@ class AudioEncoder(ModelMixin, ConfigMixin):
         need = int(round(num_frames / fps * self.config.sample_rate))
         tokens, silent = [], []
         for i, wave in enumerate(waves):
-            wave, is_silent = fit_audio(wave, need, (names or [f"#{i}"] * len(waves))[i], tolerance_s,
-                                        self.config.sample_rate)
+            name = names[i] if names else f"track {i}"
+            wave, is_silent = fit_audio(wave, need, name, tolerance_s, self.config.sample_rate)
             per_frame = self.proj(self.frame_windows(wave, num_frames, fps))  # (num_frames, dim)
             r = self.config.temporal_ratio
             padded = torch.cat([per_frame[:1].expand(r - 1, -1), per_frame], 0)  # frame 0 fills latent frame 0

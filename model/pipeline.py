@@ -166,7 +166,8 @@ class AvatarPipeline(DiffusionPipeline):
             crops.append(F.interpolate(crop, size=crop_size, mode="bilinear", antialias=True))
         ref_latents = self.encode_images(ref_small[:, :, None])
         identity = self.encode_images(torch.cat(crops)[:, :, None])[None]  # (1, C, z, 1, hc, wc)
-        features = self.audio_encoder(waves, num_frames, fps, audio_tolerance_s, names + [""] * len(boxes))
+        features = self.audio_encoder(waves, num_frames, fps, audio_tolerance_s,
+                                      names + ["(silence)"] * (len(boxes) - len(names)))
         audio_tokens = features.tokens.to(device, dtype)
         text = self.encode_prompt([prompt]).to(device, dtype)
         negative = self.encode_prompt([negative_prompt]).to(device, dtype) if guidance_scale > 1 else None
