@@ -1,8 +1,8 @@
 """A torch Dataset over a curated dataset (clips.parquet + tracks.parquet): training windows for the model.
 
 Each item is a window of `num_frames` (4k+1) frames of one clip, resized to `size`, with per-person
-masks, identity crops of each person from the window's first frame, the first frame as reference,
-and the audio under the window. Only clips that passed validation, unless `passed_only=False`.
+masks, identity crops of each person from the window's first frame (and the boxes they were cut
+from, xyxy in [0, 1]), the first frame as reference, and the audio under the window. Only clips that passed validation, unless `passed_only=False`.
 """
 
 from __future__ import annotations
@@ -81,10 +81,12 @@ class AvatarClipDataset(Dataset):
         order = np.argsort(-masks[0].reshape(masks.shape[1], -1).sum(1), kind="stable")[: c.max_characters]
         order = np.sort(order)  # keep person ids in track order
         masks = masks[:, order]
-        crops = []
+        crops, boxes = [], []
+        height, width = masks.shape[2:]
         for i in range(len(order)):
             x0, y0, x1, y1 = crop_box(masks[0, i])
             crops.append(to_tensor(frames[:1, y0:y1, x0:x1], c.crop_size)[:, 0])
+            boxes.append([x0 / width, y0 / height, x1 / width, y1 / height])
         m = torch.from_numpy(masks).permute(1, 0, 2, 3).float()  # (C, T, H, W)
         m = F.interpolate(m, size=c.size, mode="area")
         audio = None
@@ -93,7 +95,8 @@ class AvatarClipDataset(Dataset):
             a0 = int(round(start / r.clip.fps * sr))
             audio = r.clip.audio[a0:a0 + int(round(c.num_frames / r.clip.fps * sr))].astype(np.float32)
         return {"clip_id": cid, "start": start, "frames": to_tensor(frames, c.size), "masks": m,
-                "identity": torch.stack(crops), "reference": to_tensor(frames[:1], c.size)[:, 0],
+                "identity": torch.stack(crops), "boxes": torch.tensor(boxes, dtype=torch.float32),
+                "reference": to_tensor(frames[:1], c.size)[:, 0],
                 "audio": audio, "fps": float(r.clip.fps), "num_characters": len(order)}
 
 
@@ -102,6 +105,6 @@ def collate(items: list[dict]) -> dict:
     n = {it["num_characters"] for it in items}
     if len(n) != 1:
         raise AvatarInputError(f"a batch mixes {sorted(n)} characters", "use batch_size=1 or group clips by persons")
-    out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "reference")}
+    out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "boxes", "reference")}
     out.update({k: [it[k] for it in items] for k in ("clip_id", "start", "audio", "fps")})
     return out

@@ -1,8 +1,11 @@
 """MaskPredictionHead: per-frame, per-character masks from deep DiT tokens and identity crops.
 
 Video tokens of a deep block (queries) cross-attend to each character's identity tokens (its first-
-frame crop, VAE-encoded); a small MLP turns the result into one logit per token. The logits live on
-the DiT's token grid (F latent frames x h/p x w/p), which is exactly where they gate the audio.
+frame crop, VAE-encoded). Each query also knows where it lies relative to the box its character's
+crop was cut from (Fourier features of the box-relative position): DiT tokens carry no absolute
+position (Wan's RoPE is relative), and the crop alone does not say which of two look-alikes is meant.
+A small MLP turns each token into p_h x p_w logits, so masks live on the latent grid (the token grid
+unpatchified, as Wan's proj_out does for the flow); pooled by the patch they gate the audio.
 """
 
 from __future__ import annotations
@@ -14,35 +17,65 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
+def box_features(boxes: torch.Tensor, grid_hw: tuple[int, int], frequencies: int) -> torch.Tensor:
+    """(B, C, 4) xyxy boxes in [0, 1] -> (B, C, h*w, 4*frequencies + 1): each cell's position relative to
+    the box (centre 0, edges +-0.5; Fourier-encoded) and whether it lies inside."""
+    h, w = grid_hw
+    ys, xs = torch.meshgrid((torch.arange(h, device=boxes.device) + 0.5) / h,
+                            (torch.arange(w, device=boxes.device) + 0.5) / w, indexing="ij")
+    box = boxes.float()[:, :, None, None]  # (B, C, 1, 1, 4)
+    rx = (xs - (box[..., 0] + box[..., 2]) / 2) / (box[..., 2] - box[..., 0]).clamp(min=1e-3)
+    ry = (ys - (box[..., 1] + box[..., 3]) / 2) / (box[..., 3] - box[..., 1]).clamp(min=1e-3)
+    inside = ((rx.abs() <= 0.5) & (ry.abs() <= 0.5)).float()
+    freqs = 2.0 ** torch.arange(frequencies, device=boxes.device) * torch.pi / 2
+    rel = torch.stack([rx.clamp(-2, 2), ry.clamp(-2, 2)], -1)[..., None] * freqs  # (B, C, h, w, 2, K)
+    feats = torch.cat([rel.sin().flatten(-2), rel.cos().flatten(-2), inside[..., None]], -1)
+    return feats.flatten(2, 3)
+
+
 class MaskPredictionHead(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, dim: int = 24, hidden_dim: int = 64, heads: int = 4, latent_channels: int = 16,
-                 patch_size: tuple[int, int, int] = (1, 2, 2), max_characters: int = 4):
+                 patch_size: tuple[int, int, int] = (1, 2, 2), max_characters: int = 4, box_frequencies: int = 6):
         super().__init__()
         self.video_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
+        self.box_in = nn.Sequential(nn.Linear(4 * box_frequencies + 1, hidden_dim), nn.GELU(),
+                                    nn.Linear(hidden_dim, hidden_dim))
         self.identity_in = nn.Conv3d(latent_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
         self.slot = nn.Embedding(max_characters, hidden_dim)
         self.attn = nn.MultiheadAttention(hidden_dim, heads, batch_first=True)
         self.out = nn.Sequential(nn.LayerNorm(hidden_dim * 2), nn.Linear(hidden_dim * 2, hidden_dim), nn.GELU(),
-                                 nn.Linear(hidden_dim, 1))
+                                 nn.Linear(hidden_dim, patch_size[1] * patch_size[2]))
 
-    def forward(self, video_tokens: torch.Tensor, identity_latents: torch.Tensor,
+    def forward(self, video_tokens: torch.Tensor, identity_latents: torch.Tensor, identity_boxes: torch.Tensor,
                 grid: tuple[int, int, int]) -> torch.Tensor:
-        """video_tokens (B, N, dim), identity_latents (B, C, z, 1, hc, wc) -> logits (B, C, F, h, w)."""
+        """video_tokens (B, N, dim) on the token grid (F, h, w); identity_latents (B, C, z, 1, hc, wc);
+        identity_boxes (B, C, 4) xyxy in [0, 1] of the first frame -> logits (B, C, F, h*p_h, w*p_w)."""
         b, n, _ = video_tokens.shape
         c = identity_latents.shape[1]
-        video = self.video_in(video_tokens.to(self.dtype))  # (B, N, H)
+        f, h, w = grid
+        _, ph, pw = self.config.patch_size
+        where = self.box_in(box_features(identity_boxes.to(video_tokens.device), (h, w),
+                                         self.config.box_frequencies).to(self.dtype))  # (B, C, h*w, H)
+        video = self.video_in(video_tokens.to(self.dtype)).reshape(b, 1, f, h * w, -1)
+        queries = (video + where[:, :, None]).reshape(b * c, n, -1)
         ident = self.identity_in(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
-        ident = ident.reshape(b, c, -1, ident.shape[-1]) + self.slot.weight[:c][None, :, None]
-        queries = video[:, None].expand(b, c, n, -1).reshape(b * c, n, -1)
-        attended, _ = self.attn(queries, ident.reshape(b * c, -1, ident.shape[-1]),
-                                ident.reshape(b * c, -1, ident.shape[-1]), need_weights=False)
-        logits = self.out(torch.cat([queries, attended], -1))  # (B*C, N, 1)
-        return logits.reshape(b, c, *grid)
+        ident = (ident.reshape(b, c, -1, ident.shape[-1]) + self.slot.weight[:c][None, :, None]).flatten(0, 1)
+        attended, _ = self.attn(queries, ident, ident, need_weights=False)
+        logits = self.out(torch.cat([queries, attended], -1))  # (B*C, N, ph*pw)
+        logits = logits.reshape(b, c, f, h, w, ph, pw).permute(0, 1, 2, 3, 5, 4, 6)
+        return logits.reshape(b, c, f, h * ph, w * pw)
+
+    @staticmethod
+    def to_tokens(masks: torch.Tensor, patch_size: tuple[int, int, int]) -> torch.Tensor:
+        """(B, C, F, H, W) masks on the latent grid -> (B, C, F, H/p_h, W/p_w): mean over each patch."""
+        b, c, f, h, w = masks.shape
+        pooled = F.avg_pool2d(masks.flatten(0, 2)[:, None].float(), patch_size[1:])
+        return pooled.reshape(b, c, f, h // patch_size[1], w // patch_size[2])
 
     @staticmethod
     def targets(masks: torch.Tensor, grid: tuple[int, int, int], temporal_ratio: int = 4) -> torch.Tensor:
-        """Pixel masks (B, C, T, H, W) -> soft targets on the token grid (B, C, F, h, w): area share per token.
+        """Pixel masks (B, C, T, H, W) -> soft targets on a (F, h, w) grid (B, C, F, h, w): area share per cell.
 
         Latent frame 0 is frame 0; latent frame f > 0 covers frames 4f-3..4f (their mean).
         """

@@ -166,6 +166,8 @@ class AvatarPipeline(DiffusionPipeline):
             crops.append(F.interpolate(crop, size=crop_size, mode="bilinear", antialias=True))
         ref_latents = self.encode_images(ref_small[:, :, None])
         identity = self.encode_images(torch.cat(crops)[:, :, None])[None]  # (1, C, z, 1, hc, wc)
+        size = torch.tensor([image.shape[1], image.shape[0]] * 2, dtype=torch.float32)
+        identity_boxes = (torch.tensor(boxes, dtype=torch.float32) / size)[None].to(device)  # (1, C, 4) in [0, 1]
         features = self.audio_encoder(waves, num_frames, fps, audio_tolerance_s,
                                       names + ["(silence)"] * (len(boxes) - len(names)))
         audio_tokens = features.tokens.to(device, dtype)
@@ -179,7 +181,8 @@ class AvatarPipeline(DiffusionPipeline):
         masks = None
         for t in self.progress_bar(self.scheduler.timesteps):
             kwargs = dict(audio_tokens=audio_tokens, reference_latents=ref_latents.to(dtype),
-                          identity_latents=identity.to(dtype), mask_head=self.mask_head if len(boxes) > 1 else None,
+                          identity_latents=identity.to(dtype), identity_boxes=identity_boxes,
+                          mask_head=self.mask_head if len(boxes) > 1 else None,
                           audio_masks=masks)
             out = self.transformer(latents, t.expand(1), text, **kwargs)
             flow = out.sample

@@ -114,10 +114,8 @@ class Batcher:
         identity = pipe.encode_images(batch["identity"].flatten(0, 1)[:, :, None])
         identity = identity.reshape(b, c, *identity.shape[1:])
         ref = pipe.encode_images(batch["reference"][:, :, None])
-        p = pipe.transformer.config.patch_size
-        grid = (x0.shape[2] // p[0], x0.shape[3] // p[1], x0.shape[4] // p[2])
-        targets = MaskPredictionHead.targets(batch["masks"], grid)
-        return {"x0": x0, "identity": identity, "reference": ref, "targets": targets, "grid": grid}
+        targets = MaskPredictionHead.targets(batch["masks"], tuple(x0.shape[2:]))  # on the latent grid
+        return {"x0": x0, "identity": identity, "boxes": batch["boxes"], "reference": ref, "targets": targets}
 
     def audio_tokens(self, batch: dict, num_frames: int, characters: int) -> torch.Tensor:
         """Each clip's audio drives its first character; the others are silent (talking-clip training)."""
@@ -148,8 +146,8 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
     timestep = sigma.flatten() * 1000
     text = text.expand(b, -1, -1)
     if stage == "mask":
-        out = pipe.transformer(xt, timestep, text, reference_latents=enc["reference"],
-                               identity_latents=enc["identity"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
+        out = pipe.transformer(xt, timestep, text, reference_latents=enc["reference"], identity_latents=enc["identity"],
+                               identity_boxes=enc["boxes"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
         return MaskPredictionHead.loss(out.mask_logits, enc["targets"])
     out = pipe.transformer(xt, timestep, text, audio_tokens=audio_tokens, reference_latents=enc["reference"],
                            identity_latents=enc["identity"], audio_masks=enc["targets"].clamp(0, 1))

@@ -27,12 +27,13 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .errors import AvatarInputError
+from .mask_head import MaskPredictionHead
 
 
 @dataclass
 class AvatarTransformerOutput(BaseOutput):
     sample: torch.Tensor  # (B, C_out, F, H, W) flow prediction
-    mask_logits: torch.Tensor | None = None  # (B, C, F, h, w) from the mask head, token grid
+    mask_logits: torch.Tensor | None = None  # (B, C, F, h, w) from the mask head, latent grid
     features: torch.Tensor | None = None  # (B, N, D) video tokens after block mask_layer
 
 
@@ -152,15 +153,22 @@ class AvatarTransformer(WanTransformer3DModel):
             ctx = torch.cat([ctx, identity[:, :, None].expand(b, c, f, *identity.shape[2:])], dim=3)
         return ctx
 
+    def token_weights(self, masks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, C, F, h, w) latent-grid masks -> (B, C, F, S) per-token audio weights (mean over each patch)."""
+        return MaskPredictionHead.to_tokens(masks, self.config.patch_size).flatten(3).to(dtype)
+
     # ------------------------------------------------------------------ forward
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 audio_tokens: torch.Tensor | None = None, reference_latents: torch.Tensor | None = None,
-                identity_latents: torch.Tensor | None = None, audio_masks: torch.Tensor | None = None,
-                mask_head: nn.Module | None = None, stop_after_mask_layer: bool = False,
+                identity_latents: torch.Tensor | None = None, identity_boxes: torch.Tensor | None = None,
+                audio_masks: torch.Tensor | None = None, mask_head: nn.Module | None = None,
+                stop_after_mask_layer: bool = False,
                 encoder_hidden_states_image: torch.Tensor | None = None, return_dict: bool = True,
                 attention_kwargs: dict | None = None):
         """Like Wan's forward, plus: audio_tokens (B, C, F, W, audio_dim), reference_latents (B, z, 1, h, w),
-        identity_latents (B, C, z, 1, hc, wc), audio_masks (B, C, F, h/p, w/p) in [0, 1] on the token grid.
+        identity_latents (B, C, z, 1, hc, wc), identity_boxes (B, C, 4) where each crop was cut (xyxy in
+        [0, 1] of the first frame; the mask head needs them), audio_masks (B, C, F, h, w) in [0, 1] on the
+        latent grid (pooled to the token grid here).
 
         With `mask_head`, its masks (from the features after `mask_layer`) gate the later audio blocks
         unless audio_masks are given; `stop_after_mask_layer` returns only features and mask logits.
@@ -181,7 +189,7 @@ class AvatarTransformer(WanTransformer3DModel):
 
         identity = self.identity_tokens(identity_latents) if identity_latents is not None else None
         audio_ctx = self.audio_context(audio_tokens, identity) if audio_tokens is not None else None
-        weights = None if audio_masks is None else audio_masks.flatten(3).to(x.dtype)
+        weights = None if audio_masks is None else self.token_weights(audio_masks, x.dtype)
         if audio_ctx is not None and weights is not None and weights.shape[1] != audio_ctx.shape[1]:
             raise AvatarInputError(f"{weights.shape[1]} masks for {audio_ctx.shape[1]} audio tracks",
                                    "give one mask per character")
@@ -195,11 +203,12 @@ class AvatarTransformer(WanTransformer3DModel):
             if layer == self.mask_layer_id:
                 features = x
                 if mask_head is not None:
-                    if identity_latents is None:
-                        raise AvatarInputError("the mask head needs identity crops", "pass identity_latents")
-                    mask_logits = mask_head(x, identity_latents, grid)
+                    if identity_latents is None or identity_boxes is None:
+                        raise AvatarInputError("the mask head needs identity crops and their boxes",
+                                               "pass identity_latents and identity_boxes")
+                    mask_logits = mask_head(x, identity_latents, identity_boxes, grid)
                     if audio_masks is None and audio_ctx is not None:
-                        weights = torch.sigmoid(mask_logits.detach()).flatten(3).to(x.dtype)
+                        weights = self.token_weights(torch.sigmoid(mask_logits.detach()), x.dtype)
                 if stop_after_mask_layer:
                     return AvatarTransformerOutput(sample=None, mask_logits=mask_logits, features=features)
             if audio_ctx is not None and layer in audio_index:

@@ -30,7 +30,8 @@ def inputs(characters=2, frames=3, seed=0):
                 encoder_hidden_states=torch.randn(1, 6, 32, generator=g),
                 audio_tokens=torch.randn(1, characters, frames, 4, 32, generator=g),
                 reference_latents=torch.randn(1, 16, 1, 8, 8, generator=g),
-                identity_latents=torch.randn(1, characters, 16, 1, 4, 4, generator=g))
+                identity_latents=torch.randn(1, characters, 16, 1, 4, 4, generator=g),
+                identity_boxes=torch.tensor([[0.0, 0.1, 0.5, 1.0], [0.5, 0.0, 1.0, 0.9]])[None, :characters])
 
 
 @pytest.mark.parametrize("characters", [1, 2])
@@ -38,7 +39,7 @@ def test_forward_shapes(pipe, characters):
     with torch.no_grad():
         out = pipe.transformer(**inputs(characters), mask_head=pipe.mask_head)
     assert out.sample.shape == (1, 16, 3, 8, 8)
-    assert out.mask_logits.shape == (1, characters, 3, 4, 4)
+    assert out.mask_logits.shape == (1, characters, 3, 8, 8)  # latent grid (token grid x patch)
     assert out.features.shape == (1, 3 * 4 * 4, 24)
 
 
@@ -74,9 +75,9 @@ def test_mask_gating_puts_each_audio_only_inside_its_mask():
     for p in model.audio_blocks.parameters():  # a trained audio layer (not zero)
         torch.nn.init.normal_(p, std=0.2)
     x = inputs(characters=2)
-    masks = torch.zeros(1, 2, 3, 4, 4)
-    masks[:, 0, :, :, :2] = 1  # character 0: left half of the token grid
-    masks[:, 1, :, :, 2:] = 1  # character 1: right half
+    masks = torch.zeros(1, 2, 3, 8, 8)  # on the latent grid
+    masks[:, 0, :, :, :4] = 1  # character 0: left half
+    masks[:, 1, :, :, 4:] = 1  # character 1: right half
     changed = dict(x, audio_tokens=x["audio_tokens"].clone())
     changed["audio_tokens"][:, 1] += 3.0  # change only character 1's audio
     with torch.no_grad():
@@ -119,6 +120,8 @@ def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
     assert item["frames"].shape == (3, 9, 64, 64) and item["frames"].min() >= -1
     c = item["num_characters"]
     assert item["masks"].shape == (c, 9, 64, 64) and item["identity"].shape == (c, 3, 32, 32)
+    boxes = item["boxes"]  # where the crops were cut: xyxy in [0, 1], around each first-frame mask
+    assert boxes.shape == (c, 4) and (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 1
     talking = [ds[i] for i in range(len(ds)) if ds[i]["audio"] is not None]
     assert talking and len(talking[0]["audio"]) == pytest.approx(9 / 25 * 16000, abs=2)
     with pytest.raises(AvatarInputError, match="not a curated dataset"):
@@ -160,7 +163,7 @@ def test_sampling_one_and_two_characters_and_round_trip(pipe, data_dir, tmp_path
                generator=torch.Generator().manual_seed(0))
     assert two.frames.shape == (9, 64, 64, 3) and two.frames.dtype == np.uint8
     assert len(two.boxes) == 2 and two.boxes[0][0] < two.boxes[1][0] and two.silent == [False, False]
-    assert two.masks.shape == (2, 3, 4, 4)
+    assert two.masks.shape == (2, 3, 8, 8)
     one = pipe(image, [a1], num_frames=9, num_inference_steps=3, character_boxes=[two.boxes[0]],
                generator=torch.Generator().manual_seed(0))
     assert one.silent == [False] and one.masks is None
