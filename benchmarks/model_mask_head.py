@@ -1,17 +1,20 @@
 """Mask head: per-character mask IoU on held-out clips, ours vs two baselines on the same frames.
 
 A curated dataset is made by the Ray pipeline (`pipelines.curate`) from synthetic 2-person clips and
-real clips (bedroom, judo); its curated masks are the targets. Clips are split into train and held-out.
-- ours: MaskPredictionHead on the deep features (block `mask_layer`) of a frozen DiT. The tiny DiT is
-  first trained on the train clips with flow matching (there are no Wan weights here; a random frozen
-  DiT is reported too), then frozen while the head trains.
+a real clip (bedroom); its curated masks are the targets. Whole clips are held out (the last synthetic
+ones and bedroom); the training windows are also served mirrored (DataConfig.hflip).
+- ours: MaskPredictionHead on the deep features (block `mask_layer`) of a frozen DiT. The DiT is first
+  trained on the training clips with flow matching (there are no Wan weights here; a random frozen
+  DiT is reported too), then frozen; its features at `--noise-samples` noise levels per window are
+  computed once and the head trains on them.
 - latent head: the same head on the frozen VAE latents (patchified like the DiT's tokens), no DiT.
-- box: the identity crop's first-frame box held fixed over the window.
-IoU is per (window, character, latent frame) at the data resolution, the head's token-grid output
-upsampled and thresholded at 0.5, averaged over noise levels. The token-grid oracle (the target mask
-pooled to the grid and back) bounds any predictor on that grid.
+- box: the first-frame box of the character's mask held fixed over the window.
+Every head gets each identity crop and the box it was cut from. IoU is per (window, character, latent
+frame) at the data resolution, the head's latent-grid output upsampled and thresholded at 0.5,
+averaged over the noise levels 0.1 / 0.5 / 0.9. The latent-grid oracle (the target pooled to the grid
+and back) bounds any predictor on that grid.
 
-    .venv/bin/python benchmarks/model_mask_head.py [--steps 800] [--pretrain-steps 800]
+    .venv/bin/python benchmarks/model_mask_head.py [--steps 1500] [--pretrain-steps 400]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ SIGMAS = (0.1, 0.5, 0.9)
 
 
 def make_dataset(out: Path, synthetic: int, frames: int) -> tuple[Path, list[str]]:
-    """Curate synthetic clips + bedroom + judo with the Ray pipeline; returns the folder and held-out sources."""
+    """Curate synthetic clips + bedroom with the Ray pipeline; returns the folder and held-out sources."""
     from curation import AnnotatorConfig, ReadConfig
     from curation.synthetic import generate_clip
     from pipelines.curate import CurateConfig, curate
@@ -48,19 +51,16 @@ def make_dataset(out: Path, synthetic: int, frames: int) -> tuple[Path, list[str
     for seed in range(2000, 2000 + synthetic):
         clip = generate_clip(seed, num_persons=2, num_frames=frames, size=(384, 216), root=str(SHARED / "data"))
         videos.append(str(clip.save(out / "clips", f"synthetic_{seed}")))
-    data = SHARED / "data"
-    rows = [(v, 0, frames) for v in videos] + [(str(data / "bedroom" / "bedroom.mp4"), 0, frames),
-                                               (str(data / "judo" / "images"), 0, 16)]
+    bedroom = str(SHARED / "data" / "bedroom" / "bedroom.mp4")
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["video", "start", "end"])
-        w.writerows(rows)
+        w.writerows([(v, 0, frames) for v in videos + [bedroom]])
     annotator = AnnotatorConfig(read=ReadConfig(max_side=384))
     annotator.tracker.backend = annotator.pose.backend = "ultralytics"
     curate(CurateConfig(manifest=str(manifest), output=str(out / "dataset"), annotator=annotator))
-    held_out = videos[-max(2, synthetic // 4):] + [str(data / "bedroom" / "bedroom.mp4")]
-    return out / "dataset", held_out
+    return out / "dataset", videos[-max(2, synthetic // 4):] + [bedroom]
 
 
 def patchify(latents: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ def noisy(enc: dict, sigma: float, seed: int) -> torch.Tensor:
 
 def frame_targets(masks: torch.Tensor) -> torch.Tensor:
     """(1, C, T, H, W) pixel masks -> (C, F, H, W): frame 0, then the last frame of each latent group."""
-    return (masks[0][:, [0] + list(range(4, masks.shape[2], 4))] > 0.5)
+    return masks[0][:, [0] + list(range(4, masks.shape[2], 4))] > 0.5
 
 
 def iou(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -94,16 +94,52 @@ def upsample(prob: torch.Tensor, size) -> torch.Tensor:
         .reshape(c, f, *size)
 
 
-def train_head(head, features_fn, encoded, ids, steps, lr, seed) -> list[float]:
-    params = [p for p in head.parameters() if p.requires_grad]
+def first_frame_box(target: torch.Tensor) -> torch.Tensor:
+    """(C, F, H, W) masks -> each character's first-frame bounding box, filled, on every frame."""
+    box = torch.zeros_like(target)
+    for c in range(target.shape[0]):
+        ys, xs = np.nonzero(target[c, 0].numpy())
+        if len(xs):
+            box[c, :, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    return box
+
+
+def pretrain_dit(pipe, encoded, ids, text, steps, lr) -> list[float]:
+    """Flow-matching training of the whole DiT on the training windows (no Wan weights to start from)."""
+    params = trainable_parameters(pipe, "full")
     opt = torch.optim.AdamW(params, lr=lr)
+    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    pipe.transformer.train()
+    losses = []
+    for _ in range(steps):
+        loss = stage_loss(pipe, encoded[int(rng.choice(ids))], text, None, "full", gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+    pipe.transformer.eval().requires_grad_(False)
+    return losses
+
+
+@torch.no_grad()
+def dit_features(transformer, enc, sigma, seed, text) -> torch.Tensor:
+    return transformer(noisy(enc, sigma, seed), torch.tensor([sigma * 1000]), text,
+                       reference_latents=enc["reference"], stop_after_mask_layer=True).features
+
+
+def train_head(head, inputs: dict, encoded: dict, steps: int, lr: float, seed: int) -> list[float]:
+    """inputs: (window, noise sample) -> the head's input tokens (precomputed)."""
+    opt = torch.optim.AdamW(head.parameters(), lr=lr)
+    keys = list(inputs)
     rng = np.random.default_rng(seed)
     losses = []
-    for step in range(steps):
-        i = int(rng.choice(ids))
-        sigma = float(rng.uniform(0, 1))
-        logits = features_fn(encoded[i], sigma, seed * 100_000 + step)
-        loss = MaskPredictionHead.loss(logits, encoded[i]["targets"])
+    head.train()
+    for _ in range(steps):
+        i, k = keys[int(rng.integers(len(keys)))]
+        enc = encoded[i]
+        logits = head(inputs[i, k], enc["identity"], enc["boxes"], token_grid(enc))
+        loss = MaskPredictionHead.loss(logits, enc["targets"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -111,16 +147,23 @@ def train_head(head, features_fn, encoded, ids, steps, lr, seed) -> list[float]:
     return losses
 
 
+def token_grid(enc: dict) -> tuple[int, int, int]:
+    f, h, w = enc["x0"].shape[2:]
+    return f, h // 2, w // 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", type=int, default=12)
-    parser.add_argument("--frames", type=int, default=17)
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--pretrain-steps", type=int, default=800)
-    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--synthetic", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=21)
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=1500, help="head training steps")
+    parser.add_argument("--pretrain-steps", type=int, default=400, help="DiT flow-matching steps")
+    parser.add_argument("--noise-samples", type=int, default=6, help="noise levels per training window")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--dataset", default=None, help="reuse a curated dataset (then --held-out sources)")
-    parser.add_argument("--held-out", nargs="*", default=None)
+    parser.add_argument("--held-out", nargs="*", default=None, help="source paths (or parts of them) to hold out")
     args = parser.parse_args()
     setup_env()
     tic = time.perf_counter()
@@ -131,82 +174,69 @@ def main() -> None:
     curate_s = time.perf_counter() - tic
     res = (args.resolution, args.resolution)
     data = AvatarClipDataset(str(folder), DataConfig(num_frames=9, size=res, min_characters=2, max_characters=2,
-                                                     stride=4, passed_only=False))
+                                                     stride=4, passed_only=False, hflip=True))
     sources = dict(zip(data.data.clips["clip_id"], data.data.clips["source"]))
-    held = [i for i, (cid, _) in enumerate(data.windows) if sources[cid] in held_sources]
-    train = [i for i in range(len(data.windows)) if i not in set(held)]
-    pipe = build_pipeline("tiny", seed=0, max_characters=2)
+    is_held = [any(h in sources[cid] for h in held_sources) for cid, _ in data.windows]
+    n = len(data.windows)
+    held = [i for i in range(n) if is_held[i]]
+    train = [i for i in range(2 * n) if not is_held[i % n]]  # originals and their mirrors
+    pipe = build_pipeline(args.size, seed=0, max_characters=2)
     calibrate_vae(pipe, data)
     batcher = Batcher(pipe)
-    items = {i: collate([data[i]]) for i in range(len(data.windows))}
+    items = {i: collate([data[i]]) for i in train + held}
     encoded = {i: batcher.encode(items[i]) for i in items}
     text = batcher.empty_text
 
-    # 1. the DiT: trained on the train clips (flow matching), then frozen
-    params = trainable_parameters(pipe, "full")
-    opt = torch.optim.AdamW(params, lr=args.lr)
-    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
-    random_dit = build_pipeline("tiny", seed=0, max_characters=2).transformer.eval().requires_grad_(False)
-    pipe.transformer.train()
-    pre_losses = []
-    for _ in range(args.pretrain_steps):
-        i = int(rng.choice(train))
-        loss = stage_loss(pipe, encoded[i], text, None, "full", gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        pre_losses.append(loss.item())
-    pipe.transformer.eval().requires_grad_(False)
+    t0 = time.perf_counter()
+    pre_losses = pretrain_dit(pipe, encoded, train, text, args.pretrain_steps, args.lr)
+    pretrain_s = time.perf_counter() - t0
+    random_dit = build_pipeline(args.size, seed=0, max_characters=2).transformer.eval().requires_grad_(False)
 
-    def dit_features(transformer, head):
-        def fn(enc, sigma, seed):
-            return transformer(noisy(enc, sigma, seed), torch.tensor([sigma * 1000]), text,
-                               reference_latents=enc["reference"], identity_latents=enc["identity"], mask_head=head,
-                               stop_after_mask_layer=True).mask_logits
-        return fn
-
-    dim = pipe.transformer.config.num_attention_heads * pipe.transformer.config.attention_head_dim
-    heads = {"ours_dit_features": MaskPredictionHead(dim=dim, max_characters=2),
-             "ours_random_frozen_dit": MaskPredictionHead(dim=dim, max_characters=2),
-             "latent_head_no_dit": MaskPredictionHead(dim=64, max_characters=2)}
-    feature_fns = {"ours_dit_features": dit_features(pipe.transformer, heads["ours_dit_features"]),
-                   "ours_random_frozen_dit": dit_features(random_dit, heads["ours_random_frozen_dit"]),
-                   "latent_head_no_dit": lambda enc, sigma, seed: heads["latent_head_no_dit"](
-                       patchify(noisy(enc, sigma, seed)), enc["identity"], enc["targets"].shape[2:])}
-    train_loss, train_s = {}, {}
-    for name, head in heads.items():
+    k_sigmas = [(k + 0.5) / args.noise_samples for k in range(args.noise_samples)]
+    sources_of = {  # head name -> (input tokens of window at noise level sigma with a seed)
+        "ours_dit_features": lambda enc, s, seed: dit_features(pipe.transformer, enc, s, seed, text),
+        "ours_random_frozen_dit": lambda enc, s, seed: dit_features(random_dit, enc, s, seed, text),
+        "latent_head_no_dit": lambda enc, s, seed: patchify(noisy(enc, s, seed)),
+    }
+    cfg = pipe.transformer.config
+    dims = {"ours_dit_features": cfg.num_attention_heads * cfg.attention_head_dim,
+            "ours_random_frozen_dit": cfg.num_attention_heads * cfg.attention_head_dim,
+            "latent_head_no_dit": 4 * cfg.in_channels}
+    heads, train_loss, seconds = {}, {}, {}
+    for name, source in sources_of.items():
         t0 = time.perf_counter()
-        losses = train_head(head, feature_fns[name], encoded, train, args.steps, args.lr, seed=1)
-        train_s[name] = round(time.perf_counter() - t0, 1)
+        inputs = {(i, k): source(encoded[i], s, 1000 * i + k) for i in train for k, s in enumerate(k_sigmas)}
+        torch.manual_seed(1)
+        heads[name] = MaskPredictionHead(dim=dims[name], max_characters=2)
+        losses = train_head(heads[name], inputs, encoded, args.steps, args.lr, seed=1)
+        heads[name].eval()
+        seconds[name] = round(time.perf_counter() - t0, 1)
         train_loss[name] = [round(float(np.mean(losses[:50])), 4), round(float(np.mean(losses[-50:])), 4)]
-        head.eval()
+        del inputs
 
-    scores = {name: [] for name in (*heads, "box_first_frame", "token_grid_oracle")}
+    scores = {name: [] for name in (*heads, "box_first_frame", "latent_grid_oracle")}
     per_sigma = {name: {s: [] for s in SIGMAS} for name in heads}
     with torch.no_grad():
         for k, i in enumerate(held):
-            target = frame_targets(items[i]["masks"])  # (C, F, H, W)
-            grid = encoded[i]["targets"]
+            enc, target = encoded[i], frame_targets(items[i]["masks"])  # (C, F, H, W)
             for sigma in SIGMAS:
-                for name in heads:
-                    prob = torch.sigmoid(feature_fns[name](encoded[i], sigma, 10_000 + k))
+                for name, head in heads.items():
+                    tokens = sources_of[name](enc, sigma, 10_000 + k)
+                    prob = torch.sigmoid(head(tokens, enc["identity"], enc["boxes"], token_grid(enc)))
                     value = iou(upsample(prob, res) > 0.5, target)
                     scores[name].append(value)
                     per_sigma[name][sigma].append(value.mean())
-            box = torch.zeros_like(target)
-            for c in range(target.shape[0]):
-                ys, xs = np.nonzero(target[c, 0].numpy())
-                if len(xs):
-                    box[c, :, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
-            scores["box_first_frame"].append(iou(box, target))
-            scores["token_grid_oracle"].append(iou(upsample(grid, res) > 0.5, target))
+            scores["box_first_frame"].append(iou(first_frame_box(target), target))
+            scores["latent_grid_oracle"].append(iou(upsample(enc["targets"], res) > 0.5, target))
     mean = {k: round(float(np.mean(np.concatenate([v.ravel() for v in vals]))), 4) for k, vals in scores.items()}
     emit("model_mask_head", {
-        "dataset": {"clips": int((data.data.clips["status"] == "done").sum()), "windows": len(data.windows),
-                    "train_windows": len(train), "held_out_windows": len(held), "held_out_sources":
-                    [Path(s).name for s in held_sources], "curate_seconds": round(curate_s, 1)},
-        "resolution": args.resolution, "token_grid": list(encoded[held[0]]["targets"].shape[3:]),
-        "steps": args.steps, "dit_pretrain_steps": args.pretrain_steps,
+        "dataset": {"clips": int((data.data.clips["status"] == "done").sum()), "windows": n,
+                    "train_windows_with_mirrors": len(train), "held_out_windows": len(held),
+                    "held_out_sources": sorted({Path(sources[data.windows[i][0]]).name for i in held}),
+                    "curate_seconds": round(curate_s, 1)},
+        "size": args.size, "resolution": args.resolution, "latent_grid": list(encoded[held[0]]["targets"].shape[3:]),
+        "head_steps": args.steps, "noise_samples_per_window": args.noise_samples,
+        "dit_pretrain_steps": args.pretrain_steps, "dit_pretrain_seconds": round(pretrain_s, 1),
         "dit_pretrain_loss_first_last_50": [round(float(np.mean(pre_losses[:50])), 4),
                                             round(float(np.mean(pre_losses[-50:])), 4)] if pre_losses else None,
         "mask_iou_held_out": mean,
@@ -214,7 +244,7 @@ def main() -> None:
                                     for n, d in per_sigma.items()},
         "ratio_ours_over_box": round(mean["ours_dit_features"] / mean["box_first_frame"], 3),
         "ratio_ours_over_latent_head": round(mean["ours_dit_features"] / mean["latent_head_no_dit"], 3),
-        "head_train_loss_first_last_50": train_loss, "head_train_seconds": train_s,
+        "head_train_loss_first_last_50": train_loss, "head_seconds_features_and_training": seconds,
     })
 
 

@@ -30,6 +30,7 @@ class DataConfig:
     stride: int = 4  # frames between window starts
     passed_only: bool = True
     clip_ids: tuple[str, ...] | None = None  # restrict to these clips (train / held-out splits)
+    hflip: bool = False  # also serve every window mirrored left-right (doubles the data)
 
 
 def crop_box(mask: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int]:
@@ -71,9 +72,14 @@ class AvatarClipDataset(Dataset):
                         for s in range(0, r.clip.num_frames - config.num_frames + 1, config.stride)]
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return len(self.windows) * (2 if self.config.hflip else 1)
 
     def __getitem__(self, index: int) -> dict:
+        if index >= len(self.windows):
+            return mirrored(self.item(index - len(self.windows)))
+        return self.item(index)
+
+    def item(self, index: int) -> dict:
         cid, start = self.windows[index]
         r, c = self.records[cid], self.config
         sl = slice(start, start + c.num_frames)
@@ -98,6 +104,16 @@ class AvatarClipDataset(Dataset):
                 "identity": torch.stack(crops), "boxes": torch.tensor(boxes, dtype=torch.float32),
                 "reference": to_tensor(frames[:1], c.size)[:, 0],
                 "audio": audio, "fps": float(r.clip.fps), "num_characters": len(order)}
+
+
+def mirrored(item: dict) -> dict:
+    """The window flipped left-right: frames, masks, crops, reference and boxes (characters keep their slots)."""
+    out = dict(item, flipped=True)
+    for key in ("frames", "masks", "identity", "reference"):
+        out[key] = item[key].flip(-1)
+    out["boxes"] = torch.stack([1 - item["boxes"][:, 2], item["boxes"][:, 1], 1 - item["boxes"][:, 0],
+                                item["boxes"][:, 3]], -1)
+    return out
 
 
 def collate(items: list[dict]) -> dict:

@@ -88,6 +88,21 @@ def test_mask_gating_puts_each_audio_only_inside_its_mask():
     assert diff[..., 4:].mean() > 1e-3  # right half follows character 1's audio
 
 
+def test_mask_head_sees_where_each_crop_was_cut():
+    from model.mask_head import box_features
+
+    feats = box_features(torch.tensor([[[0.0, 0.0, 0.5, 1.0]]]), (4, 4), frequencies=2)  # left half
+    inside = feats[0, 0, :, -1].reshape(4, 4)
+    assert torch.equal(inside, torch.tensor([[1.0, 1, 0, 0]] * 4))
+    torch.manual_seed(0)
+    head = MaskPredictionHead(dim=24, max_characters=2)
+    x = inputs(characters=2)
+    tokens = torch.randn(1, 3 * 16, 24)
+    left = head(tokens, x["identity_latents"], x["identity_boxes"], (3, 4, 4))
+    swapped = head(tokens, x["identity_latents"], x["identity_boxes"].flip(1), (3, 4, 4))
+    assert left.shape == (1, 2, 3, 8, 8) and not torch.allclose(left, swapped)
+
+
 def test_audio_encoder_silence_and_length_checks(tmp_path, data_dir):
     enc = AudioEncoder(dim=32)
     wave = load_audio(data_dir / "talking_head_infinitetalk" / "ref_video_audio_16k.wav")
@@ -122,6 +137,11 @@ def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
     assert item["masks"].shape == (c, 9, 64, 64) and item["identity"].shape == (c, 3, 32, 32)
     boxes = item["boxes"]  # where the crops were cut: xyxy in [0, 1], around each first-frame mask
     assert boxes.shape == (c, 4) and (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 1
+    flipped = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=9, stride=4, hflip=True))
+    assert len(flipped) == 2 * len(ds)
+    mirror = flipped[len(ds)]
+    assert torch.equal(mirror["frames"], item["frames"].flip(-1)) and torch.equal(mirror["masks"], item["masks"].flip(-1))
+    assert torch.allclose(mirror["boxes"][:, [0, 2]], 1 - boxes[:, [2, 0]])
     talking = [ds[i] for i in range(len(ds)) if ds[i]["audio"] is not None]
     assert talking and len(talking[0]["audio"]) == pytest.approx(9 / 25 * 16000, abs=2)
     with pytest.raises(AvatarInputError, match="not a curated dataset"):
