@@ -5,7 +5,8 @@ annotator; its windows before frame `--split` train a tiny model from scratch (s
 weights here), the windows after it are held out. On each held-out window, at fixed noise levels and
 noise, the flow-matching error of the model's prediction is measured with the window's true audio and
 with another held-out window's audio (shuffled), over the whole latent and over the mouth (a box below
-the nose, from the curated keypoints). Ratio shuffled / true > 1 means the model uses the audio.
+the nose from the curated keypoints, model.data.mouth_box). Ratio shuffled / true > 1 means the model
+uses the audio. Training weights the flow loss on the mouth by 1 + `--mouth-weight` (DataConfig).
 
     .venv/bin/python benchmarks/model_audio.py [--steps 1500] [--frames 250]
 """
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
 from model.configs import build_pipeline  # noqa: E402
-from model.data import AvatarClipDataset, DataConfig, collate  # noqa: E402
+from model.data import AvatarClipDataset, DataConfig, collate, mouth_weights  # noqa: E402
+from model.mask_head import MaskPredictionHead  # noqa: E402
 from model.train import Batcher, calibrate_vae, stage_loss, trainable_parameters  # noqa: E402
 
 
@@ -40,17 +42,6 @@ def curate_talking_head(frames: int, out: Path) -> Path:
     return out
 
 
-def mouth_box(keypoints: np.ndarray, scale: float) -> tuple[int, int, int, int]:
-    """Latent-grid box (x0, y0, x1, y1) around the mouth from COCO nose and eyes of the window's frames."""
-    kp = keypoints[:, 0]  # (T, 17, 3), the one person
-    nose, eyes = kp[:, 0, :2].mean(0), kp[:, 1:3, :2].mean(axis=(0, 1))
-    eye_gap = np.linalg.norm(kp[:, 1, :2].mean(0) - kp[:, 2, :2].mean(0))
-    center = nose + 0.9 * (nose - eyes)
-    half_w, half_h = 0.7 * eye_gap, 0.45 * eye_gap
-    box = np.array([center[0] - half_w, center[1] - half_h, center[0] + half_w, center[1] + half_h]) * scale
-    return int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=250, help="frames of the clip to curate")
@@ -59,6 +50,7 @@ def main() -> None:
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--mouth-weight", type=float, default=4.0)
     parser.add_argument("--dataset", default=None, help="reuse a curated dataset of the clip")
     args = parser.parse_args()
     setup_env()
@@ -67,7 +59,8 @@ def main() -> None:
     folder = Path(args.dataset) if args.dataset else curate_talking_head(args.frames, Path(tempfile.mkdtemp()) / "ds")
     curate_s = time.perf_counter() - tic
     data = AvatarClipDataset(str(folder), DataConfig(num_frames=9, size=(args.resolution, args.resolution),
-                                                     max_characters=1, stride=2, passed_only=False))
+                                                     max_characters=1, stride=2, passed_only=False,
+                                                     mouth_weight=args.mouth_weight))
     train_ids = [i for i, (_, s) in enumerate(data.windows) if s + 9 <= args.split]
     held_ids = [i for i, (_, s) in enumerate(data.windows) if s >= args.split + 9 and s % 8 == 0]
     pipe = build_pipeline(args.size, seed=0, max_characters=2)
@@ -76,7 +69,7 @@ def main() -> None:
     encoded = {i: batcher.encode(collate([data[i]])) for i in train_ids + held_ids}  # the VAE is frozen
     items = {i: data[i] for i in train_ids + held_ids}
     params = trainable_parameters(pipe, "full")
-    opt = torch.optim.AdamW(params, lr=args.lr)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)  # as TrainConfig
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     losses, tic = [], time.perf_counter()
@@ -90,18 +83,22 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
+        if (step + 1) % 500 == 0:
+            print(f"[model_audio] step {step + 1}: loss {np.mean(losses[-100:]):.4f} "
+                  f"({time.perf_counter() - tic:.0f} s)", file=sys.stderr, flush=True)
     train_s = time.perf_counter() - tic
     pipe.transformer.eval()
 
-    record = data.records[data.windows[held_ids[0]][0]]
-    scale = args.resolution / max(record.clip.frames.shape[1:3]) / 8  # pixels -> latent cells
     sigmas = (0.25, 0.5, 0.75)
     errors = {"true": [], "shuffled": [], "true_mouth": [], "shuffled_mouth": []}
     with torch.no_grad():
         for k, i in enumerate(held_ids):
             other = held_ids[(k + len(held_ids) // 2) % len(held_ids)]
-            _, start = data.windows[i]
-            x0, y0, x1, y1 = mouth_box(record.keypoints[start:start + 9], scale)
+            cid, start = data.windows[i]
+            r = data.records[cid]
+            mouth = mouth_weights(r.keypoints[start:start + 9], r.clip.frames.shape[1:3], (args.resolution,) * 2, 1.0)
+            mouth = MaskPredictionHead.targets(mouth[None, None] - 1, tuple(encoded[i]["x0"].shape[2:]))[0, 0] > 0.5
+            mouth[0] = False  # latent frame 0 is the reference frame itself
             for sigma in sigmas:
                 noise = torch.randn(encoded[i]["x0"].shape, generator=torch.Generator().manual_seed(k))
                 for name, src in (("true", i), ("shuffled", other)):
@@ -110,7 +107,7 @@ def main() -> None:
                                               sigma=torch.tensor([sigma]), noise=noise, return_prediction=True)
                     err = (pred - target) ** 2
                     errors[name].append(err.mean().item())
-                    errors[f"{name}_mouth"].append(err[:, :, 1:, y0:y1, x0:x1].mean().item())
+                    errors[f"{name}_mouth"].append(err[0][:, mouth].mean().item())
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
     paired = np.array(errors["shuffled_mouth"]) / np.array(errors["true_mouth"])
     emit("model_audio", {
@@ -119,6 +116,7 @@ def main() -> None:
         "curate_seconds": round(curate_s, 1), "train_seconds": round(train_s, 1),
         "train_loss_first_100": round(float(np.mean(losses[:100])), 4),
         "train_loss_last_100": round(float(np.mean(losses[-100:])), 4),
+        "mouth_weight": args.mouth_weight, "mouth_cells_per_window": int(mouth.sum()),
         "held_out_error_true_audio": round(mean["true"], 5),
         "held_out_error_shuffled_audio": round(mean["shuffled"], 5),
         "ratio_shuffled_over_true": round(mean["shuffled"] / mean["true"], 4),

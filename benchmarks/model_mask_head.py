@@ -152,6 +152,10 @@ def token_grid(enc: dict) -> tuple[int, int, int]:
     return f, h // 2, w // 2
 
 
+def log(message: str) -> None:
+    print(f"[model_mask_head] {message}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic", type=int, default=20)
@@ -186,10 +190,12 @@ def main() -> None:
     items = {i: collate([data[i]]) for i in train + held}
     encoded = {i: batcher.encode(items[i]) for i in items}
     text = batcher.empty_text
+    log(f"{len(train)} training / {len(held)} held-out windows encoded ({time.perf_counter() - tic:.0f} s)")
 
     t0 = time.perf_counter()
     pre_losses = pretrain_dit(pipe, encoded, train, text, args.pretrain_steps, args.lr)
     pretrain_s = time.perf_counter() - t0
+    log(f"DiT trained {args.pretrain_steps} steps in {pretrain_s:.0f} s")
     random_dit = build_pipeline(args.size, seed=0, max_characters=2).transformer.eval().requires_grad_(False)
 
     k_sigmas = [(k + 0.5) / args.noise_samples for k in range(args.noise_samples)]
@@ -212,6 +218,7 @@ def main() -> None:
         heads[name].eval()
         seconds[name] = round(time.perf_counter() - t0, 1)
         train_loss[name] = [round(float(np.mean(losses[:50])), 4), round(float(np.mean(losses[-50:])), 4)]
+        log(f"{name}: head trained in {seconds[name]} s, loss {train_loss[name]}")
         del inputs
 
     scores = {name: [] for name in (*heads, "box_first_frame", "latent_grid_oracle")}

@@ -31,6 +31,7 @@ class DataConfig:
     passed_only: bool = True
     clip_ids: tuple[str, ...] | None = None  # restrict to these clips (train / held-out splits)
     hflip: bool = False  # also serve every window mirrored left-right (doubles the data)
+    mouth_weight: float = 0.0  # extra flow-loss weight on each character's mouth (lip-sync training)
 
 
 def crop_box(mask: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int]:
@@ -40,6 +41,31 @@ def crop_box(mask: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int]:
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     px, py = int((x1 - x0) * pad), int((y1 - y0) * pad)
     return max(0, x0 - px), max(0, y0 - py), min(mask.shape[1], x1 + px), min(mask.shape[0], y1 + py)
+
+
+def mouth_box(keypoints: np.ndarray) -> tuple[float, float, float, float] | None:
+    """xyxy box around the mouth from COCO nose and eyes (K, 3) of one frame; None if they are not seen."""
+    nose, left_eye, right_eye = keypoints[0], keypoints[1], keypoints[2]
+    if min(nose[2], left_eye[2], right_eye[2]) < 0.3:
+        return None
+    eyes = (left_eye[:2] + right_eye[:2]) / 2
+    gap = float(np.linalg.norm(left_eye[:2] - right_eye[:2]))
+    cx, cy = nose[:2] + 0.9 * (nose[:2] - eyes)
+    return cx - 0.7 * gap, cy - 0.45 * gap, cx + 0.7 * gap, cy + 0.45 * gap
+
+
+def mouth_weights(keypoints: np.ndarray, shape: tuple[int, int], size: tuple[int, int], weight: float) -> torch.Tensor:
+    """(T, C, K, 3) keypoints of frames `shape` (H, W) -> (T, h, w) loss weights at `size`: 1 + weight on mouths."""
+    out = torch.ones(keypoints.shape[0], *size)
+    sy, sx = size[0] / shape[0], size[1] / shape[1]
+    for t, frame in enumerate(keypoints):
+        for person in frame:
+            box = mouth_box(person)
+            if box is not None:
+                x0, y0, x1, y1 = box
+                out[t, max(0, int(y0 * sy)):max(0, int(np.ceil(y1 * sy))),
+                    max(0, int(x0 * sx)):max(0, int(np.ceil(x1 * sx)))] = 1 + weight
+    return out
 
 
 def to_tensor(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -100,7 +126,8 @@ class AvatarClipDataset(Dataset):
             sr = r.clip.sample_rate
             a0 = int(round(start / r.clip.fps * sr))
             audio = r.clip.audio[a0:a0 + int(round(c.num_frames / r.clip.fps * sr))].astype(np.float32)
-        return {"clip_id": cid, "start": start, "frames": to_tensor(frames, c.size), "masks": m,
+        weights = mouth_weights(r.keypoints[sl][:, order], frames.shape[1:3], c.size, c.mouth_weight)
+        return {"clip_id": cid, "start": start, "frames": to_tensor(frames, c.size), "masks": m, "weights": weights,
                 "identity": torch.stack(crops), "boxes": torch.tensor(boxes, dtype=torch.float32),
                 "reference": to_tensor(frames[:1], c.size)[:, 0],
                 "audio": audio, "fps": float(r.clip.fps), "num_characters": len(order)}
@@ -109,7 +136,7 @@ class AvatarClipDataset(Dataset):
 def mirrored(item: dict) -> dict:
     """The window flipped left-right: frames, masks, crops, reference and boxes (characters keep their slots)."""
     out = dict(item, flipped=True)
-    for key in ("frames", "masks", "identity", "reference"):
+    for key in ("frames", "masks", "identity", "reference", "weights"):
         out[key] = item[key].flip(-1)
     out["boxes"] = torch.stack([1 - item["boxes"][:, 2], item["boxes"][:, 1], 1 - item["boxes"][:, 0],
                                 item["boxes"][:, 3]], -1)
@@ -121,6 +148,6 @@ def collate(items: list[dict]) -> dict:
     n = {it["num_characters"] for it in items}
     if len(n) != 1:
         raise AvatarInputError(f"a batch mixes {sorted(n)} characters", "use batch_size=1 or group clips by persons")
-    out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "boxes", "reference")}
+    out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "boxes", "reference", "weights")}
     out.update({k: [it[k] for it in items] for k in ("clip_id", "start", "audio", "fps")})
     return out

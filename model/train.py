@@ -115,7 +115,9 @@ class Batcher:
         identity = identity.reshape(b, c, *identity.shape[1:])
         ref = pipe.encode_images(batch["reference"][:, :, None])
         targets = MaskPredictionHead.targets(batch["masks"], tuple(x0.shape[2:]))  # on the latent grid
-        return {"x0": x0, "identity": identity, "boxes": batch["boxes"], "reference": ref, "targets": targets}
+        weights = MaskPredictionHead.targets(batch["weights"][:, None], tuple(x0.shape[2:]))  # (B, 1, F, h, w)
+        return {"x0": x0, "identity": identity, "boxes": batch["boxes"], "reference": ref, "targets": targets,
+                "weights": weights}
 
     def audio_tokens(self, batch: dict, num_frames: int, characters: int) -> torch.Tensor:
         """Each clip's audio drives its first character; the others are silent (talking-clip training)."""
@@ -136,7 +138,8 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
                generator: torch.Generator, sigma: torch.Tensor | None = None,
                noise: torch.Tensor | None = None, return_prediction: bool = False):
     """Mask stage: mask-head loss on the frozen DiT's features. Other stages: flow matching
-    (x_t = (1 - s) x0 + s noise, target noise - x0), audio gated by the curated masks."""
+    (x_t = (1 - s) x0 + s noise, target noise - x0), audio gated by the curated masks, the squared error
+    weighted per latent cell (DataConfig.mouth_weight puts more of it on the mouths, where audio acts)."""
     x0 = enc["x0"]
     b = x0.shape[0]
     sigma = torch.rand(b, generator=generator) if sigma is None else sigma
@@ -153,7 +156,8 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
                            identity_latents=enc["identity"], audio_masks=enc["targets"].clamp(0, 1))
     if return_prediction:
         return out.sample, noise - x0
-    return torch.nn.functional.mse_loss(out.sample, noise - x0)
+    weights = enc["weights"] if "weights" in enc else torch.ones_like(x0[:, :1])
+    return (((out.sample - (noise - x0)) ** 2) * weights).mean() / weights.mean()
 
 
 def train(config: TrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:

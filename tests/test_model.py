@@ -144,6 +144,10 @@ def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
     assert torch.allclose(mirror["boxes"][:, [0, 2]], 1 - boxes[:, [2, 0]])
     talking = [ds[i] for i in range(len(ds)) if ds[i]["audio"] is not None]
     assert talking and len(talking[0]["audio"]) == pytest.approx(9 / 25 * 16000, abs=2)
+    assert torch.equal(item["weights"], torch.ones(9, 64, 64))  # no mouth weighting unless asked
+    lips = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=9, stride=4, mouth_weight=3))
+    face = next(lips[i] for i in range(len(lips)) if lips[i]["audio"] is not None)["weights"]
+    assert set(face.unique().tolist()) == {1.0, 4.0} and 0 < (face > 1).float().mean() < 0.2  # a small box
     with pytest.raises(AvatarInputError, match="not a curated dataset"):
         AvatarClipDataset(str(tmp_path))
 
