@@ -39,7 +39,8 @@ def fake_batch(pipe, frames: int, size: int, characters: int, device):
                 audio=torch.randn(1, characters, f, 4, cfg.audio_dim, generator=g).to(device),
                 ref=torch.randn(1, 16, 1, h, h, generator=g).to(device),
                 identity=torch.randn(1, characters, 16, 1, 4, 4, generator=g).to(device),
-                targets=torch.rand(1, characters, f, h // 2, h // 2, generator=g).to(device))
+                boxes=torch.tensor([[0.05, 0.1, 0.45, 0.95], [0.55, 0.1, 0.95, 0.95]][:characters]).to(device)[None],
+                targets=torch.rand(1, characters, f, h, h, generator=g).to(device))  # on the latent grid
 
 
 def step_fn(pipe, batch, stage):
@@ -48,7 +49,7 @@ def step_fn(pipe, batch, stage):
     xt = 0.5 * batch["x0"] + 0.5 * noise
     if stage == "mask":
         out = pipe.transformer(xt, t, batch["text"], reference_latents=batch["ref"], identity_latents=batch["identity"],
-                               mask_head=pipe.mask_head, stop_after_mask_layer=True)
+                               identity_boxes=batch["boxes"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
         return MaskPredictionHead.loss(out.mask_logits, batch["targets"])
     out = pipe.transformer(xt, t, batch["text"], audio_tokens=batch["audio"], reference_latents=batch["ref"],
                            identity_latents=batch["identity"], audio_masks=batch["targets"])
