@@ -57,6 +57,8 @@ def mouth_box(keypoints: np.ndarray) -> tuple[float, float, float, float] | None
 def mouth_weights(keypoints: np.ndarray, shape: tuple[int, int], size: tuple[int, int], weight: float) -> torch.Tensor:
     """(T, C, K, 3) keypoints of frames `shape` (H, W) -> (T, h, w) loss weights at `size`: 1 + weight on mouths."""
     out = torch.ones(keypoints.shape[0], *size)
+    if weight == 0:
+        return out
     sy, sx = size[0] / shape[0], size[1] / shape[1]
     for t, frame in enumerate(keypoints):
         for person in frame:
