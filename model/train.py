@@ -156,7 +156,7 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
                            identity_latents=enc["identity"], audio_masks=enc["targets"].clamp(0, 1))
     if return_prediction:
         return out.sample, noise - x0
-    weights = enc["weights"] if "weights" in enc else torch.ones_like(x0[:, :1])
+    weights = enc["weights"]  # (B, 1, F, h, w) from Batcher.encode
     return (((out.sample - (noise - x0)) ** 2) * weights).mean() / weights.mean()
 
 
