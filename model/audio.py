@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
@@ -120,12 +119,12 @@ class AudioEncoder(ModelMixin, ConfigMixin):
         centers = (torch.arange(num_frames, dtype=torch.float32) + 0.5) / fps
         half = (ctx + 0.5) / fps
         offsets = torch.linspace(-half, half, self.config.window_mels)
-        times = (centers[:, None] + offsets[None]) * rate  # (num_frames, window) in feature steps
-        grid = (times / max(feats.shape[0] - 1, 1)) * 2 - 1
-        grid = torch.stack([torch.zeros_like(grid), grid], -1)[None].to(feats)  # sample along time
-        sampled = F.grid_sample(feats.T[None, :, :, None].transpose(2, 3), grid, align_corners=True,
-                                padding_mode="border")  # (1, feat, num_frames, window)
-        return sampled[0].permute(1, 2, 0).reshape(num_frames, -1)
+        times = ((centers[:, None] + offsets[None]) * rate).clamp(0, feats.shape[0] - 1)  # in feature steps
+        lo = times.floor().long()
+        hi = (lo + 1).clamp(max=feats.shape[0] - 1)
+        frac = (times - lo).to(feats)[..., None]
+        sampled = feats[lo] * (1 - frac) + feats[hi] * frac  # (num_frames, window, feat), linear in time
+        return sampled.reshape(num_frames, -1)
 
     def forward(self, waves: list[np.ndarray | None], num_frames: int, fps: float,
                 tolerance_s: float = 0.5, names: list[str] | None = None) -> AudioFeatures:

@@ -117,6 +117,19 @@ def test_audio_encoder_silence_and_length_checks(tmp_path, data_dir):
         load_audio(tmp_path / "bad.wav")
 
 
+def test_audio_windows_follow_the_sound_in_time():
+    # 1 s of silence, then 1 s of a 1 kHz tone: at 25 fps, frames 0-21 hear (almost) nothing, frames 28+ the tone
+    enc = AudioEncoder(dim=8, context_frames=2)
+    t = np.arange(32000) / 16000
+    wave = np.where(t >= 1.0, 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0).astype(np.float32)
+    windows = enc.frame_windows(wave, 50, 25.0).reshape(50, enc.config.window_mels, -1)
+    loudest = windows.amax(dim=2)  # (frame, position in window): the tone's mel bin, or the silence floor
+    assert loudest[:20].max() < loudest[30:].min() - 0.5
+    # within frame 25's window (0.9-1.1 s) the first samples are before the onset and the last after it
+    assert loudest[25, 0] < loudest[25, -1] - 0.5
+    assert not torch.allclose(windows[10], windows[40])  # frames differ: not one feature for the whole clip
+
+
 def test_wav2vec2_front_end_from_a_local_folder(tmp_path, data_dir):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
