@@ -9,6 +9,8 @@ ones and bedroom); the training windows are also served mirrored (DataConfig.hfl
   computed once and the head trains on them.
 - latent head: the same head on the frozen VAE latents (patchified like the DiT's tokens), no DiT.
 - box: the first-frame box of the character's mask held fixed over the window.
+There are no Wan VAE weights here, and a random VAE keeps little of the image; a wider tiny Wan VAE
+(configs.VAE_WIDE) is first fitted to the training windows as an autoencoder (`--vae-steps`, fit_vae).
 Every head gets each identity crop and the box it was cut from. IoU is per (window, character, latent
 frame) at the data resolution, the head's latent-grid output upsampled and thresholded at 0.5,
 averaged over the noise levels 0.1 / 0.5 / 0.9. The latent-grid oracle (the target pooled to the grid
@@ -29,14 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
-from model.configs import build_pipeline  # noqa: E402
+from model.configs import VAE_WIDE, build_pipeline  # noqa: E402
 from model.data import AvatarClipDataset, DataConfig, collate  # noqa: E402
 from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.train import Batcher, calibrate_vae, stage_loss, trainable_parameters  # noqa: E402
+from model.train import Batcher, calibrate_vae, fit_vae, stage_loss, trainable_parameters  # noqa: E402
 
 SIGMAS = (0.1, 0.5, 0.9)
 
@@ -164,6 +167,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=1500, help="head training steps")
     parser.add_argument("--pretrain-steps", type=int, default=400, help="DiT flow-matching steps")
+    parser.add_argument("--vae-steps", type=int, default=150, help="autoencoder steps of the VAE (0: random VAE)")
+    parser.add_argument("--vae-crop", type=int, default=128, help="the VAE trains on random crops this large")
     parser.add_argument("--noise-samples", type=int, default=6, help="noise levels per training window")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--dataset", default=None, help="reuse a curated dataset (then --held-out sources)")
@@ -184,8 +189,15 @@ def main() -> None:
     n = len(data.windows)
     held = [i for i in range(n) if is_held[i]]
     train = [i for i in range(2 * n) if not is_held[i % n]]  # originals and their mirrors
-    pipe = build_pipeline(args.size, seed=0, max_characters=2)
-    calibrate_vae(pipe, data)
+    pipe = build_pipeline(args.size, seed=0, max_characters=2, vae=VAE_WIDE if args.vae_steps else None)
+    t0 = time.perf_counter()
+    if args.vae_steps:
+        vae_losses = fit_vae(pipe, Subset(data, train), args.vae_steps, crop=args.vae_crop)  # calibrates too
+    else:
+        vae_losses = []
+        calibrate_vae(pipe, Subset(data, train))
+    vae_s = time.perf_counter() - t0
+    log(f"VAE fitted {args.vae_steps} steps in {vae_s:.0f} s")
     batcher = Batcher(pipe)
     items = {i: collate([data[i]]) for i in train + held}
     encoded = {i: batcher.encode(items[i]) for i in items}
@@ -243,6 +255,9 @@ def main() -> None:
                     "curate_seconds": round(curate_s, 1)},
         "size": args.size, "resolution": args.resolution, "latent_grid": list(encoded[held[0]]["targets"].shape[3:]),
         "head_steps": args.steps, "noise_samples_per_window": args.noise_samples,
+        "vae_steps": args.vae_steps, "vae_seconds": round(vae_s, 1),
+        "vae_l1_first_last_25": [round(float(np.mean(vae_losses[:25])), 4),
+                                 round(float(np.mean(vae_losses[-25:])), 4)] if vae_losses else None,
         "dit_pretrain_steps": args.pretrain_steps, "dit_pretrain_seconds": round(pretrain_s, 1),
         "dit_pretrain_loss_first_last_50": [round(float(np.mean(pre_losses[:50])), 4),
                                             round(float(np.mean(pre_losses[-50:])), 4)] if pre_losses else None,

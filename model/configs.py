@@ -24,10 +24,12 @@ TEXT = {"tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
         "small": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
         "wan-1.3b": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)}
 VAE_TINY = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+VAE_WIDE = dict(VAE_TINY, base_dim=8)  # for benchmarks that fit it to their clips (model.train.fit_vae)
 
 
-def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4):
-    """A complete AvatarPipeline of the named size with freshly initialised weights."""
+def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None):
+    """A complete AvatarPipeline of the named size with freshly initialised weights (`vae`: its config,
+    VAE_TINY by default)."""
     from .audio import AudioEncoder
     from .mask_head import MaskPredictionHead
     from .pipeline import AvatarPipeline, byte_tokenizer
@@ -40,7 +42,7 @@ def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4):
     transformer = AvatarTransformer(**cfg)
     tokenizer = byte_tokenizer()
     text = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT[size]))
-    vae = AutoencoderKLWan(**VAE_TINY)
+    vae = AutoencoderKLWan(**(vae or VAE_TINY))
     dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     pipe = AvatarPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, transformer=transformer,
                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),

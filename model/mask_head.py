@@ -4,8 +4,10 @@ Video tokens of a deep block (queries) cross-attend to each character's identity
 frame crop, VAE-encoded). Each query also knows where it lies relative to the box its character's
 crop was cut from (Fourier features of the box-relative position): DiT tokens carry no absolute
 position (Wan's RoPE is relative), and the crop alone does not say which of two look-alikes is meant.
-A small MLP turns each token into p_h x p_w logits, so masks live on the latent grid (the token grid
-unpatchified, as Wan's proj_out does for the flow); pooled by the patch they gate the audio.
+Two 3x3 convolutions over each frame's token grid let neighbouring tokens agree (a mask is a region,
+not a set of independent tokens); a 1x1 layer turns each token into p_h x p_w logits, so masks live on
+the latent grid (the token grid unpatchified, as Wan's proj_out does for the flow); pooled by the patch
+they gate the audio.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
         self.identity_in = nn.Conv3d(latent_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
         self.slot = nn.Embedding(max_characters, hidden_dim)
         self.attn = nn.MultiheadAttention(hidden_dim, heads, batch_first=True)
-        self.out = nn.Sequential(nn.LayerNorm(hidden_dim * 2), nn.Linear(hidden_dim * 2, hidden_dim), nn.GELU(),
-                                 nn.Linear(hidden_dim, patch_size[1] * patch_size[2]))
+        self.fuse = nn.Sequential(nn.LayerNorm(hidden_dim * 2), nn.Linear(hidden_dim * 2, hidden_dim))
+        self.spatial = nn.Sequential(nn.GELU(), nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.GELU(),
+                                     nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1))
+        self.out = nn.Sequential(nn.GELU(), nn.Conv2d(hidden_dim, patch_size[1] * patch_size[2], 1))
 
     def forward(self, video_tokens: torch.Tensor, identity_latents: torch.Tensor, identity_boxes: torch.Tensor,
                 grid: tuple[int, int, int]) -> torch.Tensor:
@@ -62,8 +66,10 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
         ident = self.identity_in(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
         ident = (ident.reshape(b, c, -1, ident.shape[-1]) + self.slot.weight[:c][None, :, None]).flatten(0, 1)
         attended, _ = self.attn(queries, ident, ident, need_weights=False)
-        logits = self.out(torch.cat([queries, attended], -1))  # (B*C, N, ph*pw)
-        logits = logits.reshape(b, c, f, h, w, ph, pw).permute(0, 1, 2, 3, 5, 4, 6)
+        x = self.fuse(torch.cat([queries, attended], -1))  # (B*C, N, H)
+        x = x.reshape(b * c * f, h, w, -1).permute(0, 3, 1, 2)  # one image per (clip, character, frame)
+        logits = self.out(x + self.spatial(x))  # (B*C*F, ph*pw, h, w)
+        logits = logits.reshape(b, c, f, ph, pw, h, w).permute(0, 1, 2, 5, 3, 6, 4)
         return logits.reshape(b, c, f, h * ph, w * pw)
 
     @staticmethod

@@ -81,6 +81,41 @@ def calibrate_vae(pipe, data, windows: int = 8) -> None:
     pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
 
 
+def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int | None = None,
+            progress: Callable[[int, int, float], None] | None = None) -> list[float]:
+    """Train a VAE built from scratch as an autoencoder on the dataset's windows (L1 + small KL), then
+    recalibrate its latent statistics. `crop`: train on random crop x crop patches (the VAE is
+    convolutional; large frames cost less per step).
+
+    A randomly initialised Wan VAE keeps little of the image in its latents: a linear probe of each
+    latent cell's mean colour has R^2 0.20 for configs.VAE_TINY and 0.35 for VAE_WIDE on the talking-head
+    clip, so neither a mouth nor a person's outline survives into what the DiT and the mask head see.
+    With no pretrained Wan VAE at hand, 150 steps of this on that clip bring VAE_WIDE to 0.88.
+    """
+    vae = pipe.vae
+    vae.train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    rng, losses = np.random.default_rng(seed), []
+    for step in range(steps):
+        x = data[int(rng.integers(len(data)))]["frames"][None].to(vae.device, vae.dtype)
+        if crop is not None and crop < min(x.shape[-2:]):
+            y0, x0 = (int(rng.integers(n - crop + 1)) for n in x.shape[-2:])
+            x = x[..., y0:y0 + crop, x0:x0 + crop]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=torch.Generator().manual_seed(seed + step))).sample
+        loss = (recon - x).abs().mean() + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress:
+            progress(step + 1, steps, loss.item())
+    vae.eval().requires_grad_(False)
+    calibrate_vae(pipe, data)
+    return losses
+
+
 def trainable_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze what `stage` trains."""
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head):

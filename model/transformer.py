@@ -87,7 +87,12 @@ class AvatarTransformer(WanTransformer3DModel):
         self.ref_embedding = nn.Conv3d(ref_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.identity_embedding = nn.Conv3d(ref_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.character_embedding = nn.Embedding(max_characters, dim)
-        self.audio_proj = nn.Sequential(nn.Linear(audio_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        nn.init.normal_(self.character_embedding.weight, std=0.02)  # a tag, not a signal that drowns the audio
+        # audio tokens end at unit scale, like the identity tokens beside them in each audio context: with
+        # N(0, 1) slot embeddings and an unnormalised projection the identity values were ~20x the audio's,
+        # and the attention output hardly moved with the sound
+        self.audio_proj = nn.Sequential(nn.Linear(audio_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim),
+                                        nn.LayerNorm(dim))
         self.audio_blocks = nn.ModuleList(AudioCrossAttention(dim, num_attention_heads, eps)
                                           for _ in self.audio_layer_ids)
         self.zero_init_new_layers()
@@ -118,7 +123,7 @@ class AvatarTransformer(WanTransformer3DModel):
             raise AvatarInputError(f"{path} does not match the Wan architecture (missing {foreign[:3]}, "
                                    f"unexpected {unexpected[:3]})", "point at a WanTransformer3DModel folder")
         model.zero_init_new_layers()
-        return model
+        return model.eval()  # as from_pretrained leaves a model
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
