@@ -16,7 +16,7 @@ frame) at the data resolution, the head's latent-grid output upsampled and thres
 averaged over the noise levels 0.1 / 0.5 / 0.9. The latent-grid oracle (the target pooled to the grid
 and back) bounds any predictor on that grid.
 
-    .venv/bin/python benchmarks/model_mask_head.py [--steps 1500] [--pretrain-steps 400]
+    .venv/bin/python benchmarks/model_mask_head.py [--steps 1500] [--pretrain-steps 800]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--size", default="small")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=1500, help="head training steps")
-    parser.add_argument("--pretrain-steps", type=int, default=400, help="DiT flow-matching steps")
+    parser.add_argument("--pretrain-steps", type=int, default=800, help="DiT flow-matching steps")
     parser.add_argument("--vae-steps", type=int, default=150, help="autoencoder steps of the VAE (0: random VAE)")
     parser.add_argument("--vae-crop", type=int, default=128, help="the VAE trains on random crops this large")
     parser.add_argument("--noise-samples", type=int, default=6, help="noise levels per training window")
