@@ -31,7 +31,7 @@ from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
 from model.configs import VAE_WIDE, build_pipeline  # noqa: E402
 from model.data import AvatarClipDataset, DataConfig, collate, mouth_weights  # noqa: E402
 from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.train import Batcher, calibrate_vae, fit_vae, stage_loss, trainable_parameters  # noqa: E402
+from model.train import Batcher, fit_vae, stage_loss, trainable_parameters  # noqa: E402
 
 
 def curate_talking_head(frames: int, out: Path) -> Path:
@@ -70,9 +70,7 @@ def main() -> None:
     pipe = build_pipeline(args.size, seed=0, max_characters=2, vae=VAE_WIDE if args.vae_steps else None)
     tic = time.perf_counter()
     train_windows = Subset(data, train_ids)
-    vae_losses = fit_vae(pipe, train_windows, args.vae_steps) if args.vae_steps else []  # calibrates too
-    if not args.vae_steps:
-        calibrate_vae(pipe, train_windows)
+    vae_losses = fit_vae(pipe, train_windows, args.vae_steps)  # then calibrates (only that with 0 steps)
     vae_s = time.perf_counter() - tic
     print(f"[model_audio] VAE fitted {args.vae_steps} steps ({vae_s:.0f} s)", file=sys.stderr, flush=True)
     batcher = Batcher(pipe)

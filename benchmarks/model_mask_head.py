@@ -39,7 +39,7 @@ from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
 from model.configs import VAE_WIDE, build_pipeline  # noqa: E402
 from model.data import AvatarClipDataset, DataConfig, collate  # noqa: E402
 from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.train import Batcher, calibrate_vae, fit_vae, stage_loss, trainable_parameters  # noqa: E402
+from model.train import Batcher, fit_vae, stage_loss, trainable_parameters  # noqa: E402
 
 SIGMAS = (0.1, 0.5, 0.9)
 
@@ -191,11 +191,7 @@ def main() -> None:
     train = [i for i in range(2 * n) if not is_held[i % n]]  # originals and their mirrors
     pipe = build_pipeline(args.size, seed=0, max_characters=2, vae=VAE_WIDE if args.vae_steps else None)
     t0 = time.perf_counter()
-    if args.vae_steps:
-        vae_losses = fit_vae(pipe, Subset(data, train), args.vae_steps, crop=args.vae_crop)  # calibrates too
-    else:
-        vae_losses = []
-        calibrate_vae(pipe, Subset(data, train))
+    vae_losses = fit_vae(pipe, Subset(data, train), args.vae_steps, crop=args.vae_crop)  # then calibrates
     vae_s = time.perf_counter() - t0
     log(f"VAE fitted {args.vae_steps} steps in {vae_s:.0f} s")
     batcher = Batcher(pipe)

@@ -84,7 +84,7 @@ def calibrate_vae(pipe, data, windows: int = 8) -> None:
 def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int | None = None,
             progress: Callable[[int, int, float], None] | None = None) -> list[float]:
     """Train a VAE built from scratch as an autoencoder on the dataset's windows (L1 + small KL), then
-    recalibrate its latent statistics. `crop`: train on random crop x crop patches (the VAE is
+    recalibrate its latent statistics (with steps=0, only that). `crop`: train on random crop x crop patches (the VAE is
     convolutional; large frames cost less per step).
 
     A randomly initialised Wan VAE keeps little of the image in its latents: a linear probe of each
