@@ -126,18 +126,32 @@ class AudioEncoder(ModelMixin, ConfigMixin):
         sampled = feats[lo] * (1 - frac) + feats[hi] * frac  # (num_frames, window, feat), linear in time
         return sampled.reshape(num_frames, -1)
 
-    def forward(self, waves: list[np.ndarray | None], num_frames: int, fps: float,
-                tolerance_s: float = 0.5, names: list[str] | None = None) -> AudioFeatures:
-        """One waveform (or None = silence) per character for a clip of `num_frames` at `fps`."""
-        f = latent_frames(num_frames, self.config.temporal_ratio)
+    @torch.no_grad()
+    def windows(self, waves: list[np.ndarray | None], num_frames: int, fps: float, tolerance_s: float = 0.5,
+                names: list[str] | None = None) -> tuple[torch.Tensor, list[bool]]:
+        """The fixed part of `forward`: (C, num_frames, window_mels * feat) feature windows and which
+        characters are silent. Training loops may cache it; `project` is the learned part."""
         need = int(round(num_frames / fps * self.config.sample_rate))
-        tokens, silent = [], []
+        out, silent = [], []
         for i, wave in enumerate(waves):
             name = names[i] if names else f"track {i}"
             wave, is_silent = fit_audio(wave, need, name, tolerance_s, self.config.sample_rate)
-            per_frame = self.proj(self.frame_windows(wave, num_frames, fps))  # (num_frames, dim)
-            r = self.config.temporal_ratio
-            padded = torch.cat([per_frame[:1].expand(r - 1, -1), per_frame], 0)  # frame 0 fills latent frame 0
-            tokens.append(padded.reshape(f, r, -1))
+            out.append(self.frame_windows(wave, num_frames, fps))
             silent.append(is_silent)
-        return AudioFeatures(torch.stack(tokens)[None], silent)
+        return torch.stack(out), silent
+
+    def project(self, windows: torch.Tensor) -> torch.Tensor:
+        """(C, num_frames, window_mels * feat) -> (1, C, F, W, dim) tokens grouped by latent frame
+        (frame 0 repeated to fill latent frame 0)."""
+        c, num_frames = windows.shape[:2]
+        f, r = latent_frames(num_frames, self.config.temporal_ratio), self.config.temporal_ratio
+        per_frame = self.proj(windows.to(self.device, self.dtype))  # (C, num_frames, dim)
+        padded = torch.cat([per_frame[:, :1].expand(c, r - 1, -1), per_frame], 1)
+        return padded.reshape(1, c, f, r, -1)
+
+    def forward(self, waves: list[np.ndarray | None], num_frames: int, fps: float,
+                tolerance_s: float = 0.5, names: list[str] | None = None) -> AudioFeatures:
+        """One waveform (or None = silence) per character for a clip of `num_frames` at `fps`."""
+        latent_frames(num_frames, self.config.temporal_ratio)  # a clear error before any audio work
+        windows, silent = self.windows(waves, num_frames, fps, tolerance_s, names)
+        return AudioFeatures(self.project(windows), silent)

@@ -32,6 +32,8 @@ class DataConfig:
     clip_ids: tuple[str, ...] | None = None  # restrict to these clips (train / held-out splits)
     hflip: bool = False  # also serve every window mirrored left-right (doubles the data)
     mouth_weight: float = 0.0  # extra flow-loss weight on each character's mouth (lip-sync training)
+    face_crop: float = 0.0  # >0: cut each window to a square around the first character's mouth, this many
+    #                         eye distances wide (lip-sync training on a talking head); 0: the whole frame
 
 
 def crop_box(mask: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int]:
@@ -50,8 +52,22 @@ def mouth_box(keypoints: np.ndarray) -> tuple[float, float, float, float] | None
         return None
     eyes = (left_eye[:2] + right_eye[:2]) / 2
     gap = float(np.linalg.norm(left_eye[:2] - right_eye[:2]))
-    cx, cy = nose[:2] + 0.9 * (nose[:2] - eyes)
+    cx, cy = nose[:2] + 1.3 * (nose[:2] - eyes)  # the mouth sits ~1.3 nose-to-eyes below the nose
     return cx - 0.7 * gap, cy - 0.45 * gap, cx + 0.7 * gap, cy + 0.45 * gap
+
+
+def face_square(keypoints: np.ndarray, scale: float, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """xyxy pixel square `scale` eye distances wide, centred on the mouth of COCO keypoints (K, 3) and
+    moved inside a frame of `shape` (H, W); None if the face is not seen."""
+    box = mouth_box(keypoints)
+    if box is None:
+        return None
+    gap = float(np.linalg.norm(keypoints[1, :2] - keypoints[2, :2]))
+    side = int(min(round(scale * gap), *shape))
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0 = int(np.clip(round(cx - side / 2), 0, shape[1] - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, shape[0] - side))
+    return x0, y0, x0 + side, y0 + side
 
 
 def mouth_weights(keypoints: np.ndarray, shape: tuple[int, int], size: tuple[int, int], weight: float) -> torch.Tensor:
@@ -114,7 +130,14 @@ class AvatarClipDataset(Dataset):
         frames, masks = r.clip.frames[sl], r.masks[sl]
         order = np.argsort(-masks[0].reshape(masks.shape[1], -1).sum(1), kind="stable")[: c.max_characters]
         order = np.sort(order)  # keep person ids in track order
-        masks = masks[:, order]
+        masks, keypoints = masks[:, order], r.keypoints[sl][:, order]
+        square = face_square(keypoints[0, 0], c.face_crop, frames.shape[1:3]) if c.face_crop and len(order) else None
+        if square is not None:  # one square for the whole window, so the face still moves inside it
+            x0, y0, x1, y1 = square
+            frames, masks = frames[:, y0:y1, x0:x1], masks[..., y0:y1, x0:x1]
+            keypoints = keypoints.copy()
+            keypoints[..., 0] -= x0
+            keypoints[..., 1] -= y0
         crops, boxes = [], []
         height, width = masks.shape[2:]
         for i in range(len(order)):
@@ -128,7 +151,7 @@ class AvatarClipDataset(Dataset):
             sr = r.clip.sample_rate
             a0 = int(round(start / r.clip.fps * sr))
             audio = r.clip.audio[a0:a0 + int(round(c.num_frames / r.clip.fps * sr))].astype(np.float32)
-        weights = mouth_weights(r.keypoints[sl][:, order], frames.shape[1:3], c.size, c.mouth_weight)
+        weights = mouth_weights(keypoints, frames.shape[1:3], c.size, c.mouth_weight)
         return {"clip_id": cid, "start": start, "frames": to_tensor(frames, c.size), "masks": m, "weights": weights,
                 "identity": torch.stack(crops), "boxes": torch.tensor(boxes, dtype=torch.float32),
                 "reference": to_tensor(frames[:1], c.size)[:, 0],

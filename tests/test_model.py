@@ -130,6 +130,64 @@ def test_audio_windows_follow_the_sound_in_time():
     assert not torch.allclose(windows[10], windows[40])  # frames differ: not one feature for the whole clip
 
 
+def tone_window(seed: int, bg: torch.Tensor, marker: torch.Tensor, shift: torch.Tensor, fps: float = 25.0):
+    """A 9-frame latent window whose 2x2 patch (marked in the reference) moves by +-shift with a
+    tone switching on and off per video frame: the audio alone decides that patch."""
+    on = np.random.default_rng(seed).random(9) > 0.5
+    t = np.arange(int(9 / fps * 16000)) / 16000
+    wave = (0.5 * np.repeat(on, len(t) // 9 + 1)[:len(t)] * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    level = [float(on[0]), float(on[1:5].mean()), float(on[5:9].mean())]  # what each latent frame folds
+    x0 = bg.expand(16, 3, 8, 8).clone()
+    for k in range(3):
+        x0[:, k, 2:4, 2:4] += (2 * level[k] - 1) * shift[:, None, None]
+    reference = bg.clone()
+    reference[:, :, 2:4, 2:4] = marker[:, None, None, None]
+    enc = {"x0": x0[None], "reference": reference[None], "identity": reference[None, None, :, :, 1:5, 1:5],
+           "targets": torch.ones(1, 1, 3, 8, 8), "weights": torch.ones(1, 1, 3, 8, 8)}
+    return enc, wave
+
+
+def test_audio_path_learns_where_the_audio_decides_the_frames():
+    """End to end through the log-mel encoder and the audio cross-attention (latent space, no VAE):
+    after a short training run the model predicts the audio-driven patch far better with the true
+    audio than with another window's, and the audio leaves the rest of the frame alone."""
+    from model.train import stage_loss, trainable_parameters
+
+    pipe = build_pipeline("small", seed=0, max_characters=2)
+    g = torch.Generator().manual_seed(1)
+    bg, shift, marker = torch.randn(16, 1, 8, 8, generator=g) * 0.5, torch.randn(16, generator=g), torch.randn(16, generator=g)
+    train_set = [tone_window(s, bg, marker, shift) for s in range(64)]
+    held_out = [tone_window(1000 + s, bg, marker, shift) for s in range(12)]
+    windows = {id(w): pipe.audio_encoder.windows([w[1]], 9, 25.0)[0] for w in train_set + held_out}
+    with torch.no_grad():
+        text = pipe.encode_prompt([""])
+    params = trainable_parameters(pipe, "full")
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    pipe.transformer.train()
+    for _ in range(400):
+        enc, _ = w = train_set[int(rng.integers(len(train_set)))]
+        loss = stage_loss(pipe, enc, text, pipe.audio_encoder.project(windows[id(w)]), "full", gen)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)  # as model.train does
+        opt.step()
+    pipe.transformer.eval()
+    patch = torch.zeros(3, 8, 8, dtype=torch.bool)
+    patch[:, 2:4, 2:4] = True
+    errors = np.zeros((2, 2))  # (true, shuffled) x (patch, elsewhere)
+    with torch.no_grad():
+        for k, (enc, _) in enumerate(held_out):
+            noise = torch.randn(enc["x0"].shape, generator=torch.Generator().manual_seed(k))
+            for row, src in enumerate((held_out[k], held_out[(k + 5) % len(held_out)])):
+                pred, target = stage_loss(pipe, enc, text, pipe.audio_encoder.project(windows[id(src)]), "full", gen,
+                                          sigma=torch.tensor([0.9]), noise=noise, return_prediction=True)
+                err = ((pred - target) ** 2)[0]
+                errors[row] += [err[:, patch].mean().item(), err[:, ~patch].mean().item()]
+    assert errors[1, 0] > 2 * errors[0, 0], errors  # the patch follows the sound
+    assert errors[1, 1] < 1.2 * errors[0, 1], errors  # elsewhere the audio changes little
+
+
 def test_wav2vec2_front_end_from_a_local_folder(tmp_path, data_dir):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
@@ -161,6 +219,11 @@ def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
     lips = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=9, stride=4, mouth_weight=3))
     face = next(lips[i] for i in range(len(lips)) if lips[i]["audio"] is not None)["weights"]
     assert set(face.unique().tolist()) == {1.0, 4.0} and 0 < (face > 1).float().mean() < 0.2  # a small box
+    cropped = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=9, stride=4,
+                                                                 mouth_weight=3, face_crop=3.0))
+    lips_index = next(i for i in range(len(lips)) if lips[i]["audio"] is not None)
+    close = cropped[lips_index]["weights"]  # the window cut around the face: the mouth fills more of it
+    assert cropped[lips_index]["frames"].shape == (3, 9, 64, 64) and (close > 1).float().mean() > (face > 1).float().mean()
     with pytest.raises(AvatarInputError, match="not a curated dataset"):
         AvatarClipDataset(str(tmp_path))
 
