@@ -1,18 +1,20 @@
-"""Does audio conditioning work? A tiny avatar model trained on the talking-head clip, judged on held-out frames.
+"""Does audio conditioning work? A small avatar model trained on the talking-head clip, judged on held-out frames.
 
 The talking-head clip of ../shared/data (25 fps, one speaker, 16 kHz audio) is curated by the real
-annotator; its windows before frame `--split` train a tiny model from scratch (stage `full`: no Wan
+annotator; its windows before frame `--split` train a small model from scratch (stage `full`: no Wan
 weights here), the windows after it are held out. On each held-out window, at fixed noise levels and
 noise, the flow-matching error of the model's prediction is measured with the window's true audio and
 with another held-out window's audio (shuffled), over the whole latent and over the mouth (a box below
 the nose from the curated keypoints, model.data.mouth_box). Ratio shuffled / true > 1 means the model
-uses the audio. Training weights the flow loss on the mouth by 1 + `--mouth-weight` (DataConfig).
+uses the audio; a one-sided paired Wilcoxon test over the held-out windows says whether the true
+audio's lower mouth error is more than chance. Training weights the flow loss on the mouth by
+1 + `--mouth-weight` (DataConfig).
 Windows are cut around the mouth (`--face-crop` eye distances wide, DataConfig.face_crop): in the
 whole 128 px frame the mouth spans about 2 x 1 latent cells, in the crop about 5 x 2.
 There are no Wan VAE weights here and a random VAE keeps little of the mouth, so a wider tiny Wan VAE
 (configs.VAE_WIDE) is first fitted to the training windows as an autoencoder (`--vae-steps`, fit_vae).
 
-    .venv/bin/python benchmarks/model_audio.py [--steps 1500] [--frames 375] [--vae-steps 150] [--face-crop 3]
+    .venv/bin/python benchmarks/model_audio.py [--steps 6000] [--frames 375] [--vae-steps 150] [--face-crop 3]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import wilcoxon
 from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,7 +55,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=375, help="frames of the clip to curate (375 = all)")
     parser.add_argument("--split", type=int, default=290, help="windows starting before this frame train")
     parser.add_argument("--vae-steps", type=int, default=150, help="autoencoder steps of the VAE (0: random VAE)")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--size", default="small", help="tiny (dim 24) is too small to learn a local audio effect")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -72,7 +75,7 @@ def main() -> None:
                                                      max_characters=1, stride=2, passed_only=False,
                                                      mouth_weight=args.mouth_weight, face_crop=args.face_crop))
     train_ids = [i for i, (_, s) in enumerate(data.windows) if s + 9 <= args.split]
-    held_ids = [i for i, (_, s) in enumerate(data.windows) if s >= args.split + 9 and s % 8 == 0]
+    held_ids = [i for i, (_, s) in enumerate(data.windows) if s >= args.split + 9]  # no frame shared with training
     pipe = build_pipeline(args.size, seed=0, max_characters=2, vae=VAE_WIDE if args.vae_steps else None)
     tic = time.perf_counter()
     train_windows = Subset(data, train_ids)
@@ -125,6 +128,10 @@ def main() -> None:
                     by_sigma[sigma][name].append(errors[f"{name}_mouth"][-1])
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
     paired = np.array(errors["shuffled_mouth"]) / np.array(errors["true_mouth"])
+    # per held-out window (mean over the noise levels): is the true audio's mouth error lower than the
+    # shuffled one's more often, and by more, than chance would give? (paired one-sided Wilcoxon test)
+    per_window = {k: np.array(errors[f"{k}_mouth"]).reshape(len(held_ids), -1).mean(1) for k in ("true", "shuffled")}
+    wilcoxon_p = float(wilcoxon(per_window["shuffled"], per_window["true"], alternative="greater").pvalue)
     emit("model_audio", {
         "clip": "talking_head_infinitetalk (25 fps, 16 kHz)", "size": args.size, "resolution": args.resolution,
         "train_windows": len(train_ids), "held_out_windows": len(held_ids), "steps": args.steps,
@@ -142,6 +149,8 @@ def main() -> None:
         "mouth_error_shuffled_audio": round(mean["shuffled_mouth"], 5),
         "mouth_ratio_shuffled_over_true": round(mean["shuffled_mouth"] / mean["true_mouth"], 4),
         "mouth_share_of_comparisons_where_true_audio_wins": round(float((paired > 1).mean()), 3),
+        "mouth_windows_where_true_audio_wins": f"{int((per_window['shuffled'] > per_window['true']).sum())}/{len(held_ids)}",
+        "mouth_wilcoxon_p_true_better": float(f"{wilcoxon_p:.3g}"),
         "noise_levels": list(sigmas),
         "mouth_ratio_by_noise_level": {str(s): round(float(np.mean(v["shuffled"]) / np.mean(v["true"])), 4)
                                        for s, v in by_sigma.items()},

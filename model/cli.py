@@ -20,6 +20,8 @@ def train(
     stage: str = typer.Option("mask", help="mask (head on the frozen DiT) | audio (audio layers) | full"),
     pretrained: Optional[Path] = typer.Option(None, help="AvatarPipeline folder to start from"),
     size: str = typer.Option("tiny", help="model size when starting from scratch: tiny | small"),
+    vae: str = typer.Option("tiny", help="VAE size when starting from scratch: tiny | wide"),
+    vae_steps: int = typer.Option(0, help="from scratch: autoencoder steps fitting the VAE to the data first"),
     steps: int = typer.Option(200, help="optimizer steps"),
     batch_size: int = typer.Option(2),
     lr: float = typer.Option(1e-3),
@@ -27,6 +29,8 @@ def train(
     resolution: int = typer.Option(64, help="frames are resized to this square size"),
     characters: int = typer.Option(2, help="characters per window (the largest persons)"),
     all_clips: bool = typer.Option(False, "--all-clips", help="also clips that failed validation"),
+    mouth_weight: float = typer.Option(0.0, help="extra flow-loss weight on the mouths (lip-sync training)"),
+    face_crop: float = typer.Option(0.0, help="cut windows around the mouth, this many eye distances wide (0: off)"),
     save_every: int = typer.Option(100),
     fresh: bool = typer.Option(False, "--fresh", help="ignore checkpoints in OUT (default: resume)"),
 ) -> None:
@@ -35,14 +39,17 @@ def train(
     from .train import TrainConfig, train as run
 
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
-                      min_characters=characters if stage == "mask" else 1, passed_only=not all_clips)
+                      min_characters=characters if stage == "mask" else 1, passed_only=not all_clips,
+                      mouth_weight=mouth_weight, face_crop=face_crop)
     config = TrainConfig(dataset=str(dataset), output=str(out), stage=stage, steps=steps, batch_size=batch_size,
                          lr=lr, pretrained=str(pretrained) if pretrained else None, size=size, data=data,
-                         save_every=save_every, resume=not fresh)
-    with Progress(TextColumn(f"train {stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("train", total=steps, loss="-")
-        final = run(config, progress=lambda s, n, loss: bar.update(task, completed=s, loss=f"{loss:.4f}"))
+                         save_every=save_every, resume=not fresh, vae=vae, vae_steps=vae_steps)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
+        fit = bar.add_task("fit vae", total=vae_steps, loss="-", visible=vae_steps > 0)
+        task = bar.add_task(f"train {stage}", total=steps, loss="-")
+        final = run(config, progress=lambda s, n, loss: bar.update(task, completed=s, loss=f"{loss:.4f}"),
+                    vae_progress=lambda s, n, loss: bar.update(fit, completed=s, loss=f"{loss:.4f}"))
     console.print(f"pipeline: {final}   loss curve: {out / 'loss.csv'}")
 
 

@@ -39,6 +39,8 @@ class TrainConfig:
     stage: str = "mask"
     pretrained: str | None = None  # an AvatarPipeline folder; None builds `size` from scratch
     size: str = "tiny"
+    vae: str = "tiny"  # from scratch: configs.VAE_TINY or "wide" (VAE_WIDE)
+    vae_steps: int = 0  # from scratch: fit the VAE as an autoencoder on the data first (fit_vae); 0 only calibrates
     steps: int = 200
     batch_size: int = 2
     lr: float = 1e-3
@@ -60,7 +62,12 @@ def load_pipeline(config: TrainConfig, checkpoint: Path | None):
 
     source = checkpoint or config.pretrained
     if source is None:
-        return build_pipeline(config.size, seed=config.seed, max_characters=max(2, config.data.max_characters))
+        from .configs import VAE_TINY, VAE_WIDE
+
+        if config.vae not in ("tiny", "wide"):
+            raise AvatarInputError(f"vae {config.vae!r}", "use tiny or wide")
+        return build_pipeline(config.size, seed=config.seed, max_characters=max(2, config.data.max_characters),
+                              vae=VAE_WIDE if config.vae == "wide" else VAE_TINY)
     if not (Path(source) / "model_index.json").is_file():
         raise AvatarInputError(f"{source} is not a saved AvatarPipeline (no model_index.json)",
                                "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
@@ -195,7 +202,8 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
     return (((out.sample - (noise - x0)) ** 2) * weights).mean() / weights.mean()
 
 
-def train(config: TrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
+def train(config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
+          vae_progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Run (or resume) one training stage; returns the folder of the trained pipeline."""
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -205,8 +213,8 @@ def train(config: TrainConfig, progress: Callable[[int, int, float], None] | Non
     data = AvatarClipDataset(config.dataset, config.data)
     if config.stage == "audio" and all(r.clip.audio is None for r in data.records.values()):
         raise AvatarInputError(f"no clip of {config.dataset} has audio", "train the audio stage on talking clips")
-    if checkpoint is None and config.pretrained is None:
-        calibrate_vae(pipe, data)  # a VAE built from scratch: latents to unit scale first
+    if checkpoint is None and config.pretrained is None:  # a VAE built from scratch: fit it, latents to unit scale
+        fit_vae(pipe, data, config.vae_steps, seed=config.seed, progress=vae_progress)
     params = trainable_parameters(pipe, config.stage)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     step = 0
