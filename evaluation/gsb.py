@@ -303,8 +303,10 @@ class Study:
             raise AccessDenied(f"pair {pair_id!r} is not assigned to rater {rater.name!r}")
         return pair
 
-    def submit(self, token: str, pair_id: str, choices: dict[str, str], seconds: float | None = None) -> None:
-        """Store the rater's choices (category -> left/same/right); a repeat updates, never duplicates."""
+    def submit(self, token: str, pair_id: str, choices: dict[str, str], seconds: float | None = None) -> dict[str, int]:
+        """Store the rater's choices (category -> left/same/right); a repeat updates, never duplicates.
+        Returns each category's revision after this write (1 for a first judgment; concurrent writes of one
+        judgment get distinct revisions in commit order)."""
         rater = self.rater(token)
         categories = set(self.categories)
         for category, choice in choices.items():
@@ -319,8 +321,7 @@ class Study:
             rows = [{"pair_id": pair.id, "rater_id": rater.id, "category": c, "choice": ch, "seconds": seconds,
                      "value": {"left": 1, "same": 0, "right": -1}[ch] * (1 if test_on_left else -1),
                      "updated_at": utcnow()} for c, ch in choices.items()]
-            if rows:
-                _upsert_judgments(s, rows)
+            return _upsert_judgments(s, rows) if rows else {}
 
     def media(self, token: str, pair_id: str, side: str) -> Path:
         """The video file for one side of a rater's pair; only files inside the systems' folders are served."""
@@ -354,9 +355,9 @@ class Study:
                     "pair": pair.public_id, "is_control": pair.is_control, "rater": rater,
                     "left_system": systems[pair.left_system_id], "right_system": systems[pair.right_system_id],
                     "category": j.category, "choice": j.choice, "value": j.value, "seconds": j.seconds,
-                    "updated_at": j.updated_at} for j, pair, case, rater in rows]
+                    "revision": j.revision, "updated_at": j.updated_at} for j, pair, case, rater in rows]
         columns = ["case_key", "kind", "language", "pair", "is_control", "rater", "left_system", "right_system",
-                   "category", "choice", "value", "seconds", "updated_at"]
+                   "category", "choice", "value", "seconds", "revision", "updated_at"]
         return pd.DataFrame(records, columns=columns)
 
     def score(self, config: ScoreConfig = ScoreConfig()) -> GSBReport:
@@ -379,24 +380,31 @@ def _clean(value):
     return None if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
-def _upsert_judgments(s, rows: list[dict]) -> None:
-    """INSERT ... ON CONFLICT (pair, rater, category) DO UPDATE, in the database's own dialect."""
+def _upsert_judgments(s, rows: list[dict]) -> dict[str, int]:
+    """INSERT ... ON CONFLICT (pair, rater, category) DO UPDATE (revision + 1), in the database's own dialect;
+    returns category -> revision."""
     dialect = s.get_bind().dialect.name
     keys = ["pair_id", "rater_id", "category"]
+    fields = ("choice", "value", "seconds", "updated_at")
     if dialect in ("sqlite", "postgresql"):
         insert = (sqlite if dialect == "sqlite" else postgresql).insert(JudgmentRow).values(rows)
-        s.execute(insert.on_conflict_do_update(
-            index_elements=keys, set_={c: insert.excluded[c] for c in ("choice", "value", "seconds", "updated_at")}))
-        return
+        upsert = insert.on_conflict_do_update(
+            index_elements=keys, set_={**{c: insert.excluded[c] for c in fields}, "revision": JudgmentRow.revision + 1})
+        return dict(s.execute(upsert.returning(JudgmentRow.category, JudgmentRow.revision)).all())
+    revisions = {}
     for row in rows:  # other databases: update, else insert (a racing insert retries as an update)
         where = [getattr(JudgmentRow, k) == row[k] for k in keys]
-        existing = s.scalar(select(JudgmentRow).where(*where))
+        existing = s.scalar(select(JudgmentRow).where(*where).with_for_update())
         if existing is None:
             try:
                 with s.begin_nested():
-                    s.add(JudgmentRow(**row))
+                    s.add(JudgmentRow(**row, revision=1))
+                revisions[row["category"]] = 1
                 continue
             except IntegrityError:
-                existing = s.scalar(select(JudgmentRow).where(*where))
-        for k in ("choice", "value", "seconds", "updated_at"):
+                existing = s.scalar(select(JudgmentRow).where(*where).with_for_update())
+        for k in fields:
             setattr(existing, k, row[k])
+        existing.revision += 1
+        revisions[row["category"]] = existing.revision
+    return revisions

@@ -102,7 +102,8 @@ class JudgmentRow(Base):
     """One rater's verdict on one pair in one category.
 
     `choice` is what was clicked (left / same / right); `value` is relative to the system under test
-    (+1 it is better, 0 same, -1 worse) whatever side it was shown on.
+    (+1 it is better, 0 same, -1 worse) whatever side it was shown on. `revision` counts the writes applied
+    to the row, in commit order: the row holds the write that got the highest revision.
     """
 
     __tablename__ = "judgments"
@@ -114,6 +115,7 @@ class JudgmentRow(Base):
     choice: Mapped[str] = mapped_column(String(10))
     value: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float | None] = mapped_column(Float)  # time the rater spent on the pair, when known
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # 1 + updates applied to it
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
@@ -146,7 +148,17 @@ def make_engine(url_or_path: str | Path, create: bool = True) -> Engine:
         engine = create_engine(url, pool_size=24, max_overflow=16, pool_pre_ping=True)
     if create:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Databases made by an earlier avatarkit lack judgments.revision: add it (existing rows count as revision 1)."""
+    from sqlalchemy import inspect, text
+
+    if "revision" not in {c["name"] for c in inspect(engine).get_columns("judgments")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE judgments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1"))
 
 
 def session_factory(engine: Engine) -> sessionmaker:

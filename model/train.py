@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -88,26 +89,44 @@ def calibrate_vae(pipe, data, windows: int = 8) -> None:
     pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
 
 
-def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int | None = None,
+def warmup_cosine(steps: int, warmup: float = 0.1) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up over `warmup` of the steps, then cosine decay to 0."""
+    ramp = max(1, int(steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        return 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, steps - ramp)))
+
+    return factor
+
+
+def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int | None = None, batch_size: int = 4,
             progress: Callable[[int, int, float], None] | None = None) -> list[float]:
     """Train a VAE built from scratch as an autoencoder on the dataset's windows (L1 + small KL), then
     recalibrate its latent statistics (with steps=0, only that). `crop`: train on random crop x crop patches (the VAE is
-    convolutional; large frames cost less per step).
+    convolutional; large frames cost less per step). Each step averages `batch_size` random windows; the learning
+    rate warms up over the first tenth of the steps and decays to zero (warmup_cosine).
 
     A randomly initialised Wan VAE keeps little of the image in its latents: a linear probe of each
     latent cell's mean colour has R^2 0.20 for configs.VAE_TINY and 0.35 for VAE_WIDE on the talking-head
     clip, so neither a mouth nor a person's outline survives into what the DiT and the mask head see.
     With no pretrained Wan VAE at hand, 150 steps of this on that clip bring VAE_WIDE to 0.88.
+
+    Why the schedule and the batch: with one window per step at a constant lr, the weights at the last step are a
+    draw from a noisy trajectory. On the test dataset (5 windows, 80 steps, lr 1e-2) the final reconstruction error
+    ranged from 0.66 to 0.89 of the initial one over 5 seeds, and the same seed moved from 0.84 to 0.87 between 1
+    and 2 threads (float summation order alone).
     """
     vae = pipe.vae
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     rng, losses = np.random.default_rng(seed), []
     for step in range(steps):
-        x = data[int(rng.integers(len(data)))]["frames"][None].to(vae.device, vae.dtype)
-        if crop is not None and crop < min(x.shape[-2:]):
-            y0, x0 = (int(rng.integers(n - crop + 1)) for n in x.shape[-2:])
-            x = x[..., y0:y0 + crop, x0:x0 + crop]
+        x = torch.stack([random_crop(data[int(i)]["frames"], crop, rng)
+                         for i in rng.choice(len(data), size=batch_size, replace=batch_size > len(data))])
+        x = x.to(vae.device, vae.dtype)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=torch.Generator().manual_seed(seed + step))).sample
         loss = (recon - x).abs().mean() + 1e-6 * posterior.kl().mean()
@@ -115,12 +134,21 @@ def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int |
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
+        schedule.step()
         losses.append(loss.item())
         if progress:
             progress(step + 1, steps, loss.item())
     vae.eval().requires_grad_(False)
     calibrate_vae(pipe, data)
     return losses
+
+
+def random_crop(frames: torch.Tensor, crop: int | None, rng: np.random.Generator) -> torch.Tensor:
+    """A random crop x crop patch of (C, T, H, W) frames (all of them when crop is None or not smaller)."""
+    if crop is None or crop >= min(frames.shape[-2:]):
+        return frames
+    y0, x0 = (int(rng.integers(n - crop + 1)) for n in frames.shape[-2:])
+    return frames[..., y0:y0 + crop, x0:x0 + crop]
 
 
 def trainable_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:

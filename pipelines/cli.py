@@ -27,6 +27,7 @@ from evaluation.cli import app as eval_app
 from evaluation.gsb import AccessDenied, StudyError
 from model.cli import app as model_app
 from model.errors import AvatarInputError
+from pipelines.console import QuietConsole, log_path_for
 
 USER_ERRORS = (CurationError, StudyError, AccessDenied, AvatarInputError)  # bad input: message + exit 2, no traceback
 
@@ -36,7 +37,6 @@ app.add_typer(curate_app, name="curate")
 app.add_typer(eval_app, name="eval")
 app.add_typer(model_app, name="model")
 app.add_typer(dash_app, name="dash")
-console = Console(stderr=True)
 
 DEMO_CLIPS = (  # (video under the data folder, audio or "")
     ("bedroom/bedroom.mp4", ""),
@@ -46,7 +46,8 @@ DEMO_CLIPS = (  # (video under the data folder, audio or "")
 )
 
 
-def print_run_summary(summary, out) -> None:
+def print_run_summary(summary, out, log: Path, console: Console) -> None:
+    """The run's counts, failures by reason, and where the libraries' log went."""
     from curation import schema
 
     table = Table(title=f"dataset {out}")
@@ -54,26 +55,31 @@ def print_run_summary(summary, out) -> None:
         table.add_column(col, justify="right")
     table.add_row(str(summary.total), str(summary.done), str(summary.failed), str(summary.processed),
                   str(summary.frames), str(summary.persons), f"{summary.frames_per_s:.2f}", f"{summary.seconds:.1f}")
-    Console().print(table)
+    console.print(table)
     if summary.failed_by_reason:
         reasons = Table(title="failed by reason")
         reasons.add_column("reason")
         reasons.add_column("clips", justify="right")
         for reason, n in sorted(summary.failed_by_reason.items(), key=lambda kv: -kv[1]):
             reasons.add_row(reason, str(n))
-        Console().print(reasons)
+        console.print(reasons)
     rows = schema.read_clips(out).to_pylist()
     passed = sum(bool(r["passed"]) for r in rows if r["status"] == "done")
-    Console().print(f"{passed} of {summary.done} done clips pass validation")
+    console.print(f"{passed} of {summary.done} done clips pass validation")
+    console.print(f"Ray and library messages: {log}", soft_wrap=True)
 
 
-def run_pipeline(config) -> object:
+def progress_display(console: Console) -> Progress:
+    """The one progress display of a long command: a row per phase."""
+    return Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def curate_with_progress(config, bar: Progress) -> object:
     from pipelines.curate import curate
 
-    with Progress(TextColumn("curating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("curate", total=None)
-        return curate(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    task = bar.add_task("curating clips (Ray Data)", total=None)
+    return curate(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 @curate_app.command("run")
@@ -99,7 +105,10 @@ def run_command(
     annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
                           retry_failed=retry_failed, previews=previews, annotator=annotator)
-    print_run_summary(run_pipeline(config), out)
+    log = log_path_for(out, "curate")
+    with QuietConsole(log) as quiet, progress_display(quiet) as bar:
+        summary = curate_with_progress(config, bar)
+    print_run_summary(summary, out, log, Console())
 
 
 @app.command()
@@ -129,61 +138,73 @@ def demo(
             writer.writerow([root / video, root / audio if audio else ""])
     config = CurateConfig(manifest=str(manifest), output=str(out), previews=True, retry_failed=True,
                           annotator=build_config(max_frames=frames, weights_dir=weights_dir))
-    print_run_summary(run_pipeline(config), out)
-    typer.echo(f"dataset: {out.resolve()}  previews: {(out / 'previews').resolve()}")
-    demo_model(out, root)
-    demo_study(out)
+    log = log_path_for(str(out), "demo")
+    with QuietConsole(log) as quiet, progress_display(quiet) as bar:
+        summary = curate_with_progress(config, bar)
+        final, sample_path, sample = demo_model(out, root, bar)
+        study = demo_study(out, bar)
+    console = Console()
+    print_run_summary(summary, out, log, console)
+    console.print(f"dataset: {out.resolve()}  previews: {(out / 'previews').resolve()}")
+    console.print(f"model: {final}  sample: {sample_path} ({len(sample.frames)} frames, {len(sample.boxes)} "
+                  "characters). It is the tiny model, built from scratch (no Wan weights here) and trained for 40 "
+                  "steps: expect coloured noise, not faces.")
+    print_study_links(study, out / "gsb.db", console)
 
 
-def demo_model(out: Path, data_root: Path, steps: int = 40) -> None:
-    """Train the tiny model's mask head on the demo dataset, then sample the two-speaker conversation."""
+def demo_model(out: Path, data_root: Path, bar: Progress, steps: int = 40):
+    """Train the tiny model's mask head on the demo dataset, then sample the two-speaker conversation;
+    returns the trained pipeline's folder, the sample's MP4 and the AvatarPipelineOutput."""
     from model.data import DataConfig
     from model.pipeline import AvatarPipeline
     from model.train import TrainConfig, train
 
     config = TrainConfig(dataset=str(out), output=str(out / "model"), stage="mask", steps=steps, save_every=steps,
                          lr=3e-3, batch_size=1, data=DataConfig(passed_only=False, min_characters=2), resume=False)
-    with Progress(TextColumn("training the mask head (tiny model)"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("train", total=steps)
-        final = train(config, progress=lambda s, n, loss: bar.update(task, completed=s))
+    task = bar.add_task("training the mask head (tiny model)", total=steps)
+    final = train(config, progress=lambda s, n, loss: bar.update(task, completed=s))
     pipe = AvatarPipeline.from_pretrained(str(final))
     pipe.set_progress_bar_config(disable=True)
     talk = data_root / "multitalk_conversation"
+    steps_task = bar.add_task("sampling the conversation", total=8)
     result = pipe(str(talk / "multi1.png"), [str(talk / "1.WAV"), str(talk / "2.WAV")],
-                  prompt="a man and a woman talk in turn", num_inference_steps=8)
-    path = result.save(out / "model" / "sample.mp4")
-    typer.echo(f"model: {final}  sample: {path} ({len(result.frames)} frames, {len(result.boxes)} characters; "
-               "a tiny untrained-from-Wan model: expect noise, not faces)")
+                  prompt="a man and a woman talk in turn", num_inference_steps=8,
+                  step_callback=lambda step, total: bar.update(steps_task, completed=step, total=total))
+    return final, result.save(out / "model" / "sample.mp4"), result
 
 
-def demo_study(out: Path, raters=("rater1", "rater2", "rater3")) -> None:
+def demo_study(out: Path, bar: Progress, raters=("rater1", "rater2", "rater3")):
     """A small GSB study on the demo's outputs: overlay previews vs the plain source frames."""
     from curation.dataset import CuratedDataset
     from curation.video import write_video
     from evaluation.gsb import Study
 
     data, source = CuratedDataset(out), out / "gsb" / "source"
+    previews = sorted((out / "previews").glob("*.mp4"))
+    task = bar.add_task("making a GSB study", total=len(previews))
     cases = []
-    for preview in sorted((out / "previews").glob("*.mp4")):
+    for preview in previews:
         clip_id = preview.stem.rsplit("_", 1)[-1]
         record = data.load(clip_id)
         write_video(source / preview.name, record.clip.frames, record.clip.fps, crf=23)
         cases.append({"case_id": preview.stem, "kind": "multi-person" if record.masks.shape[1] > 1 else "single",
                       "prompt": "Which video shows who is who more clearly?"})
-    db = out / "gsb.db"
-    study = Study.create(db, "demo", f"overlay={out / 'previews'}", f"source={source}", cases=cases, raters=raters,
-                         control_pairs=1, seed=0)
+        bar.advance(task)
+    study = Study.create(out / "gsb.db", "demo", f"overlay={out / 'previews'}", f"source={source}", cases=cases,
+                         raters=raters, control_pairs=1, seed=0)
     study.assign(raters_per_pair=2)
+    return study
+
+
+def print_study_links(study, db: Path, console: Console) -> None:
     table = Table(title=f"GSB study 'demo' in {db}: start the apps with "
                         f"`avatar dash rater --db {db}` and `avatar dash results --db {db}`")
     table.add_column("rater")
     table.add_column("link")
     for name, token in study.tokens().items():
         table.add_row(name, f"http://localhost:8501/?token={token}")
-    Console().print(table)
-    typer.echo("results: http://localhost:8502/   dataset: `avatar dash dataset "
-               f"{out}` -> http://localhost:8503/")
+    console.print(table)
+    console.print(f"results: http://localhost:8502/   dataset: `avatar dash dataset {db.parent}` -> http://localhost:8503/")
 
 
 def main() -> None:

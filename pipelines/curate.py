@@ -38,6 +38,7 @@ from .manifest import ManifestItem, read_manifest
 JOURNAL_DIR = "_journal"
 MAX_RETRIES = 2  # restarts of a crashed stage actor, and retries of its task
 RUNNING, DONE, FAILED = "running", "done", "failed"
+MiB = 1024 * 1024
 
 
 @dataclass
@@ -46,6 +47,7 @@ class StageResources:
 
     num_cpus: float = 0.5
     num_gpus: float = 0.0
+    memory: int | None = None  # bytes Ray reserves per task / actor (the stage's measured peak, with headroom)
     actors: int = 1
     max_actors: int | None = None  # > actors lets Ray Data autoscale the pool
 
@@ -61,11 +63,15 @@ class CurateConfig:
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     # Defaults fit a 2-core laptop: tracking is about two thirds of the work per frame (single
     # threaded: detect 0.12, pose 0.08, track 0.43 CPU-s), so it gets two actors and may get three.
-    decode: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
-    detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
-    pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
-    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, actors=2, max_actors=3))
-    validate: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
+    # Memory: Ray Data's measured peak per worker on the demo's clips (32 frames at 640 px, previews on) was
+    # decode 470, detect 659, pose 681, track 731, validate 745 MiB; each stage asks for that plus at least 25%
+    # (Ray Data's own advice), so that Ray does not place more workers than fit. Longer clips need more.
+    decode: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=640 * MiB))
+    detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=896 * MiB))
+    pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=896 * MiB))
+    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, memory=1024 * MiB, actors=2,
+                                                                         max_actors=3))
+    validate: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=1024 * MiB))
 
 
 @dataclass
@@ -248,7 +254,9 @@ def _init_ray(config: CurateConfig) -> None:
     if ray.is_initialized():
         return
     env = {k: v for k in (WEIGHTS_ENV, "AVATAR_DATA_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL") if (v := os.environ.get(k))}
-    kwargs = dict(address=config.ray_address, include_dashboard=False, log_to_driver=False,
+    # address "local" starts an instance of our own: None would join whatever cluster RAY_ADDRESS or the last
+    # `ray start` on this machine names, even a dead one.
+    kwargs = dict(address=config.ray_address or "local", include_dashboard=False, log_to_driver=False,
                   logging_level="WARNING", runtime_env={"env_vars": env})
     if config.ray_address is None:
         kwargs["num_cpus"] = config.num_cpus
@@ -266,6 +274,8 @@ def _map(ds, stage, resources: StageResources, config: AnnotatorConfig, **kwargs
     options = dict(batch_size=1, num_cpus=resources.num_cpus, zero_copy_batch=False)
     if resources.num_gpus:
         options["num_gpus"] = resources.num_gpus
+    if resources.memory:
+        options["memory"] = resources.memory
     # Bounded retries: Ray Data's default restarts crashed actors forever, so one input that kills
     # its worker every time would stall the run. Only ray_remote_args can say so in Ray 2.60.
     with warnings.catch_warnings():

@@ -51,16 +51,24 @@ def annotator(weights_dir):
     return ClipAnnotator(config)
 
 
+def crossing_clips(data_dir: Path, count: int = 1):
+    """The first `count` two-person crossings (no full occlusion, someone partly hidden) with exact ground truth."""
+    from curation.synthetic import generate_clip
+
+    found = []
+    for seed in range(200):
+        clip = generate_clip(seed, num_persons=2, num_frames=12, size=(480, 270), root=str(data_dir))
+        if not clip.meta["full_occlusion"] and min(clip.meta["min_visible_fraction"]) < 0.9:
+            found.append(clip)
+            if len(found) == count:
+                return found
+    raise AssertionError(f"only {len(found)} partially occluded 2-person clips in 200 seeds")
+
+
 @pytest.fixture(scope="session")
 def synthetic_clip(data_dir):
     """A two-person crossing (no full occlusion) with exact ground truth."""
-    from curation.synthetic import generate_clip
-
-    for seed in range(100):
-        clip = generate_clip(seed, num_persons=2, num_frames=12, size=(480, 270), root=str(data_dir))
-        if not clip.meta["full_occlusion"] and min(clip.meta["min_visible_fraction"]) < 0.9:
-            return clip
-    raise AssertionError("no partially occluded 2-person clip in 100 seeds")
+    return crossing_clips(data_dir)[0]
 
 
 def rtmpose_shaped_onnx(path: Path, num_keypoints: int = 133, input_size=(288, 384), seed: int = 0) -> Path:
@@ -172,8 +180,7 @@ def make_system_videos(folder: Path, case_ids, seed: int, frames: int = 8, size=
     return folder
 
 
-@pytest.fixture(scope="session")
-def curated_dataset(weights_dir, data_dir, synthetic_clip, tmp_path_factory) -> Path:
+def make_curated_dataset(root: Path, weights_dir: Path, data_dir: Path, synthetic_clip) -> Path:
     """A curated dataset made by the real annotator: a synthetic 2-person crossing and the talking head (with audio)."""
     from curation import AnnotatorConfig, ClipAnnotator, ReadConfig
 
@@ -181,9 +188,13 @@ def curated_dataset(weights_dir, data_dir, synthetic_clip, tmp_path_factory) -> 
     config.tracker.backend = "ultralytics"
     config.pose.backend = "ultralytics"
     ann = ClipAnnotator(config)
-    root = tmp_path_factory.mktemp("curated")
     talking = data_dir / "talking_head_infinitetalk"
     results = [ann(synthetic_clip.save(root, "crossing")),
                ann(talking / "ref_video.mp4", audio=talking / "ref_video_audio_16k.wav")]
     ann.write(results, root / "dataset")
     return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def curated_dataset(weights_dir, data_dir, synthetic_clip, tmp_path_factory) -> Path:
+    return make_curated_dataset(tmp_path_factory.mktemp("curated"), weights_dir, data_dir, synthetic_clip)

@@ -1,25 +1,16 @@
 """Streamlit apps: logic through AppTest, and the rater app end to end in a real headless Chromium."""
 
-import contextlib
-import os
 import random
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from browser import app_in_browser, image_stats, open_app, save_screenshot
 from conftest import make_system_videos
 from streamlit.testing.v1 import AppTest
 
 from dashboards import APPS
 from evaluation.gsb import CATEGORIES, Study
 
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "benchmarks" / "results"
 OURS, BASE = "avatarkit-v1", "baseline-v0"  # names that must never reach a rater's page
 
 
@@ -108,47 +99,6 @@ def test_dataset_app_browses_a_curated_dataset(tmp_path, monkeypatch, synthetic_
     assert "not a curated dataset" in AppTest.from_file(str(APPS["dataset"])).run().error[0].value
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(app: str, env: dict, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APPS[app]), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], env={**os.environ, **env}, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"streamlit {app} did not start on port {port}")
-
-
-@contextlib.contextmanager
-def app_in_browser(app: str, env: dict, chromium_path: str):
-    """Serve a dashboard with streamlit and yield (browser, base URL); both are stopped after."""
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
-    server = _serve(app, env, port)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium_path, args=BROWSER_ARGS)
-            yield browser, f"http://127.0.0.1:{port}"
-            browser.close()
-    finally:
-        server.kill()
-
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]
-
-
 def test_rater_app_in_a_real_browser(study, chromium_path, tmp_path):
     token = study.tokens()["bob"]
     env = {"AVATAR_GSB_DB": study.db, "AVATAR_GSB_STUDY": "ui"}
@@ -165,7 +115,8 @@ def test_rater_app_in_a_real_browser(study, chromium_path, tmp_path):
         frame.locator("video#left").wait_for(state="attached")
         for i in range(len(CATEGORIES)):
             radios.nth(i).get_by_text("Right better").click()
-        page.screenshot(path=str(SCREENSHOTS / "dashboard_rater.png"), full_page=True)
+        size, spread = image_stats(save_screenshot(page, tmp_path / "rater.png"))
+        assert size[0] == 900 and size[1] > 600 and spread > 20  # the page drew (a blank one has spread ~0)
         page.get_by_role("button", name="Submit and next").click()
         page.get_by_text("1 of 5 pairs rated").wait_for(timeout=60_000)
         wrong = browser.new_page()
@@ -176,11 +127,17 @@ def test_rater_app_in_a_real_browser(study, chromium_path, tmp_path):
     assert len(j.pair.unique()) == 1
 
 
-@pytest.mark.parametrize("app", ["results", "dataset"])
-def test_screenshots_of_the_other_apps(app, study, chromium_path, tmp_path, request):
-    """Serve results (on the study) and dataset (the demo's when present) in Chromium and screenshot them."""
-    rng = random.Random(0)
-    for token in study.tokens().values():  # raters who prefer ours more often than not, and pass the controls
+def page_metrics(page) -> dict[str, str]:
+    """label -> value of the st.metric widgets on a browser page."""
+    metrics = page.locator("[data-testid='stMetric']")
+    return {metrics.nth(i).locator("[data-testid='stMetricLabel']").inner_text().strip():
+            metrics.nth(i).locator("[data-testid='stMetricValue']").inner_text().strip() for i in range(metrics.count())}
+
+
+def simulate_raters(study, seed: int = 0) -> None:
+    """Simulated raters (not people): prefer ours with odds 0.5 / 0.3 / 0.2 (better / same / worse), pass controls."""
+    rng = random.Random(seed)
+    for token in study.tokens().values():
         for p in study.pairs_for(token):
             left, right = study.media(token, p.pair_id, "left"), study.media(token, p.pair_id, "right")
             ours = "left" if left.parent.name == "ours" else "right"
@@ -188,16 +145,28 @@ def test_screenshots_of_the_other_apps(app, study, chromium_path, tmp_path, requ
             study.submit(token, p.pair_id, {c: "same" if left == right else rng.choices([ours, "same", theirs],
                                                                                         [0.5, 0.3, 0.2])[0]
                                             for c in CATEGORIES})
-    dataset = ROOT / "outputs" / "demo"
-    if app == "dataset" and not (dataset / "clips.parquet").exists():
-        annotator, clip = request.getfixturevalue("annotator"), request.getfixturevalue("synthetic_clip")
-        dataset = tmp_path / "ds"
-        annotator.write([annotator(clip.save(tmp_path, "crossing"))], dataset)
-    env = {"AVATAR_GSB_DB": study.db, "AVATAR_GSB_STUDY": "ui", "AVATAR_DATASET": str(dataset)}
-    with app_in_browser(app, env, chromium_path) as (browser, base):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{base}/")
-        page.wait_for_selector("[data-testid='stApp']")
-        page.locator("[data-testid='stMetric']").first.wait_for(timeout=90_000)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(SCREENSHOTS / f"dashboard_{app}.png"), full_page=True)
+
+
+def test_results_app_in_a_real_browser(study, chromium_path, tmp_path):
+    simulate_raters(study)
+    n = len(study.judgments())
+    with app_in_browser("results", {"AVATAR_GSB_DB": study.db, "AVATAR_GSB_STUDY": "ui"}, chromium_path) as (b, base):
+        page = open_app(b, base)
+        assert f"GSB: {OURS} vs {BASE}" in page.inner_text("h1")
+        assert page_metrics(page)["judgments"] == str(n)
+        assert page.locator("[data-testid='stVegaLiteChart'], .vega-embed").count() >= 1  # the CI bars drew
+        size, spread = image_stats(save_screenshot(page, tmp_path / "results.png"))
+    assert size[0] == 900 and size[1] > 600 and spread > 20
+
+
+def test_dataset_app_in_a_real_browser(chromium_path, annotator, synthetic_clip, tmp_path):
+    dataset = tmp_path / "ds"  # always a dataset of its own: never whatever a demo left in outputs/
+    result = annotator(synthetic_clip.save(tmp_path, "crossing"))
+    annotator.write([result], dataset)
+    with app_in_browser("dataset", {"AVATAR_DATASET": str(dataset)}, chromium_path) as (browser, base):
+        page = open_app(browser, base)
+        passed = str(int(result.validation.passed))
+        assert page_metrics(page) == {"clips": "1", "done": "1", "failed": "0", "pass validation": passed}
+        assert page.locator("[data-testid='stImage'] img").count() == 1  # the frame with masks drawn
+        size, spread = image_stats(save_screenshot(page, tmp_path / "dataset.png"))
+    assert size[0] == 900 and size[1] > 600 and spread > 20

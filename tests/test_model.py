@@ -14,6 +14,13 @@ from model.data import AvatarClipDataset, DataConfig
 from model.errors import AvatarInputError
 from model.train import TrainConfig, fit_vae, read_loss_curve, train
 
+# Bounds of the learning tests. Each statistic was measured by `benchmarks/learning_tests.py` (the same
+# functions as below) over seeds 0-4 at 1 and 2 threads; the range it gave is beside its bound.
+MARGIN_VAE = 0.55  # fit_vae error after / before: 0.309-0.388
+MARGIN_TRAIN = 0.85  # training loss, last 20 / first 20 steps: 0.567-0.713
+MARGIN_MASK = 0.7  # mask-head loss, last 8 / first 8 steps: 0.495-0.548
+MARGIN_AUDIO = (2.0, 1.1)  # held-out error, shuffled / true audio: patch 3.27-5.62 (>), elsewhere 0.997-1.005 (<)
+
 TINY = {**WAN_COMMON, **{k: v for k, v in TRANSFORMER["tiny"].items() if k not in ("audio_dim", "mask_layer")}}
 
 
@@ -147,14 +154,13 @@ def tone_window(seed: int, bg: torch.Tensor, marker: torch.Tensor, shift: torch.
     return enc, wave
 
 
-def test_audio_path_learns_where_the_audio_decides_the_frames():
-    """End to end through the log-mel encoder and the audio cross-attention (latent space, no VAE):
-    after a short training run the model predicts the audio-driven patch far better with the true
-    audio than with another window's, and the audio leaves the rest of the frame alone."""
+def audio_error_ratios(seed: int = 0) -> tuple[float, float]:
+    """Train `small` for 400 steps on tone windows; held-out squared error with shuffled / true audio, on the
+    audio-driven patch and elsewhere."""
     from model.train import stage_loss, trainable_parameters
 
-    pipe = build_pipeline("small", seed=0, max_characters=2)
-    g = torch.Generator().manual_seed(1)
+    pipe = build_pipeline("small", seed=seed, max_characters=2)
+    g = torch.Generator().manual_seed(1 + seed)
     bg, shift, marker = torch.randn(16, 1, 8, 8, generator=g) * 0.5, torch.randn(16, generator=g), torch.randn(16, generator=g)
     train_set = [tone_window(s, bg, marker, shift) for s in range(64)]
     held_out = [tone_window(1000 + s, bg, marker, shift) for s in range(12)]
@@ -163,7 +169,7 @@ def test_audio_path_learns_where_the_audio_decides_the_frames():
         text = pipe.encode_prompt([""])
     params = trainable_parameters(pipe, "full")
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
-    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     pipe.transformer.train()
     for _ in range(400):
         enc, _ = w = train_set[int(rng.integers(len(train_set)))]
@@ -184,8 +190,17 @@ def test_audio_path_learns_where_the_audio_decides_the_frames():
                                           sigma=torch.tensor([0.9]), noise=noise, return_prediction=True)
                 err = ((pred - target) ** 2)[0]
                 errors[row] += [err[:, patch].mean().item(), err[:, ~patch].mean().item()]
-    assert errors[1, 0] > 2 * errors[0, 0], errors  # the patch follows the sound
-    assert errors[1, 1] < 1.2 * errors[0, 1], errors  # elsewhere the audio changes little
+    return float(errors[1, 0] / errors[0, 0]), float(errors[1, 1] / errors[0, 1])
+
+
+def test_audio_path_learns_where_the_audio_decides_the_frames():
+    """End to end through the log-mel encoder and the audio cross-attention (latent space, no VAE):
+    after a short training run the model predicts the audio-driven patch far better with the true
+    audio than with another window's, and the audio leaves the rest of the frame alone."""
+    patch, elsewhere = audio_error_ratios()
+    # measured (benchmarks/learning_tests.py: 5 seeds x 1 and 2 threads): see MARGIN_AUDIO
+    assert patch > MARGIN_AUDIO[0], patch  # the patch follows the sound
+    assert elsewhere < MARGIN_AUDIO[1], elsewhere  # elsewhere the audio changes little
 
 
 def test_wav2vec2_front_end_from_a_local_folder(tmp_path, data_dir):
@@ -228,22 +243,29 @@ def test_dataset_reads_the_curated_dataset(curated_dataset, tmp_path):
         AvatarClipDataset(str(tmp_path))
 
 
+def training_loss_ratio(dataset, output, seed: int = 0) -> float:
+    """Train the tiny model from scratch (VAE fitted first) for 120 steps: mean loss of the last 20 / first 20."""
+    train(TrainConfig(dataset=str(dataset), output=str(output), stage="full", steps=120, save_every=60, lr=4e-3,
+                      batch_size=1, data=DataConfig(passed_only=False, num_frames=9), vae_steps=10, seed=seed))
+    curve = read_loss_curve(output)[:, 1]
+    assert len(curve) == 120
+    return float(curve[-20:].mean() / curve[:20].mean())
+
+
 def test_training_loss_falls_and_resumes(curated_dataset, tmp_path):
-    data = DataConfig(passed_only=False, num_frames=9)
     out = tmp_path / "run"
-    train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=60, save_every=30,
-                      lr=2e-3, batch_size=1, data=data, vae_steps=10))  # from scratch: fits the VAE first
-    curve = read_loss_curve(out)[:, 1]
-    assert len(curve) == 60 and curve[-10:].mean() < 0.85 * curve[:10].mean()
-    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=64,
-                              save_every=30, lr=2e-3, batch_size=1, data=data))  # resumes at 60
-    assert len(read_loss_curve(out)) == 64 and (out / "checkpoint-64" / "optimizer.pt").is_file()
+    # measured (benchmarks/learning_tests.py: 5 seeds x 1 and 2 threads): see MARGIN_TRAIN
+    assert training_loss_ratio(curated_dataset, out) < MARGIN_TRAIN
+    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="full", steps=124, save_every=60,
+                              lr=4e-3, batch_size=1, data=DataConfig(passed_only=False, num_frames=9)))  # resumes at 120
+    assert len(read_loss_curve(out)) == 124 and (out / "checkpoint-124" / "optimizer.pt").is_file()
     assert isinstance(AvatarPipeline.from_pretrained(str(final)).transformer, AvatarTransformer)
 
 
-def test_fit_vae_learns_to_reconstruct_the_clips(curated_dataset):
-    data = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=5, size=(32, 32)))
-    pipe = build_pipeline("tiny", seed=0, vae=dict(VAE_TINY, base_dim=8))
+def fit_vae_ratio(dataset, seed: int = 0) -> tuple[float, object, torch.Tensor]:
+    """fit_vae on the test dataset's 32 x 32 windows: reconstruction error after / before (and the pipeline, frames)."""
+    data = AvatarClipDataset(str(dataset), DataConfig(passed_only=False, num_frames=5, size=(32, 32)))
+    pipe = build_pipeline("tiny", seed=seed, vae=dict(VAE_TINY, base_dim=8))
     frames = torch.stack([data[i]["frames"] for i in range(len(data))])
 
     def reconstruction_error() -> float:
@@ -251,22 +273,36 @@ def test_fit_vae_learns_to_reconstruct_the_clips(curated_dataset):
             return (pipe.vae(frames).sample - frames).abs().mean().item()
 
     before = reconstruction_error()
-    losses = fit_vae(pipe, data, steps=80, lr=1e-2)
-    assert len(losses) == 80 and reconstruction_error() < 0.8 * before  # measured: 0.42 -> 0.29
+    losses = fit_vae(pipe, data, steps=160, lr=3e-3, seed=seed)
+    assert len(losses) == 160
+    return reconstruction_error() / before, pipe, frames
+
+
+def test_fit_vae_learns_to_reconstruct_the_clips(curated_dataset):
+    ratio, pipe, frames = fit_vae_ratio(curated_dataset)
+    # measured (benchmarks/learning_tests.py: 5 seeds x 1 and 2 threads): see MARGIN_VAE
+    assert ratio < MARGIN_VAE
     assert not pipe.vae.training and not any(p.requires_grad for p in pipe.vae.parameters())
     z = pipe.encode_images(frames)  # normalised by the recalibrated statistics
     assert abs(z.mean().item()) < 0.3 and 0.5 < z.std().item() < 1.5
+    data = AvatarClipDataset(str(curated_dataset), DataConfig(passed_only=False, num_frames=5, size=(32, 32)))
     assert len(fit_vae(pipe, data, steps=2, crop=16)) == 2  # random 16 x 16 patches of the 32 x 32 frames
 
 
-def test_mask_head_training_with_frozen_dit(curated_dataset, tmp_path):
+def mask_loss_ratio(dataset, output, seed: int = 0) -> float:
+    """Train the tiny model's mask head (DiT frozen) for 30 steps: mean loss of the last 8 / first 8."""
     data = DataConfig(passed_only=False, num_frames=9, min_characters=2, max_characters=2)
+    train(TrainConfig(dataset=str(dataset), output=str(output), stage="mask", steps=30, lr=3e-3, save_every=30,
+                      batch_size=1, data=data, seed=seed))
+    curve = read_loss_curve(output)[:, 1]
+    return float(curve[-8:].mean() / curve[:8].mean())
+
+
+def test_mask_head_training_with_frozen_dit(curated_dataset, tmp_path):
     out = tmp_path / "mask"
-    final = train(TrainConfig(dataset=str(curated_dataset), output=str(out), stage="mask", steps=30, lr=3e-3,
-                              save_every=30, batch_size=1, data=data))
-    curve = read_loss_curve(out)[:, 1]
-    assert curve[-8:].mean() < curve[:8].mean()
-    before, after = build_pipeline("tiny", seed=0, max_characters=2), AvatarPipeline.from_pretrained(str(final))
+    # measured (benchmarks/learning_tests.py: 5 seeds x 1 and 2 threads): see MARGIN_MASK
+    assert mask_loss_ratio(curated_dataset, out) < MARGIN_MASK
+    before, after = build_pipeline("tiny", seed=0, max_characters=2), AvatarPipeline.from_pretrained(str(out / "pipeline"))
     for (name, p0), p1 in zip(before.transformer.named_parameters(), after.transformer.parameters()):
         assert torch.equal(p0, p1), f"{name} moved: the DiT must stay frozen"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield
     ray.shutdown()
 
@@ -141,3 +142,24 @@ def test_killed_run_resumes_without_duplicates(ray_local, clips, tmp_path, weigh
     assert summary.processed == 7 - len(interrupted)
     rows = _check_dataset(out, 7)
     assert sum(r["status"] == "done" for r in rows) == 6
+
+
+NOISE = ("WARNING", "INFO", "core_worker", "Token authentication", "Loading", "it/s]", "Traceback", "Deprecat")
+
+
+def test_curate_run_console_shows_progress_and_summary_only(clips, tmp_path, weights_dir):
+    """Ray's driver and core-worker messages and library warnings go to the log file the summary names."""
+    manifest = _manifest(tmp_path / "m.csv", [[clips["synth"], "", "", ""], [clips["missing"], "", "", ""]])
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-c", "from pipelines.cli import main; main()", "curate", "run", str(manifest),
+           "--out", str(out), "--max-frames", "4", "--max-side", "320", "--tracker", "ultralytics",
+           "--pose", "ultralytics", "--num-cpus", "2"]
+    env = {**os.environ, "AVATAR_WEIGHTS_DIR": str(weights_dir), "COLUMNS": "200"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert not [word for word in NOISE if word in console], console
+    assert "curating clips" in proc.stderr and "done" in proc.stdout  # the progress display and the summary
+    log = Path(re.search(r"Ray and library messages: (\S+)", proc.stdout).group(1))
+    assert log.parent == out / "_logs" and "Starting execution of Dataset" in log.read_text()
+    assert "To avoid out-of-memory errors" not in log.read_text()  # every stage asks Ray for the memory it uses

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import crossing_clips
 
 from curation.errors import CurationError
 from curation.track import PersonTracker, TrackerConfig
@@ -15,25 +16,83 @@ def _as_clip(s) -> Clip:
     return Clip("synthetic", s.frames, s.fps, np.arange(len(s.frames)), (s.frames.shape[2], s.frames.shape[1]))
 
 
-def test_ultralytics_tracker_keeps_identities_through_a_crossing(annotator, synthetic_clip):
-    clip = _as_clip(synthetic_clip)
-    first = synthetic_clip.boxes[0]
-    masks = annotator.tracker(clip, first)
-    assert masks.shape == synthetic_clip.masks.shape
-    scores = track_scores(masks, synthetic_clip.masks)
-    assert scores["id_switches"] == 0 and scores["J_mean"] > 0.65, scores
-    # Where a person is at least half visible, their mask is good (heavily hidden frames may be missed).
-    gt = synthetic_clip.masks
-    area = gt.sum((2, 3))
-    mostly_visible = area >= 0.5 * area.max(0)
-    ious = [jaccard(masks[t, i], gt[t, i]) for t, i in zip(*np.nonzero(mostly_visible))]
-    assert np.mean(ious) > 0.75
+def crossing_scores(tracker, clip) -> dict:
+    """Tracker masks of a synthetic crossing against its exact masks: J, ID switches, and the mean IoU where a
+    person is at least half visible (heavily hidden frames may be missed)."""
+    masks = tracker(_as_clip(clip), clip.boxes[0])
+    assert masks.shape == clip.masks.shape
+    scores = track_scores(masks, clip.masks)
+    area = clip.masks.sum((2, 3))
+    visible = area >= 0.5 * area.max(0)
+    scores["visible_iou"] = float(np.mean([jaccard(masks[t, i], clip.masks[t, i]) for t, i in zip(*np.nonzero(visible))]))
+    return scores
 
 
-def test_naive_track_id_association_runs(weights_dir, synthetic_clip):
+@pytest.fixture(scope="module")
+def crossings(data_dir):
+    return crossing_clips(data_dir, 5)
+
+
+def test_ultralytics_tracker_keeps_identities_through_a_crossing(annotator, crossings):
+    # measured (benchmarks/learning_tests.py, the same 5 crossings at 1 and 2 threads; identical at both):
+    # J 0.784 / 0.745 / 0.606 / 0.747 / 0.857 (mean 0.748), IoU where half visible 0.927 / 0.745 / 0.707 / 0.898 /
+    # 0.857 (mean 0.827), ID switches 0 / 2 / 2 / 0 / 0
+    scores = [crossing_scores(annotator.tracker, clip) for clip in crossings]
+    assert np.mean([s["J_mean"] for s in scores]) > 0.68, scores
+    assert np.mean([s["visible_iou"] for s in scores]) > 0.75, scores
+    assert scores[0]["id_switches"] == 0 and scores[0]["J_mean"] > 0.7, scores[0]  # the suite's own crossing
+
+
+JUDO_MASKS = {  # human-annotated masks of shared/data/judo (frame, object id in that frame's PNG)
+    "judokas": (0, 1),  # both judokas as one region
+    "bystander_right": (5, 2),
+    "bystander_far_right": (8, 3),
+    "bystander_kneeling": (13, 4),
+}
+
+
+def judo_ious(annotator, data_dir, max_side: int = 480) -> dict[str, float]:
+    """The ultralytics tracker over judo frames 0-13 from the first frame's detections; IoU of its masks with each
+    human mask: the union of the masks lying mostly inside the judokas' region, else the best-matching mask."""
+    import cv2
+    from PIL import Image
+
+    clip = read_clip(data_dir / "judo" / "images", end=14, max_side=max_side)
+    masks = annotator.tracker(clip, annotator.detector(clip.frames[0]).boxes)
+    out = {}
+    for name, (frame, obj) in JUDO_MASKS.items():
+        png = np.asarray(Image.open(data_dir / "judo" / "masks" / f"{frame:05d}.png")) == obj
+        full = np.zeros((480, 854), np.uint8)  # one of the PNGs is 853 px wide
+        full[:, :png.shape[1]] = png
+        gt = cv2.resize(full, (clip.width, clip.height), interpolation=cv2.INTER_NEAREST).astype(bool)
+        ours = masks[frame]
+        if name == "judokas":
+            inside = [m for m in ours if m.sum() and (m & gt).sum() > 0.5 * m.sum()]
+            out[name] = jaccard(np.any(inside, axis=0), gt) if inside else 0.0
+        else:
+            out[name] = max(jaccard(m, gt) for m in ours)
+    return out
+
+
+@pytest.fixture(scope="module")
+def judo(annotator, data_dir):
+    return judo_ious(annotator, data_dir)
+
+
+@pytest.mark.parametrize("person", [
+    "judokas", "bystander_right", "bystander_far_right",
+    pytest.param("bystander_kneeling", marks=pytest.mark.xfail(strict=True, reason=(
+        "known miss: yolov8n-seg at 320 px never segments the kneeling bystander, and frame 0 binds their detection "
+        "to the standing woman behind them (box IoU 0.34 >= 0.3); measured IoU 0.06")))])
+def test_ultralytics_tracker_masks_match_human_masks_on_judo(judo, person):
+    # measured (benchmarks/learning_tests.py, 1 and 2 threads): judokas 0.886, bystanders 0.918 / 0.909, kneeling 0.055
+    assert judo[person] > 0.8, judo
+
+
+def test_naive_track_id_association_follows_people(weights_dir, crossings):
     tracker = PersonTracker(TrackerConfig(backend="ultralytics", association="track_id"))
-    masks = tracker(_as_clip(synthetic_clip), synthetic_clip.boxes[0])
-    assert masks.shape == synthetic_clip.masks.shape and masks[0].any()
+    # measured (benchmarks/learning_tests.py, same crossings): J 0.583 / 0.745 / 0.603 / 0.557 / 0.857 (mean 0.669)
+    assert np.mean([crossing_scores(tracker, clip)["J_mean"] for clip in crossings]) > 0.58
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,29 @@
+"""`avatar demo`, the README's first command, end to end (short clips): its outputs, and a quiet console."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from test_pipeline import NOISE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_end_to_end_with_one_progress_display(tmp_path, weights_dir, data_dir):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-c", "from pipelines.cli import main; main()", "demo", "--out", str(out), "--frames", "9",
+           "--data-dir", str(data_dir)]
+    env = {**os.environ, "AVATAR_WEIGHTS_DIR": str(weights_dir), "COLUMNS": "200"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert not [word for word in NOISE + ("Writing model shards",) if word in console], console
+    for phase in ("curating clips", "training the mask head", "sampling the conversation", "making a GSB study"):
+        assert phase in proc.stderr, proc.stderr
+    assert (out / "clips.parquet").is_file() and len(list((out / "previews").glob("*.mp4"))) == 4
+    assert (out / "model" / "sample.mp4").is_file() and (out / "gsb.db").is_file()
+    assert "coloured noise, not faces" in proc.stdout and proc.stdout.count("?token=") == 3
+    log = Path(re.search(r"Ray and library messages: (\S+)", proc.stdout).group(1))
+    assert log.parent == out / "_logs" and "Starting execution of Dataset" in log.read_text()
