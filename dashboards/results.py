@@ -79,6 +79,12 @@ def main() -> None:
                            width="stretch")
     st.subheader("Per category")
     st.dataframe(categories, hide_index=True, width="stretch")
+    metrics = study.metrics_summary(None if kind == "all" else kind)
+    if not metrics.empty:
+        st.subheader("Automatic metrics (mean over cases)")
+        st.caption("Computed by `avatar eval gsb metrics`; 'experimental' metrics have not passed their validation "
+                   "(benchmarks/metrics_validation.py).")
+        st.dataframe(metrics, hide_index=True, width="stretch")
     st.subheader("Raters")
     st.dataframe(raters, hide_index=True, width="stretch")
     missing = study.missing_cases()

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="evaluate: GSB preference studies", no_args_is_help=True)
+app = typer.Typer(help="evaluate: automatic metrics and GSB preference studies", no_args_is_help=True)
 gsb_app = typer.Typer(help="GSB (good/same/bad) side-by-side studies", no_args_is_help=True)
 app.add_typer(gsb_app, name="gsb")
 console = Console()

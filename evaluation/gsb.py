@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from evaluation.scoring import GSBReport, ScoreConfig, score_judgments
-from evaluation.store import (AssignmentRow, CaseRow, JudgmentRow, PairRow, RaterRow, StudyRow, SystemRow,
-                              make_engine, session_factory, utcnow)
+from evaluation.store import (AssignmentRow, CaseRow, JudgmentRow, MetricRow, PairRow, RaterRow, StudyRow,
+                              SystemRow, make_engine, session_factory, utcnow)
 
 CATEGORIES = ("overall", "visual_quality", "motion_quality", "motion_expressiveness", "lip_sync", "text_relevance",
               "identity")
@@ -362,6 +362,64 @@ class Study:
 
     def score(self, config: ScoreConfig = ScoreConfig()) -> GSBReport:
         return score_judgments(self.judgments(), self.categories, config)
+
+    # ---------------------------------------------------------------- automatic metrics
+    def videos(self) -> list[tuple[str, str, Path, dict]]:
+        """(system, case_key, video, case metadata) of every video in the study's pairs, each once."""
+        with self.session() as s:
+            systems = {r.id: r.name for r in s.scalars(select(SystemRow).where(SystemRow.study_id == self.id))}
+            rows = s.execute(select(PairRow, CaseRow).join(CaseRow, CaseRow.id == PairRow.case_id)
+                             .where(PairRow.study_id == self.id, PairRow.is_control.is_(False))).all()
+        out = {}
+        for pair, case in rows:
+            meta = {f: getattr(case, f) for f in CASE_FIELDS}
+            for system_id, media in ((pair.left_system_id, pair.left_media), (pair.right_system_id, pair.right_media)):
+                out[(systems[system_id], case.case_key)] = Path(media), meta
+        return [(system, key, media, meta) for (system, key), (media, meta) in sorted(out.items())]
+
+    def add_metrics(self, system: str, case_key: str, values: dict[str, float | None], note: str | None = None) -> None:
+        """Store (replace) one video's automatic metrics: name -> value (None where it does not apply)."""
+        with self.session() as s, s.begin():
+            system_id = s.scalar(select(SystemRow.id).where(SystemRow.study_id == self.id, SystemRow.name == system))
+            case_id = s.scalar(select(CaseRow.id).where(CaseRow.study_id == self.id, CaseRow.case_key == case_key))
+            if system_id is None or case_id is None:
+                raise StudyError(f"no system {system!r} / case {case_key!r} in study {self.name!r}")
+            s.execute(delete(MetricRow).where(MetricRow.system_id == system_id, MetricRow.case_id == case_id))
+            s.add_all(MetricRow(study_id=self.id, system_id=system_id, case_id=case_id, name=name,
+                                value=None if value is None else float(value), note=None if value is not None else note)
+                      for name, value in values.items())
+
+    def metrics(self) -> pd.DataFrame:
+        """One row per (system, case, metric): system, case_key, kind, name, value, note."""
+        with self.session() as s:
+            rows = s.execute(select(MetricRow, SystemRow.name, CaseRow.case_key, CaseRow.kind)
+                             .join(SystemRow, SystemRow.id == MetricRow.system_id)
+                             .join(CaseRow, CaseRow.id == MetricRow.case_id)
+                             .where(MetricRow.study_id == self.id).order_by(MetricRow.id)).all()
+        return pd.DataFrame([{"system": system, "case_key": key, "kind": kind, "name": m.name, "value": m.value,
+                              "note": m.note} for m, system, key, kind in rows],
+                            columns=["system", "case_key", "kind", "name", "value", "note"])
+
+    def metrics_summary(self, kind: str | None = None) -> pd.DataFrame:
+        """Per metric: each system's mean over the cases where it applies (and how many), A's first."""
+        table = self.metrics()
+        if kind is not None:
+            table = table[table.kind == kind]
+        if table.empty:
+            return pd.DataFrame()
+        systems = sorted(self.systems().values(), key=lambda r: not r.under_test)
+        out = table.groupby(["name", "system"]).value.agg(["mean", "count"]).unstack("system")
+        columns = {}
+        for r in systems:
+            if ("mean", r.name) in out:
+                columns[r.name] = out[("mean", r.name)]
+                columns[f"{r.name} cases"] = out[("count", r.name)].astype(int)
+        summary = pd.DataFrame(columns).reset_index()
+        from evaluation.metrics import EXPERIMENTAL
+
+        summary["status"] = [f"experimental: {EXPERIMENTAL[n.split('.')[0]]}" if n.split(".")[0] in EXPERIMENTAL
+                             else "validated" for n in summary["name"]]
+        return summary
 
     def export(self, path: str | Path) -> Path:
         """Write the judgments to .csv or .parquet."""

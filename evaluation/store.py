@@ -119,6 +119,18 @@ class JudgmentRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class MetricRow(InStudy, Base):
+    """An automatic metric of one system's video for one case (evaluation.metrics), shown beside the GSB scores."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("system_id", "case_id", "name"),)
+    system_id: Mapped[int] = mapped_column(ForeignKey("systems.id", ondelete="CASCADE"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))  # e.g. lip_sync.confidence
+    value: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(String(2000))  # why a value is missing
+
+
 def database_url(url_or_path: str | Path) -> str:
     """A SQLAlchemy URL as given, or a SQLite file URL for a plain path."""
     text = str(url_or_path)

