@@ -14,6 +14,7 @@
 - temporal and drift: the talking head with injected flicker, colour drift and frozen frames at graded strengths,
   and cross-faded into another speaker over the clip (identity drift); Spearman correlation of each metric with
   the strength (1.0 = moves monotonically with it).
+- hands: HKC of clips with visible hands under Gaussian blur of growing strength (should fall).
 - cost: frames/s of each stage on this CPU.
 
     .venv/bin/python benchmarks/metrics_validation.py
@@ -265,6 +266,26 @@ def identity_drift(analyzer: FaceAnalyzer, head, other) -> dict:
             "spearman": spearman(strengths, slopes)}
 
 
+def hands_under_blur(clips: list[str]) -> dict:
+    """HKC of clips with visible hands, blurred more and more (Gaussian, whole frame): a hand-quality score should
+    fall as the hands degrade. A blur that makes the detector miss every hand counts as HKC 0."""
+    import cv2
+
+    from evaluation.metrics.hands import hand_confidence
+
+    strengths, out = [0, 3, 7, 15, 31], {}
+    for name in clips:
+        clip = read_clip(DATA / "talking" / f"{name}.mp4", end=150, max_side=640)
+        hkc = []
+        for s in strengths:
+            frames = clip.frames if s == 0 else np.stack([cv2.GaussianBlur(f, (s, s), 0) for f in clip.frames])
+            r = hand_confidence(frames)
+            hkc.append(0.0 if r is None else r["hkc"])
+        out[name] = {"hkc": hkc, "spearman": spearman(strengths, [-h for h in hkc])}
+    return {"blur_kernel": strengths, "clips": out,
+            "monotonic_clips": sum(v["spearman"] > 0.99 for v in out.values())}
+
+
 def main() -> None:
     tic = time.perf_counter()
     analyzer = FaceAnalyzer(FaceConfig())
@@ -289,6 +310,8 @@ def main() -> None:
         "identity": identity(analyzer, clips),
         "injected_faults": injected_faults(head, temporal_config),
         "identity_drift": identity_drift(analyzer, head, next(c for c in clips if c["name"] == "edtalk_uncrop_obama")["clip"]),
+        "hands_under_blur": hands_under_blur(["latentsync_demo1_video", "latentsync_demo2_video",
+                                              "latentsync_demo3_video", "msdwild_00001"]),
         "cost": cost,
         "seconds": time.perf_counter() - tic,
     }
