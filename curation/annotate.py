@@ -18,7 +18,7 @@ from .overlay import draw
 from .pose import PoseConfig, PoseEstimator
 from .track import PersonTracker, TrackerConfig
 from .validate import Validation, ValidationConfig, validate
-from .video import Clip, read_clip, write_video
+from .video import Clip, check_complete, read_clip, write_video
 from .weights import WEIGHTS_ENV, file_sha256
 
 
@@ -27,6 +27,14 @@ class ReadConfig:
     max_side: int | None = 640  # frames are resized so max(H, W) <= this; None keeps the source size
     stride: int = 1
     max_frames: int | None = None  # cap on decoded frames per clip (after stride)
+
+    def __post_init__(self):
+        if self.max_side is not None and self.max_side < 16:
+            raise CurationError(f"max_side={self.max_side} (--max-side)", "give 16 or more, or 0 / None for the source size")
+        if self.stride < 1:
+            raise CurationError(f"stride={self.stride} (--stride)", "give 1 or more")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise CurationError(f"max_frames={self.max_frames} (--max-frames)", "give 1 or more")
 
 
 @dataclass
@@ -135,6 +143,7 @@ def dataset_info(config: AnnotatorConfig) -> dict:
         paths = {k: (resolve_weights(v) if v else None) for k, v in specs.items()}
     return {
         "avatarkit.pipeline_version": __version__,
+        "avatarkit.clip_id_scheme": schema.CLIP_ID_SCHEME,
         "avatarkit.models": {k: (Path(p).name if p else None) for k, p in paths.items()},
         "avatarkit.backends": {"pose": pose_backend, "tracker": track_backend,
                                "tracker_model": Path(config.tracker.sam2_config).stem if track_backend == "sam2"
@@ -181,11 +190,20 @@ class ClipAnnotator:
                start: int = 0, end: int | None = None) -> ClipWork:
         r = self.config.read
         tic = time.perf_counter()
-        clip_id = schema.make_clip_id(video, start, end, r.stride)  # the range as asked, before the cap
+        video = schema.canonical_source(video)
+        audio = schema.canonical_source(audio) if audio else None
+        clip_id = schema.make_clip_id(video, start, end, r.stride, audio)  # the range as asked, before the cap
+        asked = end
         if r.max_frames is not None:
             cap = start + r.max_frames * r.stride
             end = min(end, cap) if end is not None else cap
         clip = read_clip(video, start=start, end=end, stride=r.stride, max_side=r.max_side, audio=audio)
+        # What was asked must decode whole: the range (capped), or, with no end, the video up to the cap or up to
+        # what its container declares. The cap alone may run past a short video's end.
+        declared = clip.meta.get("declared_frames")
+        if asked is None and end is not None and (not declared or end >= declared):
+            end = None
+        check_complete(clip, start, end, r.stride)
         work = ClipWork(clip_id, str(video), clip)
         work.timings["decode"] = time.perf_counter() - tic
         return work

@@ -13,8 +13,8 @@ from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig
 from .errors import CurationError
 
 # Options shared by every command that builds an annotator (`curate clip`, `curate run`).
-Stride = Annotated[int, typer.Option(help="keep every n-th frame")]
-MaxSide = Annotated[Optional[int], typer.Option(help="resize so max(H, W) <= this (0 keeps the source size)")]
+Stride = Annotated[int, typer.Option(min=1, help="keep every n-th frame")]
+MaxSide = Annotated[Optional[int], typer.Option(min=0, help="resize so max(H, W) <= this (0 keeps the source size)")]
 TrackerBackend = Annotated[str, typer.Option(help="auto | sam2 | ultralytics")]
 PoseBackend = Annotated[str, typer.Option(help="auto | rtmlib | ultralytics")]
 WeightsDir = Annotated[Optional[Path], typer.Option(help="folder of weights (default $AVATAR_WEIGHTS_DIR)")]
@@ -63,8 +63,8 @@ def clip_command(
     video: Path = typer.Argument(..., help="video file or folder of numbered frames"),
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder to write"),
     audio: Optional[Path] = typer.Option(None, help="audio file for the clip (default: the video's own track)"),
-    start: int = typer.Option(0, help="first frame"),
-    end: Optional[int] = typer.Option(None, help="frame after the last one"),
+    start: int = typer.Option(0, min=0, help="first frame"),
+    end: Optional[int] = typer.Option(None, min=1, help="frame after the last one"),
     stride: Stride = 1,
     max_side: MaxSide = 640,
     tracker: TrackerBackend = "auto",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,29 @@ CLIPS_FILE, TRACKS_DIR = "clips.parquet", "tracks.parquet"
 _PARTITIONING = pads.partitioning(pa.schema([("clip_id", pa.string())]), flavor="hive")
 
 
-def make_clip_id(source: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1) -> str:
-    """Stable id of a clip: hash of the source as given plus its frame range."""
-    key = f"{source}|{start}|{'' if end is None else end}|{stride}"
+CLIP_ID_SCHEME = 2  # 2: canonical absolute sources, audio part of the identity (1: the path as spelled)
+
+
+def canonical_source(source: str | os.PathLike) -> str:
+    """One spelling per file: a local path made absolute and normalised (`../a.mp4`, `/x/./a.mp4` -> `/x/a.mp4`);
+    a URI with its scheme and host lower-cased and its path normalised. Symbolic links are not followed."""
+    text = str(source).strip()
+    if "://" not in text:
+        return os.path.abspath(os.path.expanduser(text))
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(text)
+    path = posixpath.normpath(parts.path) if parts.path not in ("", "/") else parts.path
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def make_clip_id(source: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1,
+                 audio: str | os.PathLike | None = None) -> str:
+    """Stable id of a clip: hash of its canonical source, frame range and stride, and its audio (another
+    audio track over the same frames is another clip)."""
+    key = f"{canonical_source(source)}|{start}|{'' if end is None else end}|{stride}"
+    if audio:
+        key += f"|audio={canonical_source(audio)}"
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -90,9 +111,9 @@ def dataset_metadata(info: dict) -> dict[bytes, bytes]:
     return {k.encode(): (v if isinstance(v, str) else json.dumps(v)).encode() for k, v in meta.items()}
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def read_metadata(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> dict:
     """The key-value metadata of one parquet file (clips.parquet or a tracks part)."""
-    raw = pq.read_schema(path).metadata or {}
+    raw = pq.read_schema(str(path), filesystem=filesystem).metadata or {}
     out = {}
     for k, v in raw.items():
         key = k.decode()

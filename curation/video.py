@@ -99,7 +99,9 @@ def _read_image_folder(
 
 def _read_video_file(
     path: Path, start: int, end: int | None, stride: int
-) -> tuple[list[np.ndarray], list[int], float]:
+) -> tuple[list[np.ndarray], list[int], float, dict]:
+    """Frames, their indices, the frame rate, and what the container declared (`declared_frames`, and
+    `decode_error` when decoding stopped on damaged data)."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -114,6 +116,7 @@ def _read_video_file(
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         _check_range(str(path), start, end, stream.frames or None)
+        meta = {"declared_frames": int(stream.frames) or None, "decode_error": None}
         frames, indices = [], []
         try:
             for i, frame in enumerate(container.decode(stream)):
@@ -128,7 +131,7 @@ def _read_video_file(
                     f"{path} is corrupt: no frame could be decoded ({exc})",
                     "re-encode or replace the file",
                 ) from exc
-            # A truncated tail: keep what decoded, say so in the clip's meta below.
+            meta["decode_error"] = str(exc)  # a damaged tail: keep what decoded; the caller decides
     if not frames:
         if start > 0:
             raise CurationError(
@@ -136,7 +139,7 @@ def _read_video_file(
                 "choose a smaller start frame",
             )
         raise CurationError(f"{path} contains no decodable frames", "re-encode or replace the file")
-    return frames, indices, fps
+    return frames, indices, fps, meta
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, int]:
@@ -200,12 +203,12 @@ def read_clip(
     if not path.exists():
         raise CurationError(f"video {path} does not exist", "fix the path (relative paths are from the working directory)")
     if path.is_dir():
-        frames, indices, _ = _read_image_folder(path, start, end, stride)
-        fps = 30.0
+        frames, indices, total = _read_image_folder(path, start, end, stride)
+        fps, meta = 30.0, {"declared_frames": total, "decode_error": None}
     else:
         if path.stat().st_size == 0:
             raise CurationError(f"video {path} is empty (0 bytes)", "re-copy or re-encode the file")
-        frames, indices, fps = _read_video_file(path, start, end, stride)
+        frames, indices, fps, meta = _read_video_file(path, start, end, stride)
     h, w = frames[0].shape[:2]
     tw, th = _target_size(w, h, max_side)
     if (tw, th) != (w, h):
@@ -216,6 +219,7 @@ def read_clip(
         fps=fps / stride,
         frame_indices=np.asarray(indices, dtype=np.int32),
         source_size=(w, h),
+        meta=meta,
     )
     track = None
     if audio is not None:
@@ -230,6 +234,24 @@ def read_clip(
         last = int(round((indices[-1] + stride) / fps * sample_rate))
         clip.audio, clip.sample_rate = track[first:last], sample_rate
     return clip
+
+
+def check_complete(clip: Clip, start: int, end: int | None, stride: int, tolerance: int = 2) -> None:
+    """A CurationError if `clip` holds fewer frames than [start, end) asks for (or, with no end, than the
+    container declares, within `tolerance`): a truncated or damaged file must fail, never pass with fewer frames."""
+    declared = clip.meta.get("declared_frames")
+    stop = end if end is not None else declared
+    expected = len(range(start, stop, stride)) if stop is not None else clip.num_frames
+    slack = 0 if end is not None else tolerance
+    if clip.num_frames + slack < expected or (end is None and clip.meta.get("decode_error")):
+        last = int(clip.frame_indices[-1])
+        asked = f"frames [{start}, {end})" if end is not None else f"the {declared} frames its container declares"
+        raise CurationError(
+            f"{clip.source} decoded {clip.num_frames} frames (up to frame {last}) of {asked}: "
+            f"the file ends early or is truncated" + (f" ({clip.meta['decode_error']})" if clip.meta.get("decode_error")
+                                                       else ""),
+            "give a frame range inside the video, or re-encode / replace the file",
+        )
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18) -> Path:

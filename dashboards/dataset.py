@@ -1,6 +1,7 @@
 """Dataset app: browse a curated dataset - frames with masks and keypoints, per-frame verdicts, failures.
 
-Configured by AVATAR_DATASET (set by `avatar dash dataset`).
+Configured by AVATAR_DATASET (the datasets it may show, set by `avatar dash dataset`) and, when served beyond
+loopback, AVATAR_OWNER_TOKEN (dashboards.access).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import streamlit as st
 from curation.dataset import CuratedDataset
 from curation.errors import CurationError
 from curation.overlay import draw
+from dashboards.access import allowed_datasets, owner_allowed
 
 st.set_page_config(page_title="Curated dataset", layout="wide")
 
@@ -29,7 +31,11 @@ def load(folder: str, clip_id: str):
 
 
 def main() -> None:
-    folder = st.sidebar.text_input("dataset folder", os.environ.get("AVATAR_DATASET", "outputs/demo"))
+    if not owner_allowed(st.query_params.get("token")):
+        st.error("This page needs the owner's link (it ends in ?token=...), printed by `avatar dash dataset`.")
+        return
+    folders = allowed_datasets()  # only the datasets the app was started with: no path typed in a browser
+    folder = st.sidebar.selectbox("dataset", folders) if len(folders) > 1 else folders[0]
     try:
         data = open_dataset(folder)
     except CurationError as exc:

@@ -10,6 +10,7 @@ import os
 import altair as alt
 import streamlit as st
 
+from dashboards.access import owner_allowed
 from evaluation.gsb import Study, StudyError
 from evaluation.scoring import ScoreConfig
 
@@ -33,6 +34,9 @@ def ci_chart(table, value: str, low: str, high: str, reference: float, title: st
 
 
 def main() -> None:
+    if not owner_allowed(st.query_params.get("token")):
+        st.error("This page needs the owner's link (it ends in ?token=...), printed by `avatar dash results`.")
+        return
     db = os.environ.get("AVATAR_GSB_DB", "outputs/gsb.db")
     try:
         names = Study.list(db)

@@ -21,17 +21,13 @@ Db = Annotated[str, typer.Option("--db", help="SQLAlchemy URL or SQLite file ($A
 RaterUrl = Annotated[Optional[str], typer.Option(help="rater app address, to print each rater's link")]
 
 
-def rater_links(tokens: dict[str, str], base_url: str | None, load: dict[str, int] | None = None) -> Table:
-    """Each rater's link (or token), and their number of pairs when known."""
-    table = Table(title="raters")
-    table.add_column("rater")
-    table.add_column("link" if base_url else "token")
-    if load is not None:
-        table.add_column("pairs", justify="right")
+def print_rater_links(tokens: dict[str, str], base_url: str | None, load: dict[str, int] | None = None) -> None:
+    """Each rater's link (or token), one per line and never cut, with their number of pairs when known."""
+    console.print("raters" + (" (pairs)" if load is not None else "") + ":")
     for name, token in tokens.items():
-        cells = [name, f"{base_url.rstrip('/')}/?token={token}" if base_url else token]
-        table.add_row(*cells, *([str(load.get(name, 0))] if load is not None else []))
-    return table
+        link = f"{base_url.rstrip('/')}/?token={token}" if base_url else f"token {token}"
+        count = f" ({load.get(name, 0)})" if load is not None else ""
+        console.print(f"  {name}{count}: {link}", soft_wrap=True, highlight=False)
 
 
 @gsb_app.command("create")
@@ -45,14 +41,16 @@ def create(
     categories: str = typer.Option(",".join(("overall", "visual_quality", "motion_quality", "motion_expressiveness",
                                              "lip_sync", "text_relevance", "identity")), help="comma-separated"),
     seed: int = typer.Option(0, help="seed of the left/right draw and the assignment"),
+    media_dir: Optional[Path] = typer.Option(None, help="where the blinded copies raters see go (default: beside "
+                                                         "a SQLite database)"),
     db: Db = DEFAULT_DB,
     rater_url: RaterUrl = None,
 ) -> None:
-    """Match the two systems' videos by case id and make blinded pairs."""
+    """Match the two systems' videos by case id and make blinded pairs (re-encoded copies, no metadata)."""
     from evaluation.gsb import Study
 
     study = Study.create(db, name, system_a, system_b, cases=cases, raters=rater, seed=seed, control_pairs=controls,
-                         categories=[c.strip() for c in categories.split(",") if c.strip()])
+                         categories=[c.strip() for c in categories.split(",") if c.strip()], media_dir=media_dir)
     console.print(f"study {name!r} in {db}: {study.counts()}")
     missing = study.missing_cases()
     if missing:
@@ -63,7 +61,7 @@ def create(
             table.add_row(case, ", ".join(systems))
         console.print(table)
     if rater:
-        console.print(rater_links(study.tokens(), rater_url))
+        print_rater_links(study.tokens(), rater_url)
 
 
 @gsb_app.command("assign")
@@ -81,7 +79,7 @@ def assign(
     if rater:
         study.add_raters(rater)
     load = study.assign(raters_per_pair)
-    console.print(rater_links(study.tokens(), rater_url, load))
+    print_rater_links(study.tokens(), rater_url, load)
 
 
 @gsb_app.command("score")

@@ -23,9 +23,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from evaluation.media import MediaError, blind_copy
 from evaluation.scoring import GSBReport, ScoreConfig, score_judgments
-from evaluation.store import (AssignmentRow, CaseRow, JudgmentRow, MetricRow, PairRow, RaterRow, StudyRow,
-                              SystemRow, make_engine, session_factory, utcnow)
+from evaluation.store import (AssignmentRow, CaseRow, JudgmentRow, MetricRow, PairRow, ProblemRow, RaterRow,
+                              StudyRow, SystemRow, database_url, make_engine, session_factory, utcnow)
 
 CATEGORIES = ("overall", "visual_quality", "motion_quality", "motion_expressiveness", "lip_sync", "text_relevance",
               "identity")
@@ -72,6 +73,7 @@ class RaterPair:
     kind: str | None
     language: str | None
     judgments: dict[str, str]  # category -> choice already given
+    unavailable: bool = False  # its videos could not be shown (reported to the owner): the rater moves on
 
 
 def read_cases(cases: "str | Path | list[dict] | pd.DataFrame") -> pd.DataFrame:
@@ -112,10 +114,13 @@ class Study:
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     def create(cls, db: str | Path, name: str, system_a, system_b, cases=None, raters=(),
-               categories=CATEGORIES, control_pairs: int = 0, seed: int = 0) -> "Study":
+               categories=CATEGORIES, control_pairs: int = 0, seed: int = 0, media_dir: str | Path | None = None
+               ) -> "Study":
         """Match the two systems' videos by case id and make one blinded pair per matched case.
 
         system_a is the system under test; `control_pairs` cases also get a pair showing A's video on both sides.
+        Raters are served copies of the videos, re-encoded alike with no metadata (evaluation.media), written to
+        `media_dir` (default: beside a SQLite database, `<db>_media/<name>/`; else `outputs/gsb_media/<name>/`).
         """
         a, b = SystemSpec.parse(system_a), SystemSpec.parse(system_b)
         if a.name == b.name:
@@ -130,10 +135,13 @@ class Study:
             raise StudyError(f"no videos in {a.folder} or {b.folder} and no case list: nothing to compare")
         rng = random.Random(seed)
         engine = make_engine(db)
+        media = Path(media_dir) if media_dir is not None else default_media_dir(db, name)
         with session_factory(engine)() as s, s.begin():
             if s.scalar(select(StudyRow).where(StudyRow.name == name)) is not None:
                 raise StudyError(f"a study named {name!r} already exists in {db}: pick another name")
-            study = StudyRow(name=name, seed=seed, categories=list(categories))
+            shown = set(table["case_id"]) & set(videos[a.name]) & set(videos[b.name])
+            copies = blinded_copies(videos, shown, media)
+            study = StudyRow(name=name, seed=seed, categories=list(categories), media_dir=str(media.resolve()))
             s.add(study)
             s.flush()
             rows = {spec.name: SystemRow(study_id=study.id, name=spec.name, folder=str(spec.folder),
@@ -155,13 +163,13 @@ class Study:
                 left, right = (b, a) if flip else (a, b)
                 s.add(PairRow(study_id=study.id, public_id=secrets.token_hex(8), case_id=case.id,
                               left_system_id=rows[left.name].id, right_system_id=rows[right.name].id,
-                              left_media=str(videos[left.name][case.case_key]),
-                              right_media=str(videos[right.name][case.case_key])))
+                              left_media=str(copies[left.name][case.case_key]),
+                              right_media=str(copies[right.name][case.case_key])))
             for case in rng.sample(matched, min(control_pairs, len(matched))):
-                media = str(videos[a.name][case.case_key])
+                copy = str(copies[a.name][case.case_key])
                 s.add(PairRow(study_id=study.id, public_id=secrets.token_hex(8), case_id=case.id,
                               left_system_id=rows[a.name].id, right_system_id=rows[a.name].id,
-                              left_media=media, right_media=media, is_control=True))
+                              left_media=copy, right_media=copy, is_control=True))
             study_id = study.id
         engine.dispose()
         study = cls(db, study_id, name)
@@ -172,6 +180,7 @@ class Study:
     @classmethod
     def open(cls, db: str | Path, name: str | None = None) -> "Study":
         """The study `name` in `db` (with no name, the only study there)."""
+        _require_database(db)
         engine = make_engine(db)
         with session_factory(engine)() as s:
             names = s.scalars(select(StudyRow.name).order_by(StudyRow.id)).all()
@@ -183,8 +192,22 @@ class Study:
             raise StudyError(f"no study named {name!r} in {db} (studies there: {names or 'none'})")
         return cls(db, row.id, name)
 
+    @classmethod
+    def for_token(cls, db: str | Path, token: str) -> "Study":
+        """The study a rater's token belongs to (a database may hold many studies; tokens are unique in it)."""
+        _require_database(db)
+        engine = make_engine(db)
+        with session_factory(engine)() as s:
+            row = s.execute(select(StudyRow.id, StudyRow.name).join(RaterRow, RaterRow.study_id == StudyRow.id)
+                            .where(RaterRow.token == str(token))).first()
+        engine.dispose()
+        if row is None:
+            raise AccessDenied("this link's token is not valid")
+        return cls(db, row.id, row.name)
+
     @staticmethod
     def list(db: str | Path) -> list[str]:
+        _require_database(db)
         engine = make_engine(db)
         with session_factory(engine)() as s:
             names = list(s.scalars(select(StudyRow.name).order_by(StudyRow.id)))
@@ -293,8 +316,9 @@ class Study:
                     select(JudgmentRow.pair_id, JudgmentRow.category, JudgmentRow.choice)
                     .where(JudgmentRow.rater_id == rater.id)):
                 given.setdefault(pair_id, {})[category] = choice
-        return [RaterPair(pair.public_id, position, case.prompt, case.kind, case.language, given.get(pair.id, {}))
-                for position, pair, case in rows]
+            reported = set(s.scalars(select(ProblemRow.pair_id).where(ProblemRow.rater_id == rater.id)))
+        return [RaterPair(pair.public_id, position, case.prompt, case.kind, case.language, given.get(pair.id, {}),
+                          pair.id in reported) for position, pair, case in rows]
 
     def _assigned_pair(self, s, rater: RaterRow, pair_id: str) -> PairRow:
         pair = s.scalar(select(PairRow).join(AssignmentRow, AssignmentRow.pair_id == PairRow.id)
@@ -336,10 +360,36 @@ class Study:
     def check_media(self, path: str | Path) -> Path:
         """`path` resolved (symlinks followed) if it lies inside one of the study's system folders."""
         resolved = Path(path).resolve()
-        folders = [Path(r.folder).resolve() for r in self.systems().values()]
+        with self.session() as s:
+            media_dir = s.scalar(select(StudyRow.media_dir).where(StudyRow.id == self.id))
+        # a study made before blinded copies serves the systems' own files
+        folders = [Path(media_dir).resolve()] if media_dir else [Path(r.folder).resolve() for r in self.systems().values()]
         if not any(resolved.is_relative_to(f) for f in folders) or not resolved.is_file():
             raise AccessDenied("media path refused: it is not a file inside this study's folders")
         return resolved
+
+    def report_problem(self, token: str, pair_id: str, reason: str) -> None:
+        """Record that the rater could not rate this pair (e.g. a video is missing), for the study owner."""
+        rater = self.rater(token)
+        with self.session() as s, s.begin():
+            pair = self._assigned_pair(s, rater, pair_id)
+            existing = s.scalar(select(ProblemRow).where(ProblemRow.pair_id == pair.id, ProblemRow.rater_id == rater.id))
+            if existing is None:
+                s.add(ProblemRow(pair_id=pair.id, rater_id=rater.id, reason=reason[:2000]))
+            else:
+                existing.reason, existing.created_at = reason[:2000], utcnow()
+
+    def problems(self) -> pd.DataFrame:
+        """Pairs raters could not rate, with why (for the owner: may name server paths)."""
+        with self.session() as s:
+            rows = s.execute(select(ProblemRow, PairRow.public_id, CaseRow.case_key, RaterRow.name)
+                             .join(PairRow, PairRow.id == ProblemRow.pair_id)
+                             .join(CaseRow, CaseRow.id == PairRow.case_id)
+                             .join(RaterRow, RaterRow.id == ProblemRow.rater_id)
+                             .where(PairRow.study_id == self.id).order_by(ProblemRow.id)).all()
+        return pd.DataFrame([{"case_key": key, "pair": pid, "rater": rater, "reason": p.reason,
+                              "when": p.created_at} for p, pid, key, rater in rows],
+                            columns=["case_key", "pair", "rater", "reason", "when"])
 
     # ---------------------------------------------------------------- results
     def judgments(self) -> pd.DataFrame:
@@ -365,17 +415,27 @@ class Study:
 
     # ---------------------------------------------------------------- automatic metrics
     def videos(self) -> list[tuple[str, str, Path, dict]]:
-        """(system, case_key, video, case metadata) of every video in the study's pairs, each once."""
+        """(system, case_key, the system's own video file, case metadata) of every case shown in a pair."""
+        systems = self.systems()
+        files = {name: SystemSpec.parse(f"{name}={row.folder}").videos() for name, row in systems.items()}
         with self.session() as s:
-            systems = {r.id: r.name for r in s.scalars(select(SystemRow).where(SystemRow.study_id == self.id))}
-            rows = s.execute(select(PairRow, CaseRow).join(CaseRow, CaseRow.id == PairRow.case_id)
-                             .where(PairRow.study_id == self.id, PairRow.is_control.is_(False))).all()
-        out = {}
-        for pair, case in rows:
+            cases = s.scalars(select(CaseRow).join(PairRow, PairRow.case_id == CaseRow.id)
+                              .where(PairRow.study_id == self.id, PairRow.is_control.is_(False))).all()
+        out = []
+        for case in sorted(cases, key=lambda c: c.case_key):
             meta = {f: getattr(case, f) for f in CASE_FIELDS}
-            for system_id, media in ((pair.left_system_id, pair.left_media), (pair.right_system_id, pair.right_media)):
-                out[(systems[system_id], case.case_key)] = Path(media), meta
-        return [(system, key, media, meta) for (system, key), (media, meta) in sorted(out.items())]
+            out += [(name, case.case_key, files[name][case.case_key], meta) for name in sorted(systems)
+                    if case.case_key in files[name]]
+        return out
+
+    def sides(self, pair_id: str) -> tuple[str, str]:
+        """(left system, right system) of a pair: for the study owner and tests, never for raters."""
+        with self.session() as s:
+            pair = s.scalar(select(PairRow).where(PairRow.study_id == self.id, PairRow.public_id == str(pair_id)))
+            if pair is None:
+                raise StudyError(f"no pair {pair_id!r} in study {self.name!r}")
+            names = {r.id: r.name for r in s.scalars(select(SystemRow).where(SystemRow.study_id == self.id))}
+        return names[pair.left_system_id], names[pair.right_system_id]
 
     def add_metrics(self, system: str, case_key: str, values: dict[str, float | None], note: str | None = None) -> None:
         """Store (replace) one video's automatic metrics: name -> value (None where it does not apply)."""
@@ -432,6 +492,37 @@ class Study:
         else:
             raise StudyError(f"export path {path} must end in .csv or .parquet")
         return path
+
+
+def default_media_dir(db: str | Path, name: str) -> Path:
+    """Where a study's blinded copies go by default: beside a SQLite file, else under outputs/gsb_media/."""
+    url = database_url(db)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    if url.startswith("sqlite") and ":memory:" not in url:
+        path = Path(url.split("///", 1)[-1])
+        return path.parent / f"{path.stem}_media" / safe
+    return Path("outputs") / "gsb_media" / safe
+
+
+def blinded_copies(videos: dict[str, dict[str, Path]], shown: set[str], media: Path) -> dict[str, dict[str, Path]]:
+    """system -> case -> a re-encoded copy (random file name, no metadata) of each video of the shown cases."""
+    copies: dict[str, dict[str, Path]] = {}
+    for system, by_case in videos.items():
+        for key, path in by_case.items():
+            if key in shown:
+                try:
+                    copies.setdefault(system, {})[key] = blind_copy(path, media / f"{secrets.token_hex(8)}.mp4")
+                except MediaError as exc:
+                    raise StudyError(f"{exc}: fix or remove that video, then create the study again") from exc
+    return copies
+
+
+def _require_database(db: str | Path) -> None:
+    """A SQLite study database must exist before it is read (a typo must not create an empty one)."""
+    url = database_url(db)
+    if url.startswith("sqlite") and ":memory:" not in url and not Path(url.split("///", 1)[-1]).is_file():
+        raise StudyError(f"study database {url.split('///', 1)[-1]} does not exist: check --db (make a study with "
+                         "`avatar eval gsb create` first)")
 
 
 def _clean(value):

@@ -37,6 +37,7 @@ class StudyRow(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     seed: Mapped[int] = mapped_column(Integer)
     categories: Mapped[list] = mapped_column(JSON)
+    media_dir: Mapped[str | None] = mapped_column(String(1000))  # the blinded copies raters are served
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     systems: Mapped[list["SystemRow"]] = relationship(back_populates="study", cascade="all, delete-orphan")
 
@@ -131,6 +132,18 @@ class MetricRow(InStudy, Base):
     note: Mapped[str | None] = mapped_column(String(2000))  # why a value is missing
 
 
+class ProblemRow(Base):
+    """A pair a rater could not rate (a video missing or refused), for the study owner; one per rater and pair."""
+
+    __tablename__ = "problems"
+    __table_args__ = (UniqueConstraint("pair_id", "rater_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"), index=True)
+    rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def database_url(url_or_path: str | Path) -> str:
     """A SQLAlchemy URL as given, or a SQLite file URL for a plain path."""
     text = str(url_or_path)
@@ -164,13 +177,21 @@ def make_engine(url_or_path: str | Path, create: bool = True) -> Engine:
     return engine
 
 
+LATER_COLUMNS = {  # columns added after the first release: (table, column) -> SQL type and default
+    ("judgments", "revision"): "INTEGER NOT NULL DEFAULT 1",  # existing rows count as revision 1
+    ("studies", "media_dir"): "VARCHAR(1000)",  # existing studies serve the systems' files themselves
+}
+
+
 def _add_missing_columns(engine: Engine) -> None:
-    """Databases made by an earlier avatarkit lack judgments.revision: add it (existing rows count as revision 1)."""
+    """Bring a database made by an earlier avatarkit up to date (create_all adds tables, not columns)."""
     from sqlalchemy import inspect, text
 
-    if "revision" not in {c["name"] for c in inspect(engine).get_columns("judgments")}:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE judgments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1"))
+    inspector = inspect(engine)
+    for (table, column), sql in LATER_COLUMNS.items():
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql}"))
 
 
 def session_factory(engine: Engine) -> sessionmaker:

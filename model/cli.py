@@ -38,6 +38,10 @@ def train(
     from .data import DataConfig
     from .train import TrainConfig, train as run
 
+    from .errors import AvatarInputError
+
+    if resolution < 16 or resolution % 16:
+        raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
                       min_characters=characters if stage == "mask" else 1, passed_only=not all_clips,
                       mouth_weight=mouth_weight, face_crop=face_crop)
@@ -73,6 +77,12 @@ def sample(
     from .configs import build_pipeline
     from .pipeline import AvatarPipeline
 
+    from .errors import AvatarInputError
+
+    if pipeline is not None and not (pipeline / "model_index.json").is_file():
+        raise AvatarInputError(f"--pipeline {pipeline} is not a saved AvatarPipeline folder"
+                               + ("" if pipeline.exists() else " (it does not exist)"),
+                               "give a folder written by `avatar model train` (OUT/pipeline)")
     pipe = AvatarPipeline.from_pretrained(str(pipeline)) if pipeline else build_pipeline("tiny", seed=seed)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:

@@ -2,7 +2,8 @@
 
 Each item is a window of `num_frames` (4k+1) frames of one clip, resized to `size`, with per-person
 masks, identity crops of each person from the window's first frame (and the boxes they were cut
-from, xyxy in [0, 1]), the first frame as reference, and the audio under the window. Only clips that passed validation, unless `passed_only=False`.
+from, xyxy in [0, 1]), the first frame as reference, and the audio under the window. Only clips that passed validation, unless `passed_only=False`
+(`--all-clips`).
 """
 
 from __future__ import annotations
@@ -101,19 +102,32 @@ class AvatarClipDataset(Dataset):
         try:
             self.data = CuratedDataset(folder)
         except CurationError as exc:
-            raise AvatarInputError(f"{folder} is not a curated dataset ({exc.what})",
-                                   "make one with `avatar curate run MANIFEST --out FOLDER` and point at it") from exc
+            raise AvatarInputError(exc.what, "make one with `avatar curate run MANIFEST --out FOLDER` and point at it") \
+                from exc
         self.config = config
-        clips = self.data.done(passed_only=config.passed_only)
-        if config.clip_ids is not None:
-            clips = clips[clips["clip_id"].isin(config.clip_ids)]
-        clips = clips[(clips["num_frames"] >= config.num_frames) & (clips["num_persons"] >= config.min_characters)]
-        if clips.empty:
-            raise AvatarInputError(f"{folder} has no {'passed ' if config.passed_only else ''}clip with at least "
-                                   f"{config.num_frames} frames", "curate more (or longer) clips, or pass passed_only=False")
-        self.records = {cid: self.data.load(cid) for cid in clips["clip_id"]}
+        self.records = {cid: self.data.load(cid) for cid in self._usable_clips(folder)["clip_id"]}
         self.windows = [(cid, s) for cid, r in self.records.items()
                         for s in range(0, r.clip.num_frames - config.num_frames + 1, config.stride)]
+
+    def _usable_clips(self, folder: str):
+        """The clips to cut windows from, or an error saying why there are none (in the CLI's words)."""
+        c, clips = self.config, self.data.clips
+        done = self.data.done(passed_only=False)
+        if done.empty:
+            raise AvatarInputError(f"every one of the {len(clips)} clips of {folder} failed curation (their errors "
+                                   "are in clips.parquet; `avatar dash dataset` shows them)",
+                                   "curate clips that succeed, then train on that dataset")
+        usable = self.data.done(passed_only=c.passed_only)
+        if usable.empty:
+            raise AvatarInputError(f"none of the {len(done)} curated clips of {folder} passed validation",
+                                   "train on them anyway with --all-clips (DataConfig(passed_only=False))")
+        if c.clip_ids is not None:
+            usable = usable[usable["clip_id"].isin(c.clip_ids)]
+        usable = usable[(usable["num_frames"] >= c.num_frames) & (usable["num_persons"] >= c.min_characters)]
+        if usable.empty:
+            raise AvatarInputError(f"no clip of {folder} has {c.num_frames} frames and {c.min_characters} persons",
+                                   "use fewer --frames / --characters, or curate longer clips with more people")
+        return usable
 
     def __len__(self) -> int:
         return len(self.windows) * (2 if self.config.hflip else 1)

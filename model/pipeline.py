@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
-from PIL import Image
 from transformers import PreTrainedTokenizerFast, UMT5EncoderModel
 
 from .audio import AudioEncoder, latent_frames, load_audio
@@ -39,6 +38,19 @@ class AvatarPipelineOutput(BaseOutput):
 
     def save(self, path: str | Path) -> Path:
         return export_to_mp4(self.frames, self.fps, path, self.audio, self.sample_rate)
+
+
+def read_reference(path: str | Path) -> np.ndarray:
+    """An RGB reference image, or an AvatarInputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AvatarInputError(f"reference image {path} does not exist", "give the path of a PNG or JPEG image")
+    import cv2  # not PIL: ultralytics patches PIL's Image.open to pip-install a HEIF plugin on unknown files
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise AvatarInputError(f"reference image {path} is not an image", "give a PNG or JPEG image")
+    return np.ascontiguousarray(image[..., ::-1])
 
 
 def export_to_mp4(frames: np.ndarray, fps: float, path: str | Path, audio: np.ndarray | None = None,
@@ -122,6 +134,27 @@ class AvatarPipeline(DiffusionPipeline):
         keep = np.argsort(-areas)[:max_characters]
         return [boxes[i].tolist() for i in sorted(keep, key=lambda i: boxes[i, 0])]
 
+    def check_size(self, num_frames: int, height: int, width: int, fps: float = 25.0) -> None:
+        """An AvatarInputError unless one clip of this size fits the model: 4k+1 frames, sides a multiple of the VAE
+        and patch strides, and no more positions along any axis than the transformer's rotary embedding holds."""
+        latent_frames(num_frames)  # 4k+1
+        r = 2 ** (len(self.vae.config.dim_mult) - 1)
+        p_t, p_h, p_w = self.transformer.config.patch_size
+        limit = self.transformer.config.rope_max_seq_len
+        step = r * max(p_h, p_w)
+        if height % step or width % step or height < step or width < step:
+            raise AvatarInputError(f"resolution {height}x{width}", f"use a multiple of {step} (e.g. 64, 128, 256)")
+        if max(height, width) // step > limit:
+            raise AvatarInputError(f"resolution {height}x{width} is more than this model holds",
+                                   f"use at most {limit * step} pixels a side")
+        most = (limit * p_t - 1) * 4 + 1
+        if latent_frames(num_frames) > limit * p_t:
+            raise AvatarInputError(
+                f"{num_frames} frames ({num_frames / fps:.1f} s at {fps:g} fps) are more than this model holds in one "
+                f"clip ({most} frames, {most / fps:.1f} s)",
+                f"shorten the audio or pass --frames {most} or fewer; longer videos are the job of the long-video "
+                "cascade (CascadeAvatarPipeline, `--duration`), which is not built yet")
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def __call__(self, reference_image, audio: list | None = None, prompt: str = "", negative_prompt: str = "",
@@ -137,8 +170,7 @@ class AvatarPipeline(DiffusionPipeline):
 
         `step_callback(step, total)` is called after each denoising step (progress bars).
         """
-        image = np.array(Image.open(reference_image).convert("RGB") if isinstance(reference_image, (str, Path))
-                           else reference_image)
+        image = read_reference(reference_image) if isinstance(reference_image, (str, Path)) else np.array(reference_image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise AvatarInputError(f"reference image of shape {image.shape}", "give an RGB image (H, W, 3)")
         audio = list(audio or [])
@@ -148,7 +180,7 @@ class AvatarPipeline(DiffusionPipeline):
             duration_s = duration_s or max([len(load_audio(a)) / 16000 if isinstance(a, (str, Path)) else
                                             (len(a) / 16000 if a is not None else 0) for a in audio] + [0.4])
             num_frames = int(duration_s * fps) // 4 * 4 + 1
-        latent_frames(num_frames)  # checks 4k+1
+        self.check_size(num_frames, height, width, fps)
         max_chars = self.transformer.config.max_characters
         boxes = character_boxes or self.find_characters(image, max_chars)
         if len(audio) > len(boxes):

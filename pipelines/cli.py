@@ -88,9 +88,9 @@ def run_command(
     manifest: Path = typer.Argument(..., help="CSV / JSONL / parquet with columns video[, audio, start, end]"),
     out: str = typer.Option(..., "--out", "-o", help="dataset folder or pyarrow filesystem URI"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: start local Ray)"),
-    num_cpus: Optional[int] = typer.Option(None, help="local Ray: CPUs to use (default all)"),
+    num_cpus: Optional[int] = typer.Option(None, min=1, help="local Ray: CPUs to use (default all)"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run clips that failed before again"),
-    max_frames: Optional[int] = typer.Option(None, help="frames per clip at most"),
+    max_frames: Optional[int] = typer.Option(None, min=1, help="frames per clip at most"),
     stride: Stride = 1,
     max_side: MaxSide = 640,
     tracker: TrackerBackend = "auto",
@@ -110,16 +110,21 @@ def run_command(
     with QuietConsole(log) as quiet, progress_display(quiet) as bar:
         summary = curate_with_progress(config, bar)
     print_run_summary(summary, out, log, Console())
+    if summary.total and summary.done == 0:
+        typer.secho(f"every one of the {summary.total} clips failed (reasons above)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("outputs/demo"), help="where the dataset and previews go"),
-    frames: int = typer.Option(32, help="frames per clip"),
+    frames: int = typer.Option(32, min=9, help="frames per clip (9 or more: the model trains on 9-frame windows)"),
     data_dir: Optional[Path] = typer.Option(None, help="real clips (default $AVATAR_DATA_DIR or ../shared/data)"),
     weights_dir: Optional[Path] = typer.Option(None, help="weights (default $AVATAR_WEIGHTS_DIR or ../shared/models)"),
+    replace: bool = typer.Option(False, "--replace", help="OUT holds other files too: replace an earlier demo's "
+                                                          "outputs there anyway (the other files are kept)"),
 ) -> None:
-    """Curate the real clips of shared/data through the Ray pipeline; write the dataset and overlay previews."""
+    """Curate the real clips of shared/data through the Ray pipeline, train and sample a tiny model, make a GSB study."""
     from curation.synthetic import data_dir as find_data
     from pipelines.curate import CurateConfig
 
@@ -128,9 +133,7 @@ def demo(
         weights_dir = root.parent / "models"
     if weights_dir is not None:  # the model's pipeline finds characters with the same detector weights
         os.environ["AVATAR_WEIGHTS_DIR"] = str(Path(weights_dir).resolve())
-    if (out / "clips.parquet").exists():  # the demo starts fresh; `avatar curate run` is the one that resumes
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_demo_folder(out, replace)
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -151,6 +154,31 @@ def demo(
                   "characters). It is the tiny model, built from scratch (no Wan weights here) and trained for 40 "
                   "steps: expect coloured noise, not faces.")
     print_study_links(study, out / "gsb.db", console)
+
+
+# Everything `avatar demo` writes into its folder: a rerun replaces these and never touches anything else.
+DEMO_OUTPUTS = ("manifest.csv", "clips.parquet", "tracks.parquet", "_journal", "_logs", "previews", "model", "gsb",
+                "gsb.db", "gsb.db-wal", "gsb.db-shm")
+
+
+def prepare_demo_folder(out: Path, replace: bool) -> None:
+    """Make OUT ready for the demo. A folder holding only an earlier demo's outputs is reused (they are replaced);
+    one holding anything else is refused unless `replace`, and even then only the demo's own outputs are removed."""
+    if out.exists() and not out.is_dir():
+        raise CurationError(f"--out {out} is a file", "give a folder (new, empty, or an earlier demo's)")
+    if out.exists():
+        others = sorted(p.name for p in out.iterdir() if p.name not in DEMO_OUTPUTS)
+        if others and not replace:
+            raise CurationError(f"--out {out} holds files the demo did not make ({', '.join(others[:5])})",
+                                "give a new or empty folder, or add --replace to replace the demo's outputs there "
+                                "(your files are kept)")
+        for name in DEMO_OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def demo_model(out: Path, data_root: Path, bar: Progress, steps: int = 40):
@@ -198,14 +226,12 @@ def demo_study(out: Path, bar: Progress, raters=("rater1", "rater2", "rater3")):
 
 
 def print_study_links(study, db: Path, console: Console) -> None:
-    table = Table(title=f"GSB study 'demo' in {db}: start the apps with "
-                        f"`avatar dash rater --db {db}` and `avatar dash results --db {db}`")
-    table.add_column("rater")
-    table.add_column("link")
+    console.print(f"GSB study 'demo' in {db}: start the apps with `avatar dash rater --db {db}` and "
+                  f"`avatar dash results --db {db}`; each rater opens their own link:", soft_wrap=True)
     for name, token in study.tokens().items():
-        table.add_row(name, f"http://localhost:8501/?token={token}")
-    console.print(table)
-    console.print(f"results: http://localhost:8502/   dataset: `avatar dash dataset {db.parent}` -> http://localhost:8503/")
+        console.print(f"  {name}: http://localhost:8501/?token={token}", soft_wrap=True, highlight=False)
+    console.print(f"results: http://localhost:8502/   dataset: `avatar dash dataset {db.parent}` -> http://localhost:8503/",
+                  soft_wrap=True)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ journal and clips.parquet, skips clips already done, retries failed ones only wi
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pickle
@@ -248,6 +249,27 @@ def _reason(error: str) -> str:
     return re.sub(r"\d+", "N", what).strip()[:90]
 
 
+MAKING_KEYS = ("avatarkit.clip_id_scheme", "avatarkit.models", "avatarkit.backends", "avatarkit.weight_sha256")
+
+
+def check_same_making(output: str, info: dict) -> None:
+    """Refuse to add clips to a dataset made another way (other models, weights or clip ids): its rows would mix
+    silently. A dataset from before clip_id_scheme counts as scheme 1."""
+    if not schema.has_clips(output):
+        return
+    fs, root = schema.filesystem_for(output)
+    made = schema.read_metadata(f"{root}/{schema.CLIPS_FILE}", filesystem=fs)
+    made.setdefault("avatarkit.clip_id_scheme", 1)
+
+    def same(a, b) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    differ = [k.split(".", 1)[1] for k in MAKING_KEYS if k in info and not same(made.get(k), info[k])]
+    if differ:
+        raise CurationError(f"{output} was made with other {', '.join(differ)} than this run would use",
+                            "curate into a new folder (rows made differently must not mix in one dataset)")
+
+
 def _init_ray(config: CurateConfig) -> None:
     import ray
 
@@ -298,6 +320,7 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
         a = replace(a, weights_dir=os.environ[WEIGHTS_ENV])
     items = read_manifest(config.manifest, stride=a.read.stride)
     info = dataset_info(a)  # resolves every weight file now: a missing one fails here
+    check_same_making(config.output, info)
     journal = Journal(config.output, info)
     known = journal.load()
     todo: list[ManifestItem] = []

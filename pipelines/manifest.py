@@ -7,6 +7,7 @@ row in a good manifest becomes a failed item naming the row, and the rest go on.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from curation.errors import CurationError
-from curation.schema import make_clip_id
+from curation.schema import canonical_source, make_clip_id
 
 VIDEO_COLUMNS = ("video", "path", "uri", "source")
 
@@ -31,13 +32,36 @@ class ManifestItem:
     error: str | None = None  # set for a bad row: it goes straight to clips.parquet as failed
 
 
+BAD_LINE = "__bad_line__"  # a JSONL line that is not a JSON object: its row becomes a failed item
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One record per non-blank line; a line that does not parse is kept as a record holding its error."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as exc:
+            record = {BAD_LINE: f"line {number} is not a JSON object ({str(exc)[:120]})"}
+        records.append(record)
+    if records and all(BAD_LINE in r for r in records):
+        raise ValueError(records[0][BAD_LINE])  # not JSONL at all: the manifest itself cannot be read
+    return pd.DataFrame(records)
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
             return pd.read_csv(path, dtype=str, keep_default_na=False)
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+        if suffix == ".jsonl":
+            return _read_jsonl(path)
+        if suffix == ".json":
+            return pd.read_json(path, dtype=False)
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except Exception as exc:
@@ -80,11 +104,15 @@ def read_manifest(path: str | os.PathLike, stride: int = 1) -> list[ManifestItem
         audio = rec.get("audio")
         audio = None if audio is None or (isinstance(audio, float) and math.isnan(audio)) or not str(audio).strip() \
             else str(audio).strip()
-        if video and "://" not in video and not Path(video).is_absolute():
+        if video and "://" not in video and not Path(video).expanduser().is_absolute():
             video = str(path.parent / video)
-        if audio and "://" not in audio and not Path(audio).is_absolute():
+        if audio and "://" not in audio and not Path(audio).expanduser().is_absolute():
             audio = str(path.parent / audio)
+        video = canonical_source(video) if video else video  # one spelling per file: absolute, normalised
+        audio = canonical_source(audio) if audio else audio
         try:
+            if isinstance(rec.get(BAD_LINE), str):
+                raise ValueError(f"manifest {rec[BAD_LINE]}")
             if not video:
                 raise ValueError(f"manifest row {row}: the {column} column is empty")
             start = _optional_int(rec.get("start"), "start", row) or 0
@@ -92,9 +120,9 @@ def read_manifest(path: str | os.PathLike, stride: int = 1) -> list[ManifestItem
             if end is not None and end <= start:
                 raise ValueError(f"manifest row {row}: end={end} is not after start={start}")
         except ValueError as exc:
-            key = f"manifest:{path}:row{row}:{video}"
+            key = f"manifest:{canonical_source(path)}:row{row}:{video}"
             items.append(ManifestItem(row, make_clip_id(key), video or f"<row {row}>", audio,
                                       error=f"{exc}. Fix: correct that row of {path}"))
             continue
-        items.append(ManifestItem(row, make_clip_id(video, start, end, stride), video, audio, start, end))
+        items.append(ManifestItem(row, make_clip_id(video, start, end, stride, audio), video, audio, start, end))
     return items

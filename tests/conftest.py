@@ -198,3 +198,23 @@ def make_curated_dataset(root: Path, weights_dir: Path, data_dir: Path, syntheti
 @pytest.fixture(scope="session")
 def curated_dataset(weights_dir, data_dir, synthetic_clip, tmp_path_factory) -> Path:
     return make_curated_dataset(tmp_path_factory.mktemp("curated"), weights_dir, data_dir, synthetic_clip)
+
+
+@pytest.fixture
+def avatar(monkeypatch, capsys):
+    """Run the `avatar` command in this process as a user would: returns (exit code, stdout, stderr)."""
+    import sys
+
+    from pipelines.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["avatar", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -137,10 +137,11 @@ def page_metrics(page) -> dict[str, str]:
 def simulate_raters(study, seed: int = 0) -> None:
     """Simulated raters (not people): prefer ours with odds 0.5 / 0.3 / 0.2 (better / same / worse), pass controls."""
     rng = random.Random(seed)
+    under_test = next(name for name, row in study.systems().items() if row.under_test)
     for token in study.tokens().values():
         for p in study.pairs_for(token):
-            left, right = study.media(token, p.pair_id, "left"), study.media(token, p.pair_id, "right")
-            ours = "left" if left.parent.name == "ours" else "right"
+            left, right = study.sides(p.pair_id)
+            ours = "left" if left == under_test else "right"
             theirs = "right" if ours == "left" else "left"
             study.submit(token, p.pair_id, {c: "same" if left == right else rng.choices([ours, "same", theirs],
                                                                                         [0.5, 0.3, 0.2])[0]
@@ -170,3 +171,88 @@ def test_dataset_app_in_a_real_browser(chromium_path, annotator, synthetic_clip,
         assert page.locator("[data-testid='stImage'] img").count() == 1  # the frame with masks drawn
         size, spread = image_stats(save_screenshot(page, tmp_path / "dataset.png"))
     assert size[0] == 900 and size[1] > 600 and spread > 20
+
+
+def test_a_multi_study_database_serves_each_rater_their_own_study(tmp_path, monkeypatch):
+    cases = ["k0", "k1"]
+    db = str(tmp_path / "two.db")
+    ours, base = make_system_videos(tmp_path / "ours", cases, seed=1), make_system_videos(tmp_path / "base", cases, seed=2)
+    first = Study.create(db, "alpha-confidential", f"{OURS}={ours}", f"{BASE}={base}", raters=["ann"])
+    second = Study.create(db, "beta-private", f"{OURS}={ours}", f"{BASE}={base}", raters=["bob"])
+    for s in (first, second):
+        s.assign(1)
+    monkeypatch.setenv("AVATAR_GSB_DB", db)
+    monkeypatch.delenv("AVATAR_GSB_STUDY", raising=False)
+    for study, rater, other in ((first, "ann", "beta-private"), (second, "bob", "alpha-confidential")):
+        app = rater_app(study.tokens()[rater])
+        assert not app.error and len(app.radio) == len(CATEGORIES)
+        assert other not in str([e.proto for e in app.main])
+
+
+def test_a_missing_video_lets_the_rater_go_on(study):
+    token = study.tokens()["ann"]
+    first = study.pairs_for(token)[0]
+    study.media(token, first.pair_id, "left").unlink()
+    app = rater_app(token)
+    assert not app.exception and "cannot be shown" in app.warning[0].value
+    page = str([e.proto for e in app.main])
+    assert "Traceback" not in page and "/" not in app.warning[0].value
+    problems = study.problems()
+    assert list(problems.pair) == [first.pair_id] and "not a file" in problems.reason.iloc[0]
+    assert "this is pair 2" in rater_app(token).get("progress")[0].proto.text  # a new visit goes on past it
+
+
+def test_case_text_is_shown_as_plain_text(tmp_path, monkeypatch):
+    db = str(tmp_path / "md.db")
+    prompt = "**bold** <b>tag</b> [click](http://example.invalid)"
+    s = Study.create(db, "md", f"{OURS}={make_system_videos(tmp_path / 'o', ['c'], seed=1)}",
+                     f"{BASE}={make_system_videos(tmp_path / 'b', ['c'], seed=2)}", raters=["ann"],
+                     cases=[{"case_id": "c", "prompt": prompt}])
+    s.assign(1)
+    monkeypatch.setenv("AVATAR_GSB_DB", db)
+    app = rater_app(s.tokens()["ann"])
+    assert [t.value for t in app.text] == [f"Prompt: {prompt}"] and not any(prompt in m.value for m in app.markdown)
+
+
+def test_owner_apps_answer_only_the_owner_link_when_served_beyond_loopback(study, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVATAR_OWNER_TOKEN", "owner-secret")
+    monkeypatch.setenv("AVATAR_DATASET", str(tmp_path / "none"))
+    for name in ("results", "dataset"):
+        page = AppTest.from_file(str(APPS[name]), default_timeout=60).run()
+        assert "owner's link" in page.error[0].value and not page.dataframe
+        page = AppTest.from_file(str(APPS[name]), default_timeout=60)
+        page.query_params["token"] = "owner-secret"
+        page.run()
+        assert not page.exception and "owner's link" not in str([e.value for e in page.error])
+    page = AppTest.from_file(str(APPS["dataset"]), default_timeout=60)
+    page.query_params["token"] = "owner-secret"
+    assert not page.run().sidebar.text_input  # no folder can be typed in: only the datasets it was started with
+
+
+def test_avatar_dash_stops_its_server_on_sigterm(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cli = subprocess.Popen([sys.executable, "-c", "from pipelines.cli import main; main()", "dash", "dataset",
+                            str(tmp_path), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not psutil.Process(cli.pid).children():
+            time.sleep(0.2)
+        server = psutil.Process(cli.pid).children()[0]
+        cli.send_signal(signal.SIGTERM)
+        cli.wait(timeout=30)
+        server.wait(timeout=30)  # raises if the server outlives the command
+        assert not server.is_running()
+    finally:
+        for p in psutil.Process(cli.pid).children(recursive=True) if cli.poll() is None else []:
+            p.kill()
+        cli.kill()

@@ -27,3 +27,30 @@ def test_demo_runs_end_to_end_with_one_progress_display(tmp_path, weights_dir, d
     assert "coloured noise, not faces" in proc.stdout and proc.stdout.count("?token=") == 3
     log = Path(re.search(r"Ray and library messages: (\S+)", proc.stdout).group(1))
     assert log.parent == out / "_logs" and "Starting execution of Dataset" in log.read_text()
+
+
+def test_demo_never_deletes_a_users_files(avatar, tmp_path, data_dir):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "clips.parquet").write_bytes(b"an earlier demo's dataset")
+    (out / "notes.txt").write_text("my own notes")
+    code, _, err = avatar("demo", "--out", out, "--data-dir", data_dir)
+    assert code == 2 and "notes.txt" in err and "--replace" in err
+    assert (out / "notes.txt").read_text() == "my own notes" and (out / "clips.parquet").exists()
+
+
+def test_demo_replace_removes_only_the_demos_outputs(tmp_path):
+    from pipelines.cli import DEMO_OUTPUTS, prepare_demo_folder
+
+    out = tmp_path / "d"
+    for name in ("clips.parquet", "gsb.db", "manifest.csv"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("old")
+    (out / "previews").mkdir()
+    (out / "previews" / "x.mp4").write_text("old")
+    prepare_demo_folder(out, replace=False)  # only an earlier demo's outputs: reused without asking
+    assert list(out.iterdir()) == []
+    (out / "clips.parquet").write_text("old")
+    (out / "keep.csv").write_text("mine")
+    prepare_demo_folder(out, replace=True)
+    assert [p.name for p in out.iterdir()] == ["keep.csv"] and "keep.csv" not in DEMO_OUTPUTS

@@ -48,7 +48,7 @@ def test_left_right_is_seeded_and_balanced(tmp_path, systems):
         study.add_raters(["x"])
         study.assign(1)
         tok = study.tokens()["x"]
-        sides.append(sorted((study.media(tok, p.pair_id, "left").parent.name, p.prompt) for p in study.pairs_for(tok)))
+        sides.append(sorted((study.sides(p.pair_id)[0], p.prompt) for p in study.pairs_for(tok)))
         assert j.empty
     assert sides[0] == sides[1]
     ours_left = sum(folder == "ours" for folder, _ in sides[0])
@@ -79,8 +79,8 @@ def test_judgments_are_relative_to_the_system_under_test(db_url, systems):
     pairs = [p for p in study.pairs_for(token)]
     clicked = {}
     for p in pairs:  # ann always clicks the side showing our video, and "same" on control pairs
-        left, right = study.media(token, p.pair_id, "left"), study.media(token, p.pair_id, "right")
-        clicked[p.pair_id] = "same" if left == right else "left" if left.parent.name == "ours" else "right"
+        left, right = study.sides(p.pair_id)
+        clicked[p.pair_id] = "same" if left == right else "left" if left == "ours" else "right"
         study.submit(token, p.pair_id, {"overall": clicked[p.pair_id], "lip_sync": "same"})
     j = study.judgments()
     test = j[~j.is_control]
@@ -228,3 +228,69 @@ def test_cli_create_assign_score_export(tmp_path, systems):
     assert res.exit_code == 0 and len(pd.read_parquet(tmp_path / "j.parquet")) == len(study.judgments())
     res = runner.invoke(app, ["eval", "gsb", "score", "nope", *common])
     assert res.exit_code != 0 and "no study named" in str(res.exception or res.output)
+
+
+def _tagged_copy(source, target, title: str):
+    """`source` remuxed with container tags naming its maker, as a system's own files may be."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        out.metadata.update({"title": title, "comment": f"made by {title}", "encoder": f"{title}-encoder"})
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return target
+
+
+def test_raters_receive_blinded_copies_without_metadata(tmp_path):
+    import av
+
+    cases = ["c0", "c1", "c2"]
+    folders = {}
+    for name, seed in (("labsecret", 1), ("rivalsys", 2)):
+        plain = make_system_videos(tmp_path / f"plain-{name}", cases, seed=seed)
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for c in cases:
+            _tagged_copy(plain / f"{c}.mp4", folders[name] / f"{c}.mp4", name)
+    assert b"labsecret" in (folders["labsecret"] / "c0.mp4").read_bytes()
+    study = Study.create(tmp_path / "g.db", "blind", f"labsecret={folders['labsecret']}",
+                         f"rivalsys={folders['rivalsys']}", raters=["ann"], control_pairs=1)
+    study.assign(1)
+    token = study.tokens()["ann"]
+    encoders = set()
+    for p in study.pairs_for(token):
+        for side in ("left", "right"):
+            path = study.media(token, p.pair_id, side)
+            data = path.read_bytes()
+            assert b"labsecret" not in data and b"rivalsys" not in data and "secret" not in path.name
+            with av.open(str(path)) as f:
+                assert not {"title", "comment", "encoder"} & set(f.metadata)
+                encoders.add((f.streams.video[0].codec_context.name, f.streams.video[0].width))
+    assert len(encoders) == 1  # both systems encoded alike
+    assert study.check_media(study.media(token, study.pairs_for(token)[0].pair_id, "left"))
+    with pytest.raises(AccessDenied):  # the systems' own files are no longer served
+        study.check_media(folders["labsecret"] / "c0.mp4")
+
+
+def test_a_typo_in_the_database_path_is_an_error_not_a_new_database(tmp_path):
+    with pytest.raises(StudyError, match="does not exist"):
+        Study.open(tmp_path / "typo" / "x.db", "s")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_cli_score_on_a_missing_database_says_so(avatar, tmp_path):
+    code, _, err = avatar("eval", "gsb", "score", "s", "--db", tmp_path / "typo" / "x.db")
+    assert code == 2 and "does not exist" in err and not (tmp_path / "typo").exists()
+
+
+def test_cli_prints_rater_links_whole(avatar, systems, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    url = "http://a-rather-long-host-name.example.org:8501"
+    code, out, _ = avatar("eval", "gsb", "create", "links", "--a", systems["a"], "--b", systems["b"], "--rater", "ann",
+                          "--rater", "bob", "--db", tmp_path / "l.db", "--rater-url", url)
+    assert code == 0
+    for token in Study.open(tmp_path / "l.db", "links").tokens().values():
+        assert f"{url}/?token={token}" in out  # whole, on one line

@@ -47,3 +47,28 @@ def test_malformed_manifest_names_the_file(tmp_path, content, suffix, match):
     with pytest.raises(CurationError, match=match) as err:
         read_manifest(path)
     assert str(path) in str(err.value)
+
+
+def test_a_broken_jsonl_line_is_one_failed_row(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"video": "a.mp4"}\n{"video": "b.mp4",,}\n\n{"video": "c.mp4"}\n')
+    items = read_manifest(tmp_path / "m.jsonl")
+    assert [i.error is None for i in items] == [True, False, True]
+    assert "line 2 is not a JSON object" in items[1].error and str(tmp_path / "m.jsonl") in items[1].error
+
+
+def test_path_spellings_give_one_clip_stored_absolute(tmp_path, monkeypatch):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "lists").mkdir()
+    monkeypatch.chdir(tmp_path / "v")
+    (tmp_path / "lists" / "m.csv").write_text(f"video\n../a.mp4\n{tmp_path}/a.mp4\n{tmp_path}/./a.mp4\n"
+                                              "../lists/../a.mp4\n")
+    items = read_manifest("../lists/m.csv")  # relative paths are from the manifest's folder
+    assert {i.video for i in items} == {str(tmp_path / "a.mp4")}  # absolute, one spelling
+    assert len({i.clip_id for i in items}) == 1
+    monkeypatch.chdir(tmp_path)
+    assert read_manifest("lists/m.csv")[0].clip_id == items[0].clip_id  # the same manifest from elsewhere
+
+
+def test_audio_is_part_of_a_clips_identity(tmp_path):
+    (tmp_path / "m.csv").write_text("video,audio\na.mp4,x.wav\na.mp4,y.wav\na.mp4,\n")
+    assert len({i.clip_id for i in read_manifest(tmp_path / "m.csv")}) == 3

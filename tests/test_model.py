@@ -1,6 +1,6 @@
 """The avatar model: tiny real diffusers models on CPU, trained and sampled for real."""
 
-import shutil
+import re
 
 import numpy as np
 import pytest
@@ -357,3 +357,35 @@ def test_cli_sample_writes_an_mp4_with_audio(data_dir, weights_dir, tmp_path):
     assert res.exit_code == 0, res.output
     with av.open(str(tmp_path / "s.mp4")) as f:
         assert f.streams.video[0].frames == 9 and len(f.streams.audio) == 1
+
+
+@pytest.mark.parametrize("case,match", [
+    ("long audio", "more than this model holds in one clip \\(125 frames, 5.0 s\\).*cascade"),
+    ("odd resolution", "resolution 50x50. Fix: use a multiple of 16"),
+    ("huge resolution", "more than this model holds. Fix: use at most 512"),
+    ("missing reference", "reference image .*nope.png does not exist"),
+    ("reference not an image", "reference image .*1.WAV is not an image"),
+    ("missing pipeline", "--pipeline .*nope is not a saved AvatarPipeline folder \\(it does not exist\\)"),
+])
+def test_cli_sample_bad_inputs_exit_2_with_the_fix(avatar, data_dir, weights_dir, tmp_path, case, match):
+    talk = data_dir / "multitalk_conversation"
+    image, wav = talk / "multi1.png", talk / "1.WAV"
+    args = {"long audio": [image, "-a", data_dir / "talking_head_infinitetalk" / "ref_video_audio_16k.wav"],
+            "odd resolution": [image, "-a", wav, "--resolution", 50],
+            "huge resolution": [image, "-a", wav, "--resolution", 4096],
+            "missing reference": [tmp_path / "nope.png", "-a", wav],
+            "reference not an image": [wav, "-a", wav],
+            "missing pipeline": [image, "-a", wav, "--pipeline", tmp_path / "nope"]}[case]
+    code, out, err = avatar("model", "sample", *args, "--steps", 1, "-o", tmp_path / "s.mp4")
+    assert code == 2 and "Traceback" not in err, err
+    assert re.search(match, err), err
+
+
+def test_cli_train_on_a_dataset_whose_clips_all_failed(avatar, tmp_path):
+    from curation import schema
+
+    schema.write_clips(tmp_path / "ds", [schema.clip_row("a", "/x.mp4", status="failed", error="broken")], {})
+    code, _, err = avatar("model", "train", tmp_path / "ds", "--out", tmp_path / "run", "--steps", 1, "--all-clips")
+    assert code == 2 and "every one of the 1 clips" in err and "failed curation" in err, err
+    code, _, err = avatar("model", "train", tmp_path / "ds", "--out", tmp_path / "run", "--resolution", 50)
+    assert code == 2 and "--resolution 50" in err

@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 def ray_local():
     import ray
 
+    if ray.is_initialized():  # an in-process `avatar curate run` of another test started one
+        ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield
     ray.shutdown()
@@ -163,3 +165,28 @@ def test_curate_run_console_shows_progress_and_summary_only(clips, tmp_path, wei
     log = Path(re.search(r"Ray and library messages: (\S+)", proc.stdout).group(1))
     assert log.parent == out / "_logs" and "Starting execution of Dataset" in log.read_text()
     assert "To avoid out-of-memory errors" not in log.read_text()  # every stage asks Ray for the memory it uses
+
+
+def test_curate_run_exits_non_zero_when_every_clip_failed(avatar, tmp_path, weights_dir):
+    manifest = _manifest(tmp_path / "m.csv", [[str(tmp_path / "gone1.mp4"), "", "", ""],
+                                              [str(tmp_path / "gone2.mp4"), "", "", ""]])
+    code, out, err = avatar("curate", "run", manifest, "--out", tmp_path / "ds", "--tracker", "ultralytics",
+                            "--pose", "ultralytics")
+    assert code == 1 and "every one of the 2 clips failed" in err
+    assert len(schema.read_clips(tmp_path / "ds")) == 2  # both recorded as failed all the same
+
+
+def test_a_dataset_made_another_way_is_not_resumed(ray_local, clips, tmp_path, weights_dir):
+    from curation.errors import CurationError
+    from pipelines.curate import curate
+
+    out = tmp_path / "ds"
+    schema.write_clips(out, [schema.clip_row("x", "/x.mp4", status="failed", error="x")],
+                       {"avatarkit.models": {"detector": "another.onnx"}})  # clip ids of scheme 1, another model
+    with pytest.raises(CurationError, match="made with other clip_id_scheme, models"):
+        curate(_config(_manifest(tmp_path / "m.csv", [[clips["synth"], "", "", ""]]), out))
+
+
+def test_numeric_options_are_checked_before_any_work(avatar, tmp_path):
+    code, _, err = avatar("curate", "clip", tmp_path / "v.mp4", "--out", tmp_path / "o", "--max-side", "-5")
+    assert code == 2 and "--max-side" in err and "greater than or equal to 0" in err

@@ -53,3 +53,43 @@ def test_bad_input_names_the_input(tmp_path, data_dir, case):
     with pytest.raises(CurationError) as err:
         read_clip(path, **kwargs)
     assert str(path) in str(err.value) and "Fix:" in str(err.value)
+
+
+@pytest.fixture
+def truncated_mp4(tmp_path, data_dir):
+    """60 real frames as an MP4 with its index at the front (faststart), then cut to 35% of its bytes."""
+    from fractions import Fraction
+
+    import av
+
+    frames = read_clip(data_dir / "bedroom" / "bedroom.mp4", end=60, max_side=160).frames
+    path = tmp_path / "front_index.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=Fraction(30))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[:int(0.35 * len(data))])
+    return path
+
+
+def test_a_truncated_video_fails_instead_of_passing_with_fewer_frames(truncated_mp4, weights_dir):
+    from curation import AnnotatorConfig, ClipAnnotator
+
+    clip = read_clip(truncated_mp4, start=10, end=50)
+    assert clip.meta["declared_frames"] == 60 and clip.num_frames < 40  # what the reader gets from the damaged file
+    annotator = ClipAnnotator(AnnotatorConfig(), steps=())
+    with pytest.raises(CurationError, match=r"decoded \d+ frames .* of frames \[10, 50\).*truncated"):
+        annotator.decode(truncated_mp4, start=10, end=50)
+    with pytest.raises(CurationError, match="the 60 frames its container declares"):
+        annotator.decode(truncated_mp4)
+
+
+def test_a_short_video_is_not_mistaken_for_a_truncated_one(data_dir, weights_dir):
+    from curation import AnnotatorConfig, ClipAnnotator, ReadConfig
+
+    annotator = ClipAnnotator(AnnotatorConfig(read=ReadConfig(max_frames=1000, max_side=160)), steps=())
+    work = annotator.decode(data_dir / "judo" / "images")  # 16 frames, fewer than the cap: complete
+    assert work.clip.num_frames == 16
