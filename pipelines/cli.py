@@ -243,3 +243,7 @@ def main() -> None:
             raise
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `python -m pipelines.cli ...`: how data-parallel workers are started
+    main()

@@ -16,7 +16,6 @@ NODEPS = ROOT / ".ci" / "requirements-nodeps.txt"  # installed --no-deps: their 
 # Declared but never imported by our code: each is loaded by a library we call, and would otherwise be
 # missing or auto-installed at run time.
 RUNTIME_ONLY = {
-    "accelerate": "diffusers' from_pretrained needs it for Wan models (keep_in_fp32_modules needs low_cpu_mem_usage)",
     "lap": "ultralytics' BYTETracker (curation.track) imports it; ultralytics would pip-install it",
     "openvino": "the INT8 pose model in shared/models is an OpenVINO folder that ultralytics loads",
     "onnx": "ultralytics checks for it before loading an .onnx model (and would pip-install it)",
