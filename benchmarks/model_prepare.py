@@ -32,7 +32,7 @@ from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
 from model.data import AvatarClipDataset, CacheDataset, DataConfig  # noqa: E402
 from model.prepare import PrepareConfig, prepare  # noqa: E402
 
-DATA = DataConfig(passed_only=False, num_frames=9, max_characters=1, stride=4, size=(64, 64))
+DATA = DataConfig(passed_only=False, num_frames=9, max_characters=1, stride=4, size=(128, 128))
 
 
 def curate(out: Path, synthetic: int, frames: int) -> Path:
@@ -51,11 +51,13 @@ def curate(out: Path, synthetic: int, frames: int) -> Path:
 
 
 TRAIN_CHILD = """
-import json, resource, sys
+import sys
 from model.train import TrainConfig, train
 cache, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 train(TrainConfig(dataset=cache, output=out, stage="full", steps=steps, save_every=steps, lr=1e-3, batch_size=1))
-print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM: this process's own peak. ru_maxrss is not: exec keeps the high-water mark of the spawning process's memory
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print("PEAK_MB", int(hwm.split()[1]) / 1024)
 """
 
 
@@ -82,6 +84,10 @@ def tenfold(cache: Path, out: Path) -> Path:
                 copies.append({**r._asdict(), "clip_id": f"{r.clip_id}_{k}"})
     pd.concat([rows, pd.DataFrame(copies).drop(columns="Index")]).to_parquet(out / "clips.parquet", index=False)
     return out
+
+
+def shards_mb(cache: Path) -> float:
+    return round(sum(p.stat().st_size for p in (cache / "shards").glob("*.pt")) / 2**20, 1)
 
 
 def data_seconds(dataset: Path, cache: Path, windows: int = 12) -> dict:
@@ -145,6 +151,7 @@ def main() -> None:
         "training_peak_rss_mb": {"1x": round(peak_1x, 1), "10x": round(peak_10x, 1),
                                  "ratio_10x_over_1x": round(peak_10x / peak_1x, 3),
                                  "windows_1x": len(CacheDataset(cache)), "windows_10x": len(CacheDataset(tmp / "cache_10x")),
+                                 "shards_mb_1x": shards_mb(cache), "shards_mb_10x": shards_mb(tmp / "cache_10x"),
                                  "step_seconds_10x": round(step_10x, 5)},
     })
     shutil.rmtree(tmp, ignore_errors=True)
