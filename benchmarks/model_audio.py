@@ -42,18 +42,28 @@ from model.train import TrainConfig, read_loss_curve, stage_loss, train  # noqa:
 SIGMAS = (0.25, 0.5, 0.75, 0.9)
 
 
-def curate_talking_head(split: int, out: Path) -> tuple[Path, Path]:
-    """The clip curated twice: frames [0, split) for training, [split, end) held out."""
+def curate_talking_heads(clips: list[str], split: int, held_fraction: float, out: Path) -> tuple[Path, Path]:
+    """Each clip curated twice: its first frames for training, its tail held out (frames from `split` for the default
+    talking head; the last `held_fraction` of each clip of ../shared/data/talking)."""
+    import cv2
     from curation import AnnotatorConfig, ClipAnnotator, ReadConfig
 
     config = AnnotatorConfig(read=ReadConfig(max_side=256))
     config.tracker.backend = config.pose.backend = "ultralytics"
     ann = ClipAnnotator(config)
-    clip = SHARED / "data" / "talking_head_infinitetalk"
-    parts = {"train": (0, split), "held_out": (split, None)}
-    for name, (start, end) in parts.items():
-        ann.write([ann(clip / "ref_video.mp4", audio=clip / "ref_video_audio_16k.wav", start=start, end=end)],
-                  out / name)
+    parts = {"train": [], "held_out": []}
+    for name in clips:
+        if name == "talking_head_infinitetalk":
+            video = SHARED / "data" / name / "ref_video.mp4"
+            audio, cut = video.with_name("ref_video_audio_16k.wav"), split
+        else:
+            video = SHARED / "data" / "talking" / f"{name}.mp4"
+            audio = video.with_name(f"{name}_16k.wav")
+            cut = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) * (1 - held_fraction))
+        parts["train"].append(ann(video, audio=audio, start=0, end=cut))
+        parts["held_out"].append(ann(video, audio=audio, start=cut, end=None))
+    for name, results in parts.items():
+        ann.write(results, out / name)
     return out / "train", out / "held_out"
 
 
@@ -112,18 +122,22 @@ def main() -> None:
     parser.add_argument("--face-crop", type=float, default=3.0, help="crop windows around the mouth (eye distances)")
     parser.add_argument("--mouth-weight", type=float, default=4.0)
     parser.add_argument("--front-ends", nargs="+", default=["log_mel", "whisper"])
+    parser.add_argument("--clips", nargs="+", default=["talking_head_infinitetalk"],
+                        help="talking_head_infinitetalk (split at --split) and/or clip names of ../shared/data/talking")
+    parser.add_argument("--held-fraction", type=float, default=0.25, help="the tail of each talking/ clip held out")
     args = parser.parse_args()
     if args.mouth_weight <= 0:
         parser.error("--mouth-weight must be > 0: the weighted cells are the mouth region that is scored")
     setup_env()
     tmp = Path(tempfile.mkdtemp())
     tic = time.perf_counter()
-    train_ds, held_ds = curate_talking_head(args.split, tmp)
+    train_ds, held_ds = curate_talking_heads(args.clips, args.split, args.held_fraction, tmp)
     curate_s = time.perf_counter() - tic
     data = DataConfig(num_frames=9, size=(args.resolution, args.resolution), max_characters=1, stride=2,
                       passed_only=False, mouth_weight=args.mouth_weight, face_crop=args.face_crop)
     held_data = replace(data, stride=9)  # held-out windows share no frame
-    result = {"clip": "talking_head_infinitetalk (25 fps, 16 kHz)", "size": args.size, "resolution": args.resolution,
+    result = {"clips": args.clips, "held_out": f"frames from {args.split}" if args.clips == ["talking_head_infinitetalk"]
+              else f"the last {args.held_fraction:.0%} of each clip", "size": args.size, "resolution": args.resolution,
               "split_frame": args.split, "steps": args.steps, "lr": args.lr, "face_crop": args.face_crop,
               "mouth_weight": args.mouth_weight, "vae_steps": args.vae_steps, "noise_levels": list(SIGMAS),
               "curate_seconds": round(curate_s, 1), "front_ends": {}}

@@ -1,4 +1,4 @@
-"""`avatar model train | sample`."""
+"""`avatar model prepare | train | sample`."""
 
 from __future__ import annotations
 
