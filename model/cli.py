@@ -156,15 +156,10 @@ def sample(
     import torch
 
     from .configs import build_pipeline
-    from .pipeline import AvatarPipeline
+    from .pipeline import AvatarPipeline, saved_pipeline
 
-    from .errors import AvatarInputError
-
-    if pipeline is not None and not (pipeline / "model_index.json").is_file():
-        raise AvatarInputError(f"--pipeline {pipeline} is not a saved AvatarPipeline folder"
-                               + ("" if pipeline.exists() else " (it does not exist)"),
-                               "give a folder written by `avatar model train` (OUT/pipeline)")
-    pipe = AvatarPipeline.from_pretrained(str(pipeline)) if pipeline else build_pipeline("tiny", seed=seed)
+    pipe = AvatarPipeline.from_pretrained(saved_pipeline(pipeline, "--pipeline")) if pipeline \
+        else build_pipeline("tiny", seed=seed)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("sample", total=steps)

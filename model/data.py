@@ -113,11 +113,12 @@ def to_tensor(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 class AvatarClipDataset(Dataset):
     """Windows of curated clips with masks, identity crops, reference frame and audio."""
 
-    def __init__(self, folder: str, config: DataConfig = DataConfig()):
+    def __init__(self, folder: str, config: DataConfig = DataConfig(), curated: CuratedDataset | None = None):
+        """`curated`: the dataset at `folder` already opened (a caller cutting many single-clip views of it)."""
         if (config.num_frames - 1) % 4:
             raise AvatarInputError(f"num_frames={config.num_frames}", "use 4k+1 frames (5, 9, 13, ...)")
         try:
-            self.data = CuratedDataset(folder)
+            self.data = curated or CuratedDataset(folder)
         except CurationError as exc:
             raise AvatarInputError(exc.what, "make one with `avatar curate run MANIFEST --out FOLDER` and point at it") \
                 from exc

@@ -90,6 +90,16 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
+def saved_pipeline(folder: str | Path, name: str = "") -> str:
+    """`folder` if it holds a saved AvatarPipeline, else an AvatarInputError naming it (`name`: the option given)."""
+    path = Path(folder)
+    if not (path / "model_index.json").is_file():
+        raise AvatarInputError(f"{name + ' ' if name else ''}{path} is not a saved AvatarPipeline folder"
+                               + ("" if path.exists() else " (it does not exist)"),
+                               "give a folder written by `avatar model train` (OUT/pipeline) or save_pretrained")
+    return str(path)
+
+
 class AvatarPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->audio_encoder->transformer->vae"
 

@@ -94,14 +94,11 @@ def audio_front_end(spec: str) -> dict:
 def build_cache_model(config: PrepareConfig, fit_progress: Callable | None = None):
     """The pipeline whose VAE and audio front end make the cache: loaded, or built from scratch (VAE fitted)."""
     from .configs import VAE_TINY, VAE_WIDE, build_pipeline
-    from .pipeline import AvatarPipeline
+    from .pipeline import AvatarPipeline, saved_pipeline
     from .train import fit_vae
 
     if config.pipeline is not None:
-        if not (Path(config.pipeline) / "model_index.json").is_file():
-            raise AvatarInputError(f"{config.pipeline} is not a saved AvatarPipeline (no model_index.json)",
-                                   "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
-        return AvatarPipeline.from_pretrained(config.pipeline)
+        return AvatarPipeline.from_pretrained(saved_pipeline(config.pipeline, "--pipeline"))
     if config.vae not in ("tiny", "wide"):
         raise AvatarInputError(f"--vae {config.vae!r}", "use tiny or wide")
     pipe = build_pipeline(config.size, seed=config.seed,
@@ -180,16 +177,19 @@ class PrepareStep:
     """One clip -> its shard of training windows (the model loads once per step object)."""
 
     def __init__(self, cache: str, dataset: str, data: DataConfig, captions: dict[str, str]):
+        from curation.dataset import CuratedDataset
+
         from .pipeline import AvatarPipeline
 
         self.cache, self.dataset, self.data, self.captions = Path(cache), dataset, data, captions
+        self.curated = CuratedDataset(dataset)  # opened once, not per clip
         self.pipe = AvatarPipeline.from_pretrained(str(self.cache / MODEL_DIR))
         self.pipe.set_progress_bar_config(disable=True)
 
     def __call__(self, clip_id: str) -> dict:
         tic = time.perf_counter()
         try:
-            windows = AvatarClipDataset(self.dataset, replace(self.data, clip_ids=(clip_id,)))
+            windows = AvatarClipDataset(self.dataset, replace(self.data, clip_ids=(clip_id,)), self.curated)
             shard = self.encode(windows, clip_id)
             path = self.cache / SHARD_DIR / f"{clip_id}.pt"
             torch.save(shard, path.with_suffix(".tmp"))

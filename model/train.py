@@ -74,13 +74,9 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 def load_pipeline(config: TrainConfig, checkpoint: Path | None, cache: Path):
     """The pipeline to train: the latest checkpoint, else the pretrained one, else the cache's own model."""
-    from .pipeline import AvatarPipeline
+    from .pipeline import AvatarPipeline, saved_pipeline
 
-    source = checkpoint or config.pretrained or cache / "model"
-    if not (Path(source) / "model_index.json").is_file():
-        raise AvatarInputError(f"{source} is not a saved AvatarPipeline (no model_index.json)",
-                               "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
-    return AvatarPipeline.from_pretrained(str(source))
+    return AvatarPipeline.from_pretrained(saved_pipeline(checkpoint or config.pretrained or cache / "model"))
 
 
 def ensure_cache(config: TrainConfig, progress=None) -> Path:
@@ -335,9 +331,10 @@ def train(config: TrainConfig, progress: Callable[[int, int, float], None] | Non
           vae_progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Run (or resume) one training stage; returns the folder of the trained pipeline."""
     output = Path(config.output)
-    if config.pretrained is not None and not (Path(config.pretrained) / "model_index.json").is_file():
-        raise AvatarInputError(f"{config.pretrained} is not a saved AvatarPipeline (no model_index.json)",
-                               "give a folder written by `avatar model train` or AvatarPipeline.save_pretrained")
+    if config.pretrained is not None:
+        from .pipeline import saved_pipeline
+
+        saved_pipeline(config.pretrained, "--pretrained")  # before any preparing
     accelerator = make_accelerator(config)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
