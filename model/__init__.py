@@ -6,7 +6,8 @@ Classes load lazily so that `avatar --help` does not import torch and diffusers.
 from importlib import import_module
 
 _EXPORTS = {"AudioEncoder": "audio", "AvatarPipeline": "pipeline", "AvatarTransformer": "transformer",
-            "MaskPredictionHead": "mask_head"}
+            "MaskPredictionHead": "mask_head", "CascadeAvatarPipeline": "cascade", "CascadeConfig": "stages",
+            "Storyline": "storyline"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -70,8 +70,10 @@ def train(
     dataset: Path = typer.Argument(..., help="a training cache (avatar model prepare), or a curated dataset "
                                              "(prepared into OUT/cache first)"),
     out: Path = typer.Option(..., "--out", "-o", help="checkpoints, loss.csv and the trained pipeline/"),
-    stage: str = typer.Option("mask", help="mask (head on the frozen DiT) | audio (audio layers) | full"),
-    pretrained: Optional[Path] = typer.Option(None, help="AvatarPipeline folder to start from (default: the cache's)"),
+    stage: str = typer.Option("mask", help="mask (head on the frozen DiT) | audio (audio layers) | full; of a cascade: "
+                                           "blueprint | keyframe | subclip | interpolate | sr (from a curated dataset)"),
+    pretrained: Optional[Path] = typer.Option(None, help="AvatarPipeline folder to start from (default: the cache's); "
+                                                         "for a cascade stage the cascade folder (avatar model init)"),
     size: str = typer.Option("tiny", help="preparing a dataset from scratch: model size (tiny | small)"),
     vae: str = typer.Option("tiny", help="preparing a dataset from scratch: VAE size (tiny | wide)"),
     vae_steps: int = typer.Option(0, min=0, help="preparing from scratch: autoencoder steps fitting the VAE first"),
@@ -97,8 +99,10 @@ def train(
     """Train one stage; rerun to resume from the latest checkpoint (under any number of processes)."""
     from .data import DataConfig
     from .errors import AvatarInputError
-    from .train import TrainConfig, train as run
+    from .train import CASCADE_STAGES, TrainConfig, train as run, train_stage
 
+    if stage in CASCADE_STAGES:
+        run = train_stage  # windows at the stage's own rate and size (the cascade's config), from the curated dataset
     if resolution < 16 or resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
     if num_processes > 1:
@@ -139,6 +143,28 @@ def relaunch(num_processes: int) -> int:
 
 
 @app.command()
+def init(
+    out: Path = typer.Option(..., "--out", "-o", help="the cascade folder to write"),
+    size: str = typer.Option("tiny", help="tiny | small | wan-1.3b (Wan-1.3B-shaped; large)"),
+    resolution: int = typer.Option(0, min=0, help="output side (default: 64 tiny, 128 small, 832 wan-1.3b)"),
+    characters: int = typer.Option(4, min=1, help="characters the model holds"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write an untrained CascadeAvatarPipeline (every stage, random weights) to train stage by stage."""
+    from .cascade import build_cascade
+    from .configs import CASCADE
+
+    if size not in CASCADE:
+        raise typer.BadParameter(f"{size!r}: one of {sorted(CASCADE)}", param_hint="--size")
+    side = resolution or CASCADE[size]["height"]
+    pipe = build_cascade(size, seed=seed, max_characters=characters, **{**CASCADE[size], "height": side, "width": side})
+    pipe.save_pretrained(str(out))
+    c = pipe.cascade
+    console.print(f"{out}: {size} cascade, output {c.height}x{c.width} at {c.fps:g} fps, keyframes every "
+                  f"{c.spacing / c.fps:.2f} s, sub-clips {c.keyframe_size[0]}x{c.keyframe_size[1]}")
+
+
+@app.command()
 def sample(
     reference: Path = typer.Argument(..., help="reference image with the characters"),
     audio: list[Path] = typer.Option([], "--audio", "-a", help="one audio per character, left to right (repeat)"),
@@ -151,13 +177,28 @@ def sample(
     steps: int = typer.Option(10, help="denoising steps"),
     guidance: float = typer.Option(1.0, help="text guidance scale (1 = off)"),
     seed: int = typer.Option(0),
+    duration: Optional[float] = typer.Option(None, help="cascade: seconds of video (default: the longest audio)"),
+    storyline: Optional[Path] = typer.Option(None, help="cascade: plan.json with shots over the timeline"),
+    ray_address: Optional[str] = typer.Option(None, help="cascade: render sub-clips on this Ray cluster"),
+    workers: int = typer.Option(0, min=0, help="cascade: Ray actors rendering sub-clips (0: in this process)"),
+    run_dir: Optional[Path] = typer.Option(None, help="cascade: keep finished sub-clips here (rerun to resume); "
+                                                       "default OUT's name + .run/"),
 ) -> None:
-    """Reference image + one audio per character + prompt -> one clip (MP4 with audio)."""
+    """Reference image + one audio per character + prompt -> a video (MP4 with audio). With a cascade folder
+    (`avatar model init`, trained stages) any duration; OUT.json says keyframe times, sub-clip spans and seeds."""
     import torch
 
     from .configs import build_pipeline
     from .pipeline import AvatarPipeline, saved_pipeline
 
+    if pipeline is not None and is_cascade(saved_pipeline(pipeline, "--pipeline")):
+        return sample_cascade(reference, audio, prompt, out, pipeline, steps, guidance, seed, duration, storyline,
+                              ray_address, workers, run_dir)
+    if duration is not None or storyline is not None:
+        from .errors import AvatarInputError
+
+        raise AvatarInputError("--duration / --storyline need a cascade", "pass --pipeline with a cascade folder "
+                               "(`avatar model init --out DIR`, then train its stages)")
     pipe = AvatarPipeline.from_pretrained(saved_pipeline(pipeline, "--pipeline")) if pipeline \
         else build_pipeline("tiny", seed=seed)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -172,3 +213,32 @@ def sample(
     silent = [i for i, s in enumerate(result.silent) if s]
     console.print(f"{path}: {len(result.frames)} frames at {fps} fps, {len(result.boxes)} characters"
                   + (f", silent: {silent}" if silent else ""))
+
+
+def is_cascade(folder: str) -> bool:
+    import json
+
+    return json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name") == "CascadeAvatarPipeline"
+
+
+def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int,
+                   guidance: float, seed: int, duration: float | None, storyline: Path | None, ray_address: str | None,
+                   workers: int, run_dir: Path | None) -> None:
+    """`avatar model sample` with a cascade folder: the whole duration, sub-clips resumable from the run folder."""
+    from .cascade import CascadeAvatarPipeline
+    from .train import saved_cascade
+
+    pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"))
+    pipe.set_progress_bar_config(disable=True)
+    run_dir = run_dir or out.with_name(out.stem + ".run")
+    with Progress(TextColumn("sub-clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("spans", total=None)
+        result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, duration_s=duration,
+                      storyline=storyline, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+                      run_dir=run_dir, ray_address=ray_address, workers=workers or (1 if ray_address else 0),
+                      span_callback=lambda done, total: bar.update(task, completed=done, total=total))
+    path = result.save(out)
+    r = result.report
+    console.print(f"{path}: {r['frames']} frames at {r['fps']:g} fps, {len(r['spans'])} sub-clips; "
+                  f"report {path.with_suffix('.json')}")

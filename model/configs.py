@@ -23,6 +23,9 @@ TRANSFORMER = {
 TEXT = {"tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
         "small": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
         "wan-1.3b": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)}
+CASCADE = {"tiny": dict(height=64, width=64), "small": dict(height=128, width=128),  # CascadeConfig per size
+           "wan-1.3b": dict(height=832, width=832, subclip_frames=21, interpolation=2, sr_scale=2, blueprint_scale=2,
+                            max_keyframes=21)}
 VAE_TINY = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
 VAE_WIDE = dict(VAE_TINY, base_dim=8)  # for benchmarks that fit it to their clips (model.train.fit_vae)
 

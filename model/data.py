@@ -38,6 +38,12 @@ class DataConfig:
     #                         eye distances wide (lip-sync training on a talking head); 0: the whole frame
     buckets: bool = False  # True: each clip keeps its aspect ratio, resized to the ASPECT_BUCKETS shape nearest
     #                        to it with about size[0] * size[1] pixels (batches group windows of one shape)
+    frame_step: int = 1  # source frames between a window's frames (the cascade's stages sample at lower rates)
+
+    @property
+    def span(self) -> int:
+        """Source frames one window covers."""
+        return (self.num_frames - 1) * self.frame_step + 1
 
 
 ASPECT_BUCKETS = (1 / 2, 9 / 16, 2 / 3, 3 / 4, 1, 4 / 3, 3 / 2, 16 / 9, 2)  # width / height
@@ -125,7 +131,7 @@ class AvatarClipDataset(Dataset):
         self.config = config
         self.records = {cid: self.data.load(cid) for cid in self._usable_clips(folder)["clip_id"]}
         self.windows = [(cid, s) for cid, r in self.records.items()
-                        for s in range(0, r.clip.num_frames - config.num_frames + 1, config.stride)]
+                        for s in range(0, r.clip.num_frames - config.span + 1, config.stride)]
 
     def _usable_clips(self, folder: str):
         """The clips to cut windows from, or an error saying why there are none (in the CLI's words)."""
@@ -141,9 +147,9 @@ class AvatarClipDataset(Dataset):
         if usable.empty:
             raise AvatarInputError(f"none of the {len(done)} curated clips of {folder} asked for passed validation",
                                    "train on them anyway with --all-clips (DataConfig(passed_only=False))")
-        usable = usable[(usable["num_frames"] >= c.num_frames) & (usable["num_persons"] >= c.min_characters)]
+        usable = usable[(usable["num_frames"] >= c.span) & (usable["num_persons"] >= c.min_characters)]
         if usable.empty:
-            raise AvatarInputError(f"no clip of {folder} asked for has {c.num_frames} frames and {c.min_characters} "
+            raise AvatarInputError(f"no clip of {folder} asked for has {c.span} frames and {c.min_characters} "
                                    "persons", "use fewer --frames / --characters, or curate longer clips with more people")
         return usable
 
@@ -158,7 +164,7 @@ class AvatarClipDataset(Dataset):
     def item(self, index: int) -> dict:
         cid, start = self.windows[index]
         r, c = self.records[cid], self.config
-        sl = slice(start, start + c.num_frames)
+        sl = slice(start, start + c.span, c.frame_step)
         frames, masks = r.clip.frames[sl], r.masks[sl]
         order = np.argsort(-masks[0].reshape(masks.shape[1], -1).sum(1), kind="stable")[: c.max_characters]
         order = np.sort(order)  # keep person ids in track order
@@ -183,12 +189,12 @@ class AvatarClipDataset(Dataset):
         if r.clip.audio is not None:
             sr = r.clip.sample_rate
             a0 = int(round(start / r.clip.fps * sr))
-            audio = r.clip.audio[a0:a0 + int(round(c.num_frames / r.clip.fps * sr))].astype(np.float32)
+            audio = r.clip.audio[a0:a0 + int(round(c.span / r.clip.fps * sr))].astype(np.float32)
         weights = mouth_weights(keypoints, frames.shape[1:3], size, c.mouth_weight)
         return {"clip_id": cid, "start": start, "frames": to_tensor(frames, size), "masks": m, "weights": weights,
                 "identity": torch.stack(crops), "boxes": torch.tensor(boxes, dtype=torch.float32),
                 "reference": to_tensor(frames[:1], size)[:, 0],
-                "audio": audio, "fps": float(r.clip.fps), "num_characters": len(order)}
+                "audio": audio, "fps": float(r.clip.fps) / c.frame_step, "num_characters": len(order)}
 
 
 def mirrored(item: dict) -> dict:

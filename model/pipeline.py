@@ -1,6 +1,6 @@
 """AvatarPipeline: reference image + one audio per character + prompt -> one clip (frames + audio, MP4).
 
-The unit the long-video cascade will call. Characters are found in the reference image with the
+The unit of one clip; the long-video cascade (cascade.py) builds on its encoders. Characters are found in the reference image with the
 curation detector (or given as boxes) and ordered left to right: audio i drives character i; a
 character without audio is silent, and the output says so. Each denoising step's mask-head output
 gates the audio of the next step's early blocks (the current step's later blocks use it directly).
@@ -163,7 +163,7 @@ class AvatarPipeline(DiffusionPipeline):
                 f"{num_frames} frames ({num_frames / fps:.1f} s at {fps:g} fps) are more than this model holds in one "
                 f"clip ({most} frames, {most / fps:.1f} s)",
                 f"shorten the audio or pass --frames {most} or fewer; longer videos are the job of the long-video "
-                "cascade (CascadeAvatarPipeline, `--duration`), which is not built yet")
+                "cascade (`avatar model init`, then `avatar model sample --pipeline CASCADE --duration S`)")
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

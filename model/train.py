@@ -39,6 +39,7 @@ from .errors import AvatarInputError
 from .mask_head import MaskPredictionHead
 
 STAGES = ("mask", "audio", "full")
+CASCADE_STAGES = ("blueprint", "keyframe", "subclip", "interpolate", "sr")  # stages of a CascadeAvatarPipeline
 PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -309,8 +310,9 @@ class PositionedWindows(torch.utils.data.Dataset):
         return {**self.data[index], "position": position}
 
 
-def collate_positioned(items: list[dict]) -> dict:
-    out = collate_cache(items)
+def positioned(items: list[dict], collate: Callable[[list[dict]], dict] = collate_cache) -> dict:
+    """A batch with each window's position in the data order (its noise seed)."""
+    out = collate(items)
     out["position"] = torch.tensor([it["position"] for it in items])
     return out
 
@@ -367,6 +369,75 @@ def train(config: TrainConfig, progress: Callable[[int, int, float], None] | Non
     return final
 
 
+def train_stage(config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
+                vae_progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Train one stage of a cascade (config.stage in CASCADE_STAGES) on windows of a curated dataset cut at that
+    stage's rate and size (model/stages.py), through the same loop; returns OUT/pipeline, the whole cascade.
+
+    The cascade comes from the latest checkpoint, else `pretrained` (a cascade folder), else is built at `size`
+    (its VAE fitted to the data first when vae_steps > 0). Train the stages one after another, each run's
+    OUT/pipeline the next one's --pretrained. The audio encoder's projection trains with the sub-clip stage only;
+    the other stages read it frozen."""
+    from .cascade import CascadeAvatarPipeline, build_cascade
+    from .configs import VAE_TINY, VAE_WIDE
+    from .stages import CascadeStageModule, StageWindows
+
+    output = Path(config.output)
+    checkpoint = latest_checkpoint(output) if config.resume else None
+    source = checkpoint or config.pretrained
+    if source is not None:
+        pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(source, "--pretrained"))
+    else:
+        pipe = build_cascade(config.size, seed=config.seed, max_characters=max(2, config.data.max_characters),
+                             vae=VAE_WIDE if config.vae == "wide" else VAE_TINY)
+        from .data import AvatarClipDataset
+        from .stages import stage_data_config
+
+        frames = AvatarClipDataset(config.dataset, stage_data_config(pipe.cascade, "sr", config.data))
+        fit_vae(pipe, frames, config.vae_steps, seed=config.seed, progress=vae_progress)
+    pipe.set_progress_bar_config(disable=True)
+    data = StageWindows(pipe, config.dataset, config.stage, config.data, seed=config.seed)
+    for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head,
+                   *(getattr(pipe, s) for s in CASCADE_STAGES)):
+        module.requires_grad_(False)
+    model = getattr(pipe, config.stage)
+    params = list(model.parameters()) + (list(pipe.audio_encoder.proj.parameters()) if config.stage == "subclip" else [])
+    for p in params:
+        p.requires_grad_(True)
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    step, state = 0, None
+    if checkpoint is not None:
+        state = torch.load(checkpoint / "optimizer.pt", weights_only=True)["optimizer"]
+        step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
+    accelerator = make_accelerator(config)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    fit(accelerator, CascadeStageModule(pipe, config.stage, config.seed), params, data, config,
+        lambda folder: pipe.save_pretrained(str(folder)), step, state, progress)
+    final = output / "pipeline"
+    if accelerator.is_main_process:
+        pipe.save_pretrained(str(final))
+    accelerator.wait_for_everyone()
+    return final
+
+
+def saved_cascade(folder: str | Path, name: str = "") -> str:
+    """`folder` if it holds a saved CascadeAvatarPipeline, else an AvatarInputError naming it and what is missing."""
+    from .pipeline import saved_pipeline
+
+    path = Path(saved_pipeline(folder, name))
+    index = json.loads((path / "model_index.json").read_text())
+    if index.get("_class_name") != "CascadeAvatarPipeline":
+        raise AvatarInputError(f"{name + ' ' if name else ''}{path} holds a {index.get('_class_name')}, not a cascade",
+                               "give a folder written by `avatar model init` or a cascade stage's training")
+    missing = [s for s in CASCADE_STAGES if s not in index or not (path / s / "config.json").is_file()]
+    if missing:
+        raise AvatarInputError(f"the cascade folder {path} is missing the stage(s) {', '.join(missing)}",
+                               "save the whole cascade (save_pretrained) or make a new one with `avatar model init`")
+    return str(path)
+
+
 def fit(accelerator, module: nn.Module, params: list[torch.nn.Parameter], data: CacheDataset, config: TrainConfig,
         save: Callable[[Path], None], step: int = 0, optimizer_state: dict | None = None,
         progress: Callable[[int, int, float], None] | None = None) -> None:
@@ -387,7 +458,8 @@ def fit(accelerator, module: nn.Module, params: list[torch.nn.Parameter], data: 
     module, optimizer = accelerator.prepare(module, optimizer)
     batches = GlobalBatches(ShardBlockSampler(data, config.seed), config.batch_size, accelerator.process_index,
                             accelerator.num_processes, start_batch=step * config.gradient_accumulation)
-    loader = DataLoader(PositionedWindows(data), batch_sampler=batches, collate_fn=collate_positioned)
+    collate = getattr(data, "collate", collate_cache)  # a dataset of other windows (the cascade's stages) brings its own
+    loader = DataLoader(PositionedWindows(data), batch_sampler=batches, collate_fn=lambda items: positioned(items, collate))
     module.train()
     run_loop(accelerator, module, optimizer, params, loader, save, config, Path(config.output), step, progress)
 
