@@ -78,6 +78,34 @@ class CascadePlan:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@torch.no_grad()
+def stream_decode(vae: AutoencoderKLWan, latents: torch.Tensor, frames: int | None = None) -> np.ndarray:
+    """Normalised latents (1, z, F, h, w) -> uint8 frames (T, H, W, 3), one latent frame at a time through the Wan
+    VAE's causal decoder and its feature cache (what AutoencoderKLWan._decode does, without keeping every float
+    frame: memory stays that of one latent frame plus the uint8 output)."""
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    total = (latents.shape[2] - 1) * 4 + 1
+    frames = total if frames is None else min(frames, total)
+    scale = 2 ** (len(vae.config.dim_mult) - 1)
+    video = np.empty((frames, latents.shape[3] * scale, latents.shape[4] * scale, 3), np.uint8)
+    done = 0
+    vae.clear_cache()
+    try:
+        for i in range(latents.shape[2]):
+            z = (latents[:, :, i:i + 1].float() * std + mean).to(vae.device, vae.dtype)
+            vae._conv_idx = [0]
+            x = vae.decoder(vae.post_quant_conv(z), feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+            x = x[0, :, :frames - done].float().clamp(-1, 1).permute(1, 2, 3, 0).cpu().numpy()
+            video[done:done + len(x)] = ((x + 1) * 127.5).round().astype(np.uint8)
+            done += len(x)
+            if done >= frames:
+                break
+    finally:
+        vae.clear_cache()
+    return video
+
+
 def stage_seed(seed: int, stage: str, index: int) -> int:
     """The noise seed of one stage of one span / keyframe / pass: independent of order and worker."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{stage}/{index}".encode()).digest()[:6], "little")
@@ -207,8 +235,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
 
     # ------------------------------------------------------------------ one span: sub-clip, interpolation, SR
     @torch.no_grad()
-    def render_span(self, plan: CascadePlan, j: int) -> np.ndarray:
-        """Output frames of span j (spacing of them; the last span also its end keyframe), uint8 (T, H, W, 3)."""
+    def render_span(self, plan: CascadePlan, j: int) -> torch.Tensor:
+        """Span j at the output rate and size: (1, 16, spacing / 4 + 1, h, w) latents from keyframe j to j + 1."""
         c, device = self.cascade, self._execution_device
         spacing, steps, guidance = c.spacing, plan.steps, plan.guidance
         start = int(round(j * spacing / c.fps * SAMPLE_RATE))
@@ -237,9 +265,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
         out, _ = self.denoise(self.sr, (1, 16, fi, h, w), [stage_seed(plan.seed, "sr", j)], ends,
                               spatial_guide(inter.float().cpu(), (h, w)), text, negative, guidance, steps, tokens,
                               plan.references["sr"].to(device), masks=sr_masks, **common)
-        video = self.decode_latents(out)[0].float().clamp(-1, 1)  # (3, spacing + 1, H, W)
-        frames = ((video.permute(1, 2, 3, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
-        return frames if j == plan.spans - 1 else frames[:spacing]
+        return out.float().cpu()
 
     # ------------------------------------------------------------------ the whole video
     @torch.no_grad()
@@ -353,7 +379,9 @@ class CascadeAvatarPipeline(AvatarPipeline):
                                                      num_inference_steps, guidance_scale, start_from_reference))
         spans = self.render_spans(plan, run, workers, ray_address, span_callback)
         seconds_spans = time.perf_counter() - tic - sum(v for k, v in plan.seconds.items() if k != "blueprint_passes")
-        frames = np.concatenate(spans)[:plan.frames]
+        tic = time.perf_counter()
+        frames = self.decode_video(spans, plan.frames)
+        seconds_decode = time.perf_counter() - tic
         present = [w for w in waves if w is not None]
         mix = np.zeros(int(round(plan.frames / c.fps * SAMPLE_RATE)), np.float32)
         for w in present:
@@ -365,11 +393,20 @@ class CascadeAvatarPipeline(AvatarPipeline):
                             for j in range(plan.spans)],
                   "seeds": {"seed": seed, **{f"{s}/{j}": stage_seed(seed, s, j) for s in ("subclip", "interpolate", "sr")
                                              for j in range(plan.spans)}},
-                  "seconds": {**plan.seconds, "spans": round(seconds_spans, 3)}, "peak_memory_mb": peak_memory_mb(),
+                  "seconds": {**plan.seconds, "spans": round(seconds_spans, 3), "decode": round(seconds_decode, 3)},
+                  "peak_memory_mb": peak_memory_mb(),
                   "workers": workers, "run_dir": None if run_dir is None else str(run_dir),
                   "storyline": storyline.model_dump()}
         return CascadeOutput(frames=frames, audio=mix / max(1, len(present)), sample_rate=SAMPLE_RATE, fps=c.fps,
                              report=report)
+
+    @torch.no_grad()
+    def decode_video(self, spans: list[torch.Tensor], frames: int) -> np.ndarray:
+        """(frames, H, W, 3) uint8 from the spans' latents, decoded as one causal sequence (each span's first slot is
+        the previous span's last: dropped), latent frame by latent frame with the VAE's feature cache. Decoding each
+        span apart would start every span on the VAE's first-frame path: a visible jump at every join."""
+        latents = (torch.cat([spans[0]] + [s[:, :, 1:] for s in spans[1:]], 2))
+        return stream_decode(self.vae, latents, frames)
 
     def run_signature(self, image, waves, duration_s, storyline, boxes, seed, steps, guidance, start) -> str:
         """What a run folder's spans depend on: a resumed run must have asked for the same."""
@@ -382,14 +419,14 @@ class CascadeAvatarPipeline(AvatarPipeline):
         return h.hexdigest()[:16]
 
     def render_spans(self, plan: CascadePlan, run: "RunFolder", workers: int, ray_address: str | None,
-                     callback) -> list[np.ndarray]:
-        """Every span's frames, from the run folder where done, else rendered here or on Ray actors."""
+                     callback) -> list[torch.Tensor]:
+        """Every span's latents, from the run folder where done, else rendered here or on Ray actors."""
         done = {j: run.span(j) for j in range(plan.spans) if run.span(j) is not None}
         todo = [j for j in range(plan.spans) if j not in done]
         report = (lambda: callback(len(done), plan.spans)) if callback else (lambda: None)
         if workers > 0 and todo:
-            for j, frames in ray_spans(self, plan, todo, workers, ray_address, run):
-                done[j] = run.save_span(j, frames)
+            for j, latents in ray_spans(self, plan, todo, workers, ray_address, run):
+                done[j] = run.save_span(j, latents)
                 report()
         else:
             for j in todo:
@@ -426,16 +463,16 @@ class RunFolder:
             tmp.replace(self.folder / "plan.pt")
         return plan
 
-    def span(self, j: int) -> np.ndarray | None:
-        path = None if self.folder is None else self.folder / f"span_{j:05d}.npy"
-        return np.load(path) if path is not None and path.is_file() else None
+    def span(self, j: int) -> torch.Tensor | None:
+        path = None if self.folder is None else self.folder / f"span_{j:05d}.pt"
+        return torch.load(path, weights_only=True) if path is not None and path.is_file() else None
 
-    def save_span(self, j: int, frames: np.ndarray) -> np.ndarray:
+    def save_span(self, j: int, latents: torch.Tensor) -> torch.Tensor:
         if self.folder is not None:
-            tmp = self.folder / f"span_{j:05d}.tmp.npy"
-            np.save(tmp, frames)
-            tmp.replace(self.folder / f"span_{j:05d}.npy")
-        return frames
+            tmp = self.folder / f"span_{j:05d}.pt.tmp"
+            torch.save(latents, tmp)
+            tmp.replace(self.folder / f"span_{j:05d}.pt")
+        return latents
 
 
 def ray_spans(pipe: CascadeAvatarPipeline, plan: CascadePlan, todo: list[int], workers: int,
@@ -457,7 +494,8 @@ def ray_spans(pipe: CascadeAvatarPipeline, plan: CascadePlan, todo: list[int], w
                       logging_level="WARNING")
         ray.init(**kwargs)
     gpus = 1 if torch.cuda.is_available() else 0
-    actors = [SpanWorker.options(num_gpus=gpus, num_cpus=1).remote(str(folder), torch.get_num_threads() // workers or 1)
+    worker = span_worker_class()
+    actors = [worker.options(num_gpus=gpus, num_cpus=1).remote(str(folder), torch.get_num_threads() // workers or 1)
               for _ in range(min(workers, len(todo)))]
     plan_ref = ray.put(plan)
     try:
@@ -467,7 +505,8 @@ def ray_spans(pipe: CascadeAvatarPipeline, plan: CascadePlan, todo: list[int], w
             ray.kill(actor)
 
 
-def _span_worker():
+def span_worker_class():
+    """The Ray actor class that renders spans (made on demand: importing this module does not import Ray)."""
     import ray
 
     @ray.remote
@@ -479,22 +518,10 @@ def _span_worker():
                 self.pipe.to("cuda")
             self.pipe.set_progress_bar_config(disable=True)
 
-        def render(self, plan: CascadePlan, j: int) -> tuple[int, np.ndarray]:
+        def render(self, plan: CascadePlan, j: int) -> tuple[int, torch.Tensor]:
             return j, self.pipe.render_span(plan, j)
 
     return SpanWorker
-
-
-class _LazyWorker:
-    """SpanWorker without importing Ray until a run asks for workers."""
-
-    def __getattr__(self, name):
-        global SpanWorker
-        SpanWorker = _span_worker()
-        return getattr(SpanWorker, name)
-
-
-SpanWorker = _LazyWorker()
 
 
 def build_cascade(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,

@@ -267,7 +267,8 @@ class StageWindows(torch.utils.data.Dataset):
         else:  # sr: the clip, and its first frame alone (the SR of a keyframe)
             x0 = clip_latents(pipe, frames)
             guide = spatial_guide(clip_latents(pipe, resize_frames(frames, c.keyframe_size)), x0.shape[-2:])
-            anchors = end_anchors(x0) if rng.random() < 0.5 else {}
+            draw = rng.random()  # both ends (the cascade), the first only (chained chunks), none
+            anchors = end_anchors(x0) if draw < 0.4 else (end_anchors(x0, last=False) if draw < 0.6 else {})
             key = {"x0_key": x0[0, :, :1], "cond_key": condition(x0[:, :, :1].shape, None, guide[:, :, :1])[0]}
         f, h, w = x0.shape[2:]
         anchored = torch.zeros(f, dtype=torch.bool)

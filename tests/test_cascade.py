@@ -154,6 +154,29 @@ def test_parallel_spans_and_a_killed_run_give_the_frames_of_one_serial_run(casca
         cascade(image, [wave], run_dir=tmp_path / "run", **{**kwargs, "seed": 4})
 
 
+def test_two_characters_go_through_every_stage(cascade, inputs):
+    """Two characters (the second silent): box masks gate the blueprint and keyframes, the mask head the sub-clips,
+    its masks resampled for interpolation and SR."""
+    image, wave = inputs
+    seen = []
+    original = cascade.denoise
+
+    def spy(transformer, shape, *args, **kwargs):
+        seen.append((transformer, kwargs.get("masks") is not None or kwargs.get("use_mask_head", False)))
+        return original(transformer, shape, *args, **kwargs)
+
+    cascade.denoise = spy
+    try:
+        out = cascade(image, [wave, None], duration_s=1.0, num_inference_steps=2,
+                      character_boxes=[[0, 0, 48, 96], [48, 0, 96, 96]])
+    finally:
+        del cascade.denoise
+    assert out.frames.shape == (25, 64, 64, 3)
+    stages = {s: getattr(cascade, s) for s in ("blueprint", "keyframe", "subclip", "interpolate", "sr")}
+    for name, model in stages.items():
+        assert all(gated for t, gated in seen if t is model) and any(t is model for t, _ in seen), name
+
+
 def test_bad_input_is_named(cascade, cascade_dir, inputs, tmp_path):
     image, wave = inputs
     with pytest.raises(AvatarInputError, match="shorter than one sub-clip"):
