@@ -75,7 +75,8 @@ class CascadePlan:
     references: dict[str, torch.Tensor]  # reference latents at "keyframe" and "sr" sizes
     identity: torch.Tensor  # (1, C, 16, 1, hc, wc)
     boxes: torch.Tensor  # (1, C, 4) in [0, 1]
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # planning time per stage
+    blueprint_passes: int = 0
 
 
 @torch.no_grad()
@@ -333,8 +334,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
             frames=frames, spans=spans, seed=seed, steps=steps, guidance=guidance, keyframes=keyframes,
             sr_keyframes=sr_keyframes, waves=waves, texts=[texts_at((j + 0.5) * c.spacing / c.fps) for j in range(spans)],
             references={k: references[k] for k in ("keyframe", "sr")}, identity=identity, boxes=box_tensor,
-            seconds={"blueprint": tic["blueprint"] - tic["start"], "keyframes": tic["keyframes"] - tic["blueprint"],
-                     "blueprint_passes": common.get("passes", 0)})
+            seconds={"blueprint": tic["blueprint"] - tic["start"], "keyframes": tic["keyframes"] - tic["blueprint"]},
+            blueprint_passes=common.get("passes", 0))
 
     @torch.no_grad()
     def __call__(self, reference_image, audio: list | None = None, prompt: str = "", negative_prompt: str = "",
@@ -374,11 +375,11 @@ class CascadeAvatarPipeline(AvatarPipeline):
         waves += [None] * (len(boxes) - len(waves))
         run = RunFolder(run_dir, self.run_signature(image, waves, duration_s, storyline, boxes, seed,
                                                     num_inference_steps, guidance_scale, start_from_reference))
-        tic = time.perf_counter()
         plan = run.plan() or run.save_plan(self.plan(image, waves, storyline, duration_s, boxes, seed,
                                                      num_inference_steps, guidance_scale, start_from_reference))
+        tic_spans = time.perf_counter()
         spans = self.render_spans(plan, run, workers, ray_address, span_callback)
-        seconds_spans = time.perf_counter() - tic - sum(v for k, v in plan.seconds.items() if k != "blueprint_passes")
+        seconds_spans = time.perf_counter() - tic_spans
         tic = time.perf_counter()
         frames = self.decode_video(spans, plan.frames)
         seconds_decode = time.perf_counter() - tic
@@ -394,6 +395,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
                   "seeds": {"seed": seed, **{f"{s}/{j}": stage_seed(seed, s, j) for s in ("subclip", "interpolate", "sr")
                                              for j in range(plan.spans)}},
                   "seconds": {**plan.seconds, "spans": round(seconds_spans, 3), "decode": round(seconds_decode, 3)},
+                  "blueprint_passes": plan.blueprint_passes,
                   "peak_memory_mb": peak_memory_mb(),
                   "workers": workers, "run_dir": None if run_dir is None else str(run_dir),
                   "storyline": storyline.model_dump()}
@@ -421,7 +423,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
     def render_spans(self, plan: CascadePlan, run: "RunFolder", workers: int, ray_address: str | None,
                      callback) -> list[torch.Tensor]:
         """Every span's latents, from the run folder where done, else rendered here or on Ray actors."""
-        done = {j: run.span(j) for j in range(plan.spans) if run.span(j) is not None}
+        done = {j: latents for j in range(plan.spans) if (latents := run.span(j)) is not None}
         todo = [j for j in range(plan.spans) if j not in done]
         report = (lambda: callback(len(done), plan.spans)) if callback else (lambda: None)
         if workers > 0 and todo:

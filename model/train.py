@@ -397,7 +397,7 @@ def train_stage(config: TrainConfig, progress: Callable[[int, int, float], None]
         fit_vae(pipe, frames, config.vae_steps, seed=config.seed, progress=vae_progress)
     pipe.set_progress_bar_config(disable=True)
     data = StageWindows(pipe, config.dataset, config.stage, config.data, seed=config.seed)
-    for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head,
+    for module in (pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head,
                    *(getattr(pipe, s) for s in CASCADE_STAGES)):
         module.requires_grad_(False)
     model = getattr(pipe, config.stage)
