@@ -3,9 +3,9 @@
 A test that asserts a learning effect (a loss falls, a VAE learns to reconstruct, the audio path predicts
 the audio-driven patch) or an accuracy (tracker masks against exact or human masks) must hold with a clear
 margin whatever the seed and the thread count: float summation order alone changes a short training run.
-This script runs the tests' own measurement functions (tests/test_model.py, tests/test_track.py) for
-`--seeds` seeds (for the tracker: the first `--seeds` synthetic crossings) in one child process per thread
-count, and reports each statistic's range beside the bound its test asserts.
+This script runs the tests' own measurement functions (tests/test_model.py, tests/test_track.py,
+tests/test_distill.py) for `--seeds` seeds (for the tracker: the first `--seeds` synthetic crossings) in one child
+process per thread count, and reports each statistic's range beside the bound its test asserts.
 
     .venv/bin/python benchmarks/learning_tests.py [--seeds 5] [--threads 1 2] [--only vae train mask audio ...]
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-MEASURES = ("vae", "train", "mask", "audio", "crossing", "naive", "judo")
+MEASURES = ("vae", "train", "mask", "audio", "crossing", "naive", "judo", "distill")
 
 
 def measure(names: list[str], seeds: int, threads: int) -> dict:
@@ -35,7 +35,8 @@ def measure(names: list[str], seeds: int, threads: int) -> dict:
 
     setup_env()
     weights, data = Path(os.environ["AVATAR_WEIGHTS_DIR"]), Path(os.environ.get("AVATAR_DATA_DIR") or SHARED / "data")
-    from conftest import crossing_clips, make_curated_dataset
+    from conftest import crossing_clips, make_curated_dataset, make_talking_dataset
+    from test_distill import distilled_errors
     from test_model import audio_error_ratios, fit_vae_ratio, mask_loss_ratio, training_loss_ratio
     from test_track import crossing_scores, judo_ious
 
@@ -65,6 +66,16 @@ def measure(names: list[str], seeds: int, threads: int) -> dict:
                 s = crossing_scores(annotator.tracker, clips[seed])
                 for k in ("J_mean", "visible_iou", "id_switches"):
                     out.setdefault(f"crossing_{k}", []).append(s[k])
+            if "distill" in names:
+                if seed == 0:
+                    from model.cascade import build_cascade
+
+                    talking = make_talking_dataset(root / "talking", weights, data)
+                    build_cascade("tiny", seed=0).save_pretrained(str(root / "teacher"))
+                for lora in (None, 4):
+                    ratios = distilled_errors(talking, root / "teacher", root / f"d{seed}_{lora}", seed, lora)
+                    for k, v in ratios.items():
+                        out.setdefault(f"distill{'_lora' if lora else ''}_{k}", []).append(v)
             if "naive" in names:
                 naive = PersonTracker(TrackerConfig(backend="ultralytics", association="track_id"))
                 out.setdefault("naive_J_mean", []).append(crossing_scores(naive, clips[seed])["J_mean"])

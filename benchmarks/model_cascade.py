@@ -227,31 +227,40 @@ def seam_ratio(frames: np.ndarray, spacing: int) -> float:
     return round(float(change[joins].mean() / change[inside].mean()), 3)
 
 
-def measure_drift(args, tmp: Path) -> dict:
+def held_out_inputs(held_ds: Path, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out reference (the first held-out frame, a 96x96 square around the face) and `seconds` + 1 of held-out
+    audio (the talking head's tail, then the other talking clips' audio)."""
+    import cv2
     import soundfile as sf
 
-    from benchmarks.model_audio import curate_talking_heads
-    from evaluation.metrics.faces import FaceAnalyzer, FaceConfig
-    from model.data import face_square
-
-    tic = time.perf_counter()
-    train_ds, held_ds = curate_talking_heads(["talking_head_infinitetalk"], args.split, 0.25, tmp / "curated")
-    curate_s = time.perf_counter() - tic
-    pipe_dir, train_s = train_cascade(train_ds, tmp / "train", args.train_steps, args.vae_steps)
     from curation.dataset import CuratedDataset
-    from model.cascade import CascadeAvatarPipeline
+    from model.data import face_square
 
     held = CuratedDataset(str(held_ds))
     record = held.load(held.done(passed_only=False)["clip_id"].iloc[0])
     frame, keypoints = record.clip.frames[0], record.keypoints[0, 0]
     x0, y0, x1, y1 = face_square(keypoints, 3.0, frame.shape[:2])
-    import cv2
-
     reference = cv2.resize(frame[y0:y1, x0:x1], (96, 96), interpolation=cv2.INTER_AREA)
     talking = SHARED / "data" / "talking"
     audio = [record.clip.audio.astype(np.float32)] + [sf.read(p, dtype="float32")[0] for p in
                                                       sorted(talking.glob("*_16k.wav"))]
-    wave = np.concatenate([a if a.ndim == 1 else a.mean(1) for a in audio])[:int((args.seconds + 1) * 16000)]
+    wave = np.concatenate([a if a.ndim == 1 else a.mean(1) for a in audio])[:int((seconds + 1) * 16000)]
+    return reference, wave
+
+
+def measure_drift(args, tmp: Path) -> dict:
+    import cv2
+
+    from benchmarks.model_audio import curate_talking_heads
+    from evaluation.metrics.faces import FaceAnalyzer, FaceConfig
+
+    tic = time.perf_counter()
+    train_ds, held_ds = curate_talking_heads(["talking_head_infinitetalk"], args.split, 0.25, tmp / "curated")
+    curate_s = time.perf_counter() - tic
+    pipe_dir, train_s = train_cascade(train_ds, tmp / "train", args.train_steps, args.vae_steps)
+    from model.cascade import CascadeAvatarPipeline
+
+    reference, wave = held_out_inputs(held_ds, args.seconds)
     pipe = CascadeAvatarPipeline.from_pretrained(str(pipe_dir))
     pipe.set_progress_bar_config(disable=True)
     tic = time.perf_counter()

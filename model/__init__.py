@@ -7,7 +7,7 @@ from importlib import import_module
 
 _EXPORTS = {"AudioEncoder": "audio", "AvatarPipeline": "pipeline", "AvatarTransformer": "transformer",
             "MaskPredictionHead": "mask_head", "CascadeAvatarPipeline": "cascade", "CascadeConfig": "stages",
-            "Storyline": "storyline"}
+            "Storyline": "storyline", "TimeSchedule": "schedulers"}
 __all__ = sorted(_EXPORTS)
 
 

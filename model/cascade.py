@@ -35,12 +35,14 @@ from .audio import AudioEncoder, load_audio
 from .errors import AvatarInputError
 from .mask_head import MaskPredictionHead
 from .pipeline import AvatarPipeline, export_to_mp4, read_reference
+from .schedulers import TimeSchedule, load_schedules, save_schedules, shifted_schedule
 from .stages import (CascadeConfig, condition, end_anchors, keyframe_audio, spatial_guide, temporal_guide,
                      with_anchors)
 from .storyline import Storyline
 from .transformer import AvatarTransformer
 
 SAMPLE_RATE = 16000
+DEFAULT_STEPS = 10  # a stage with no saved schedule samples with this many shifted steps
 CASCADE_STAGES = ("blueprint", "keyframe", "subclip", "interpolate", "sr")
 
 
@@ -66,7 +68,7 @@ class CascadePlan:
     frames: int  # output frames
     spans: int
     seed: int
-    steps: int
+    steps: int | None
     guidance: float
     keyframes: torch.Tensor  # (1, 16, K, hk, wk) HR keyframe latents
     sr_keyframes: torch.Tensor  # (1, 16, K, h, w) at the output size
@@ -138,6 +140,31 @@ class CascadeAvatarPipeline(AvatarPipeline):
                                      interpolation=interpolation, sr_scale=sr_scale, blueprint_scale=blueprint_scale,
                                      max_keyframes=max_keyframes)
         self.register_to_config(**self.cascade.to_dict())
+        self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (model/schedulers.py)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """diffusers' save_pretrained, plus the stages' time schedules (schedules.json)."""
+        super().save_pretrained(save_directory, **kwargs)
+        save_schedules(save_directory, self.schedules)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "CascadeAvatarPipeline":
+        """diffusers' from_pretrained, plus the time schedules saved in a local folder."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if Path(pretrained_model_name_or_path).is_dir():
+            pipe.schedules = load_schedules(pretrained_model_name_or_path)
+        return pipe
+
+    def schedule(self, stage: str, steps: int | None = None) -> TimeSchedule:
+        """The sigmas `stage` samples with: its saved schedule when `steps` is None or equal to its step count, else
+        the scheduler's shifted `steps`-step schedule (DEFAULT_STEPS when nothing is saved or asked)."""
+        saved = self.schedules.get(stage)
+        if saved is not None and steps in (None, saved.steps):
+            return saved
+        return shifted_schedule(steps or DEFAULT_STEPS, self.scheduler.config)
+
+    def stage_name(self, transformer: AvatarTransformer) -> str:
+        return next(s for s in CASCADE_STAGES if getattr(self, s) is transformer)
 
     @property
     def transformer(self) -> AvatarTransformer:
@@ -152,16 +179,19 @@ class CascadeAvatarPipeline(AvatarPipeline):
     # ------------------------------------------------------------------ one denoising run of one stage
     def denoise(self, transformer: AvatarTransformer, shape: tuple[int, ...], seeds: list[int],
                 anchors: dict[int, torch.Tensor] | None, guide: torch.Tensor | None, text: torch.Tensor,
-                negative: torch.Tensor | None, guidance: float, steps: int, audio_tokens: torch.Tensor | None,
+                negative: torch.Tensor | None, guidance: float, steps: int | None, audio_tokens: torch.Tensor | None,
                 reference: torch.Tensor, identity: torch.Tensor, boxes: torch.Tensor,
                 masks: torch.Tensor | None = None, use_mask_head: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Flow-matching Euler from noise (one seed per batch item) to latents of `shape`, with the anchors fixed."""
+        """Flow-matching Euler from noise (one seed per batch item) to latents of `shape`, with the anchors fixed, on
+        the stage's schedule (self.schedule). A distilled stage (guidance baked in) makes one forward pass a step."""
         device, dtype = self._execution_device, transformer.dtype
         b = shape[0]
         noise = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
         cond = condition(shape, anchors, guide).to(device, dtype)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps, device=device)
+        schedule = self.schedule(self.stage_name(transformer), steps)
+        if schedule.guidance is not None:
+            negative = None
+        scheduler = schedule.scheduler(self.scheduler.config, device)
         x = noise.to(device, dtype)
         text, negative = text.expand(b, -1, -1), None if negative is None else negative.expand(b, -1, -1)
         for i, t in enumerate(scheduler.timesteps):
@@ -340,13 +370,14 @@ class CascadeAvatarPipeline(AvatarPipeline):
     @torch.no_grad()
     def __call__(self, reference_image, audio: list | None = None, prompt: str = "", negative_prompt: str = "",
                  duration_s: float | None = None, storyline: Storyline | str | Path | None = None,
-                 num_inference_steps: int = 10, guidance_scale: float = 1.0, seed: int = 0,
+                 num_inference_steps: int | None = None, guidance_scale: float = 1.0, seed: int = 0,
                  character_boxes: list[list[float]] | None = None, start_from_reference: bool = True,
                  run_dir: str | Path | None = None, ray_address: str | None = None, workers: int = 0,
                  span_callback=None, audio_tolerance_s: float = 0.5) -> CascadeOutput:
         """Sample `duration_s` seconds (default: the longest audio). `workers` > 0 renders spans on that many Ray
         actors (local Ray, or the cluster at `ray_address`); 0 renders them here, in order. With `run_dir`, finished
-        spans are kept there and a rerun with the same inputs resumes. `span_callback(done, total)` after each span."""
+        spans are kept there and a rerun with the same inputs resumes. `span_callback(done, total)` after each span.
+        `num_inference_steps` None: each stage's saved schedule (a distilled pipeline's few steps), else DEFAULT_STEPS."""
         c = self.cascade
         image = read_reference(reference_image) if isinstance(reference_image, (str, Path)) else np.array(reference_image)
         if image.ndim != 3 or image.shape[2] != 3:
@@ -416,7 +447,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
         h.update(np.ascontiguousarray(image).tobytes())
         for w in waves:
             h.update(b"none" if w is None else np.ascontiguousarray(w, np.float32).tobytes())
-        h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start,
+        schedules = {s: self.schedule(s, steps).to_dict() for s in CASCADE_STAGES}
+        h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start, schedules,
                              self.cascade.to_dict(), str(self.name_or_path)], sort_keys=True, default=str).encode())
         return h.hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""`avatar model prepare | train | sample`."""
+"""`avatar model prepare | train | init | sample | distill`."""
 
 from __future__ import annotations
 
@@ -174,7 +174,8 @@ def sample(
     frames: Optional[int] = typer.Option(None, help="frames (4k+1); default from the audio length"),
     fps: float = typer.Option(25.0),
     resolution: int = typer.Option(64, help="square output size"),
-    steps: int = typer.Option(10, help="denoising steps"),
+    steps: Optional[int] = typer.Option(None, min=1, help="denoising steps (default 10; a distilled cascade: its "
+                                                          "saved few-step schedules)"),
     guidance: float = typer.Option(1.0, help="text guidance scale (1 = off)"),
     seed: int = typer.Option(0),
     duration: Optional[float] = typer.Option(None, help="cascade: seconds of video (default: the longest audio)"),
@@ -203,6 +204,7 @@ def sample(
         else build_pipeline("tiny", seed=seed)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
+        steps = steps or 10
         task = bar.add_task("sample", total=steps)
         pipe.set_progress_bar_config(disable=True)
         result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, num_frames=frames, fps=fps,
@@ -221,7 +223,7 @@ def is_cascade(folder: str) -> bool:
     return json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name") == "CascadeAvatarPipeline"
 
 
-def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int,
+def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int | None,
                    guidance: float, seed: int, duration: float | None, storyline: Path | None, ray_address: str | None,
                    workers: int, run_dir: Path | None) -> None:
     """`avatar model sample` with a cascade folder: the whole duration, sub-clips resumable from the run folder."""
@@ -242,3 +244,64 @@ def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, p
     r = result.report
     console.print(f"{path}: {r['frames']} frames at {r['fps']:g} fps, {len(r['spans'])} sub-clips; "
                   f"report {path.with_suffix('.json')}")
+
+
+@app.command()
+def distill(
+    teacher: Path = typer.Argument(..., help="the cascade folder to distil (avatar model init + trained stages)"),
+    dataset: Path = typer.Option(..., "--dataset", "-d", help="curated dataset whose windows condition the "
+                                                               "teacher's trajectories"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (rerun to resume); the result is OUT/pipeline"),
+    student_steps: int = typer.Option(4, min=1, help="sampling steps of the students"),
+    stage: list[str] = typer.Option([], "--stage", help="stage(s) to distil (repeat; default: all five)"),
+    lora_rank: Optional[int] = typer.Option(None, min=1, help="train LoRA adapters of this rank (default: full)"),
+    schedule: str = typer.Option("fitted", help="the students' phases: fitted (to the teacher) | shifted"),
+    teacher_steps: int = typer.Option(50, min=2, help="the fine grid the teacher's trajectories are solved on"),
+    noises: int = typer.Option(4, min=1, help="trajectories per window"),
+    windows: int = typer.Option(32, min=1, help="windows per stage"),
+    guidance: float = typer.Option(1.0, help="the teacher's text guidance, baked into the students"),
+    prompt: str = typer.Option("", help="the text the trajectories are conditioned on"),
+    negative_prompt: str = typer.Option("", help="the teacher's negative prompt (with --guidance > 1)"),
+    steps: int = typer.Option(300, min=0, help="optimizer steps (0: no student: the teacher with its fitted "
+                                               "schedules)"),
+    batch_size: int = typer.Option(8, min=1),
+    lr: float = typer.Option(1e-4),
+    characters: int = typer.Option(1, min=1, help="characters per window (the largest persons)"),
+    all_clips: bool = typer.Option(False, "--all-clips", help="also clips that failed validation"),
+    face_crop: float = typer.Option(0.0, help="windows cut around the mouth (eye distances; 0: whole frame)"),
+    save_every: int = typer.Option(100, min=1),
+    seed: int = typer.Option(0, help="seeds the windows' noises and the order of the training points"),
+    trajectories: Optional[Path] = typer.Option(None, help="where the teacher's trajectories are kept (default "
+                                                           "OUT/trajectories; runs of one teacher can share them)"),
+    fresh: bool = typer.Option(False, "--fresh", help="ignore checkpoints in OUT (default: resume)"),
+) -> None:
+    """Few-step students of a cascade's stages (phased consistency distillation, model/distill.py): OUT/pipeline
+    samples in --student-steps steps by default (`avatar model sample ... --pipeline OUT/pipeline`)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from .data import DataConfig
+    from .distill import DistillConfig, distill as run
+    from .stages import STAGES
+
+    diffusers_logging.disable_progress_bar()  # loading / saving bars: the rich display below shows the work
+    transformers_logging.disable_progress_bar()
+
+    config = DistillConfig(teacher=str(teacher), dataset=str(dataset), output=str(out), student_steps=student_steps,
+                           stages=tuple(stage) or STAGES, lora_rank=lora_rank, schedule=schedule,
+                           teacher_steps=teacher_steps, noises=noises, max_windows=windows, guidance=guidance,
+                           prompt=prompt, negative_prompt=negative_prompt, steps=steps, batch_size=batch_size, lr=lr,
+                           save_every=save_every, resume=not fresh, seed=seed,
+                           trajectories=str(trajectories) if trajectories else None,
+                           data=DataConfig(max_characters=characters, passed_only=not all_clips, face_crop=face_crop))
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:
+        def progress(name: str, done: int, total: int, loss: float | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, loss="-")
+            bar.update(tasks[name], completed=done, loss="-" if loss is None else f"{loss:.5f}")
+
+        final = run(config, progress=progress)
+    console.print(f"pipeline: {final} (samples in {student_steps} steps by default)   "
+                  f"report: {out / 'distill_report.json'}   loss curve: {out / 'loss.csv'}")

@@ -347,10 +347,17 @@ class CascadeStageModule(torch.nn.Module):
     def loss(self, batch, x0, cond, anchored, sigma, noise, audio) -> torch.Tensor:
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise  # anchor slots: the anchor noised, as sampling sets them
-        c = batch["identity"].shape[1]
-        masks = batch["masks"].clamp(0, 1)[:, :, :x0.shape[2]] if c > 1 else None
-        tokens = self.audio_encoder.proj(audio.to(self.audio_encoder.dtype))
-        out = self.transformer(torch.cat([xt, cond], 1), sigma * 1000, self.text.expand(len(x0), -1, -1),
-                               audio_tokens=tokens, reference_latents=batch["reference"],
-                               identity_latents=batch["identity"], audio_masks=masks)
-        return anchored_loss(out.sample, x0, noise, anchored)
+        flow = stage_flow(self.transformer, self.audio_encoder, xt, sigma, cond, audio, batch, self.text)
+        return anchored_loss(flow, x0, noise, anchored)
+
+
+def stage_flow(transformer, audio_encoder, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+               audio: torch.Tensor, batch: dict, text: torch.Tensor) -> torch.Tensor:
+    """A stage's flow on a batch of training windows ((B,) sigma; `audio` (B, C, F, 4, feat) before the projection),
+    conditioned as at sampling: what stage training and distillation both call."""
+    c = batch["identity"].shape[1]
+    masks = batch["masks"].clamp(0, 1)[:, :, :x.shape[2]] if c > 1 else None
+    tokens = audio_encoder.proj(audio.to(audio_encoder.dtype))
+    out = transformer(torch.cat([x, cond], 1), sigma * 1000, text.expand(len(x), -1, -1), audio_tokens=tokens,
+                      reference_latents=batch["reference"], identity_latents=batch["identity"], audio_masks=masks)
+    return out.sample

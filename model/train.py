@@ -66,6 +66,7 @@ class TrainConfig:
     gradient_accumulation: int = 1
     gradient_checkpointing: bool = False
     clip_ids: tuple[str, ...] | None = None  # train on these clips of the cache only (train / held-out splits)
+    lr_schedule: str = "constant"  # constant | cosine (warmup_cosine: a tenth warm-up, then decay to 0)
 
 
 def latest_checkpoint(output: Path) -> Path | None:
@@ -447,6 +448,8 @@ def fit(accelerator, module: nn.Module, params: list[torch.nn.Parameter], data: 
     if accelerator.is_main_process:
         Path(config.output).mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise AvatarInputError(f"learning-rate schedule {config.lr_schedule!r}", "use constant or cosine")
     if optimizer_state is not None:
         try:
             optimizer.load_state_dict(optimizer_state)
@@ -455,17 +458,19 @@ def fit(accelerator, module: nn.Module, params: list[torch.nn.Parameter], data: 
                                    f"(stage {config.stage!r}): {exc}",
                                    "resume with the stage and model it was made with, or train into a new --out "
                                    "(or --fresh)") from exc
+    factor = warmup_cosine(config.steps) if config.lr_schedule == "cosine" else (lambda _: 1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: factor(i + step))  # resumes at `step`
     module, optimizer = accelerator.prepare(module, optimizer)
     batches = GlobalBatches(ShardBlockSampler(data, config.seed), config.batch_size, accelerator.process_index,
                             accelerator.num_processes, start_batch=step * config.gradient_accumulation)
     collate = getattr(data, "collate", collate_cache)  # a dataset of other windows (the cascade's stages) brings its own
     loader = DataLoader(PositionedWindows(data), batch_sampler=batches, collate_fn=lambda items: positioned(items, collate))
     module.train()
-    run_loop(accelerator, module, optimizer, params, loader, save, config, Path(config.output), step, progress)
+    run_loop(accelerator, module, optimizer, params, loader, save, config, Path(config.output), step, progress, schedule)
 
 
 def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Path], None], config: TrainConfig,
-             output: Path, step: int, progress) -> None:
+             output: Path, step: int, progress, schedule=None) -> None:
     """Optimizer steps until config.steps: accumulate, clip, step, log the mean loss over processes, checkpoint."""
     main = accelerator.is_main_process
     curve = (output / "loss.csv").open("a", newline="") if main else None
@@ -486,6 +491,8 @@ def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Pat
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
+            if schedule is not None:
+                schedule.step()
             step += 1
             value, losses = float(np.mean(losses)), []
             if main:

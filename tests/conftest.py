@@ -200,6 +200,24 @@ def curated_dataset(weights_dir, data_dir, synthetic_clip, tmp_path_factory) -> 
     return make_curated_dataset(tmp_path_factory.mktemp("curated"), weights_dir, data_dir, synthetic_clip)
 
 
+def make_talking_dataset(root: Path, weights_dir: Path, data_dir: Path, frames: int = 81) -> Path:
+    """The talking head (with its audio) curated by the real annotator, its first `frames` frames."""
+    from curation import AnnotatorConfig, ClipAnnotator, ReadConfig
+
+    config = AnnotatorConfig(weights_dir=str(weights_dir), read=ReadConfig(max_side=256, max_frames=frames))
+    config.tracker.backend = config.pose.backend = "ultralytics"
+    ann = ClipAnnotator(config)
+    talking = data_dir / "talking_head_infinitetalk"
+    ann.write([ann(talking / "ref_video.mp4", audio=talking / "ref_video_audio_16k.wav")], root / "dataset")
+    return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def talking_81(weights_dir, data_dir, tmp_path_factory):
+    """81 frames of the talking head: long enough for every cascade stage."""
+    return make_talking_dataset(tmp_path_factory.mktemp("talking81"), weights_dir, data_dir)
+
+
 @pytest.fixture
 def avatar(monkeypatch, capsys):
     """Run the `avatar` command in this process as a user would: returns (exit code, stdout, stderr)."""

@@ -199,20 +199,6 @@ def test_bad_input_is_named(cascade, cascade_dir, inputs, tmp_path):
         saved_cascade(broken)
 
 
-@pytest.fixture(scope="module")
-def talking_81(weights_dir, data_dir, tmp_path_factory):
-    """The talking head (with its audio) curated by the real annotator, 81 frames: long enough for every stage."""
-    from curation import AnnotatorConfig, ClipAnnotator, ReadConfig
-
-    config = AnnotatorConfig(weights_dir=str(weights_dir), read=ReadConfig(max_side=256, max_frames=81))
-    config.tracker.backend = config.pose.backend = "ultralytics"
-    ann = ClipAnnotator(config)
-    talking = data_dir / "talking_head_infinitetalk"
-    root = tmp_path_factory.mktemp("talking81")
-    ann.write([ann(talking / "ref_video.mp4", audio=talking / "ref_video_audio_16k.wav")], root / "dataset")
-    return root / "dataset"
-
-
 def test_every_stage_trains_from_a_curated_dataset(avatar, talking_81, cascade_dir, tmp_path):
     """`avatar model train DATASET --stage S --pretrained CASCADE` trains that stage alone (the others, and the VAE,
     keep their weights) on windows at the stage's rate and size."""
