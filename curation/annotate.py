@@ -176,9 +176,11 @@ class ClipAnnotator:
         threads.limit_process(n)
         if self.detector:
             threads.limit_yolo(self.detector.model, self.detector.weights_path, n)
-        if self.pose:
-            limit = threads.limit_rtmpose if self.pose.backend == "rtmlib" else threads.limit_yolo
-            limit(self.pose.model, self.pose.weights_path, n)
+        if self.pose and self.pose.backend == "rtmlib":
+            threads.limit_rtmpose(self.pose.model, self.pose.weights_path, n)
+        elif self.pose and self.pose.backend == "ultralytics":
+            threads.limit_yolo(self.pose.model, self.pose.weights_path, n)
+        # MediaPipe's solutions API has no thread setting: Holistic keeps TFLite's own XNNPACK pool
         if self.tracker and self.tracker.backend == "ultralytics":
             threads.limit_yolo(self.tracker._impl.model, self.tracker.weights_path, n)
 

@@ -16,7 +16,7 @@ from .errors import CurationError
 Stride = Annotated[int, typer.Option(min=1, help="keep every n-th frame")]
 MaxSide = Annotated[Optional[int], typer.Option(min=0, help="resize so max(H, W) <= this (0 keeps the source size)")]
 TrackerBackend = Annotated[str, typer.Option(help="auto | sam2 | ultralytics")]
-PoseBackend = Annotated[str, typer.Option(help="auto | rtmlib | ultralytics")]
+PoseBackend = Annotated[str, typer.Option(help="auto | rtmlib | mediapipe | ultralytics")]
 WeightsDir = Annotated[Optional[Path], typer.Option(help="folder of weights (default $AVATAR_WEIGHTS_DIR)")]
 Sam2Checkpoint = Annotated[Optional[str], typer.Option(help="SAM2 checkpoint path or name")]
 DWPose = Annotated[Optional[str], typer.Option(help="DWPose/RTMPose ONNX path or name")]

@@ -69,8 +69,17 @@ def crop_box(mask: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int]:
     return max(0, x0 - px), max(0, y0 - py), min(mask.shape[1], x1 + px), min(mask.shape[0], y1 + py)
 
 
+MOUTH_WHOLEBODY = slice(23 + 48, 23 + 68)  # COCO-WholeBody face points 48-67: the lips (curation/wholebody.py)
+
+
 def mouth_box(keypoints: np.ndarray) -> tuple[float, float, float, float] | None:
-    """xyxy box around the mouth from COCO nose and eyes (K, 3) of one frame; None if they are not seen."""
+    """xyxy box around the mouth of one frame's keypoints (K, 3); None if it is not seen. With whole-body keypoints
+    (K = 133) and the lips found, the lips' box (padded to the box below); else guessed from COCO nose and eyes."""
+    if len(keypoints) == 133 and (keypoints[MOUTH_WHOLEBODY, 2] >= 0.3).all():
+        lips = keypoints[MOUTH_WHOLEBODY, :2]
+        (x0, y0), (x1, y1) = lips.min(0), lips.max(0)
+        cx, cy, half_w = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, 1.0) * 0.7
+        return cx - half_w, cy - half_w * 0.65, cx + half_w, cy + half_w * 0.65
     nose, left_eye, right_eye = keypoints[0], keypoints[1], keypoints[2]
     if min(nose[2], left_eye[2], right_eye[2]) < 0.3:
         return None
