@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,13 @@ setup_env()
 from curation import AnnotatorConfig, ClipAnnotator, CurationError, ReadConfig, schema  # noqa: E402
 from curation.synthetic import clean_plate, generate_clip  # noqa: E402
 from curation.video import write_video  # noqa: E402
-from pipelines.curate import CurateConfig, curate  # noqa: E402
+from curation.annotate import ClipWork  # noqa: E402
+from curation.detect import Detections  # noqa: E402
+from curation.video import Clip  # noqa: E402
+from pipelines.curate import CurateConfig, curate, pack, unpack  # noqa: E402
+
+
+MiB = 1024 * 1024
 
 
 class Monitor:
@@ -162,17 +169,105 @@ def scale_inputs(folder: Path, n: int) -> list[str]:
     return videos
 
 
+def _travelling_clip(seed: int, frames: int, persons: int = 2, size: tuple[int, int] = (640, 360)) -> ClipWork:
+    """A ClipWork as the track stage hands it on: frames, masks, detections, keypoints, audio (random content:
+    the transport does not look at it)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    clip = Clip(f"clip{seed}.mp4", rng.integers(0, 255, (frames, h, w, 3), np.uint8), 25.0,
+                np.arange(frames, dtype=np.int32), size, audio=rng.standard_normal(frames * 640).astype(np.float32),
+                sample_rate=16000)
+    boxes = rng.uniform(0, 300, (persons, 4)).astype(np.float32)
+    return ClipWork(f"id{seed}", clip.source, clip, detections=[Detections(boxes, np.ones(persons, np.float32))] * frames,
+                    poses=[rng.random((persons, 133, 3), np.float32) for _ in range(frames)],
+                    masks=rng.random((frames, persons, h, w)) > 0.5, keypoint_format="wholebody133")
+
+
+class _PickledHop:
+    """The transport before: the whole ClipWork pickled into a bytes column at every stage."""
+
+    def __call__(self, batch: dict) -> dict:
+        work = pickle.loads(batch["payload"][0])
+        return {"payload": np.array([pickle.dumps(work, protocol=5)], dtype=object)}
+
+
+class _ColumnsHop:
+    """The transport now (pipelines.curate.pack / unpack): frames and masks as tensor columns, the rest pickled."""
+
+    def __call__(self, batch: dict) -> dict:
+        row = {k: batch[k][0] for k in batch}
+        out = pack(unpack(row))
+        return {k: (v[None] if isinstance(v, np.ndarray) else np.array([v], dtype=object)) for k, v in out.items()}
+
+
+def transport(clips: int, frames: int, hops: tuple[int, int] = (1, 5), repeats: int = 2) -> dict:
+    """Per-hop cost of moving a clip between two Ray Data stages, old transport vs new, side by side: the wall time
+    of a graph of ``hops[1]`` identity stages minus one of ``hops[0]``, per extra hop and clip (median of
+    ``repeats`` interleaved runs); and the driver-side CPU of one serialise + deserialise round trip."""
+    import ray
+
+    works = [_travelling_clip(k, frames) for k in range(clips)]
+
+    def items(kind: str) -> list[dict]:
+        if kind == "pickled":
+            return [{"payload": pickle.dumps(w, protocol=5)} for w in works]
+        return [pack(w) for w in works]
+
+    def run(kind: str, n_hops: int) -> float:
+        ds = ray.data.from_items(items(kind), override_num_blocks=clips)
+        hop = _PickledHop if kind == "pickled" else _ColumnsHop
+        for _ in range(n_hops):
+            # one actor per stage, a fifth of a CPU each: every stage of the longest graph fits on 2 cores at once
+            ds = ds.map_batches(hop, batch_size=1, num_cpus=0.2, zero_copy_batch=True,
+                                compute=ray.data.ActorPoolStrategy(size=1))
+        tic = time.perf_counter()
+        for _ in ds.iter_batches(batch_size=1, batch_format="numpy"):
+            pass
+        return time.perf_counter() - tic
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    wall = {(k, h): [] for k in ("pickled", "columns") for h in hops}
+    for _ in range(repeats):
+        for kind in ("pickled", "columns"):
+            for h in hops:
+                wall[(kind, h)].append(run(kind, h))
+    out = {"clips": clips, "frames_per_clip": frames, "hops": list(hops), "repeats": repeats,
+           "mb_per_clip": {"frames": round(works[0].clip.frames.nbytes / MiB, 1),
+                           "masks": round(works[0].masks.nbytes / MiB, 1),
+                           "pickled_payload": round(len(pickle.dumps(works[0], protocol=5)) / MiB, 1)}}
+    for kind in ("pickled", "columns"):
+        med = {h: float(np.median(wall[(kind, h)])) for h in hops}
+        out[kind] = {"wall_s": {str(h): round(med[h], 3) for h in hops},
+                     "seconds_per_hop_per_clip": round((med[hops[1]] - med[hops[0]]) / (hops[1] - hops[0]) / clips, 4)}
+        tic = time.process_time()
+        for w in works:
+            if kind == "pickled":
+                pickle.loads(pickle.dumps(w, protocol=5))
+            else:
+                unpack(pack(w))
+        out[kind]["driver_cpu_s_per_round_trip"] = round((time.process_time() - tic) / clips, 4)
+    out["ratio_columns_over_pickled_per_hop"] = round(out["columns"]["seconds_per_hop_per_clip"]
+                                                      / out["pickled"]["seconds_per_hop_per_clip"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--scale", type=int, nargs="*", default=[100, 500])
     ap.add_argument("--no-compare", action="store_true", help="skip part 1 (scale runs only)")
+    ap.add_argument("--transport", action="store_true",
+                    help="only the per-hop transport cost, old vs new (640x360 clips of --frames frames)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="avatar-bench-"))
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if args.transport:
+        emit("curation_pipeline_transport", {"config": vars(args), "transport": transport(args.clips, args.frames)})
+        ray.shutdown()
+        return
 
     comparison = None
     if not args.no_compare:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from . import __version__, schema
+from . import __version__, provenance, schema
 from .detect import DetectorConfig, Detections, PersonDetector
 from .errors import CurationError
 from .overlay import draw
@@ -19,7 +18,7 @@ from .pose import PoseConfig, PoseEstimator
 from .track import PersonTracker, TrackerConfig
 from .validate import Validation, ValidationConfig, validate
 from .video import Clip, check_complete, read_clip, write_video
-from .weights import WEIGHTS_ENV, file_sha256
+from .weights import file_sha256
 
 
 @dataclass
@@ -39,25 +38,13 @@ class ReadConfig:
 
 @dataclass
 class AnnotatorConfig:
-    weights_dir: str | None = None  # overrides $AVATAR_WEIGHTS_DIR while models load
+    weights_dir: str | None = None  # folder searched for bare weight names before $AVATAR_WEIGHTS_DIR
     read: ReadConfig = field(default_factory=ReadConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     num_threads: int | None = None  # cap every runtime's threads (pipeline actors); None: library defaults
-
-
-@contextmanager
-def _weights_dir(path: str | None):
-    old = os.environ.get(WEIGHTS_ENV)
-    if path:
-        os.environ[WEIGHTS_ENV] = str(path)
-    try:
-        yield
-    finally:
-        if path:
-            os.environ.pop(WEIGHTS_ENV) if old is None else os.environ.__setitem__(WEIGHTS_ENV, old)
 
 
 @dataclass
@@ -83,7 +70,14 @@ class ClipAnnotation:
             height=c.height, audio=c.audio_source, num_persons=self.num_persons,
             quality=self.validation.quality, passed=self.validation.passed,
             timings={s: float(self.timings.get(s, 0.0)) for s in schema.STAGES},
+            first_frame=int(c.frame_indices[0]), stride=c.meta.get("stride"), max_side=c.meta.get("max_side"),
+            audio_file=schema.audio_file(self.clip_id) if c.audio is not None else None,
         )
+
+    def audio_bytes(self) -> bytes | None:
+        """The clip's audio as annotated (FLAC), kept in the dataset so training never needs the source."""
+        c = self.clip
+        return schema.encode_audio(c.audio, c.sample_rate) if c.audio is not None else None
 
     def tracks_table(self) -> pa.Table:
         v, t_len, n = self.validation, self.masks.shape[0], self.masks.shape[1]
@@ -132,15 +126,15 @@ def dataset_info(config: AnnotatorConfig) -> dict:
     from . import pose as pose_mod, track as track_mod
     from .weights import resolve_weights
 
-    with _weights_dir(config.weights_dir):
-        pose_backend = pose_mod.resolve_backend(config.pose)
-        track_backend = track_mod.resolve_backend(config.tracker)
-        specs = {
-            "detector": config.detector.weights,
-            "pose": pose_mod.weights_spec(config.pose, pose_backend),
-            "tracker": track_mod.weights_spec(config.tracker, track_backend),
-        }
-        paths = {k: (resolve_weights(v) if v else None) for k, v in specs.items()}
+    root = config.weights_dir
+    pose_backend = pose_mod.resolve_backend(config.pose, root)
+    track_backend = track_mod.resolve_backend(config.tracker, root)
+    specs = {
+        "detector": config.detector.weights,
+        "pose": pose_mod.weights_spec(config.pose, pose_backend),
+        "tracker": track_mod.weights_spec(config.tracker, track_backend),
+    }
+    paths = {k: (resolve_weights(v, root) if v else None) for k, v in specs.items()}
     return {
         "avatarkit.pipeline_version": __version__,
         "avatarkit.clip_id_scheme": schema.CLIP_ID_SCHEME,
@@ -163,10 +157,9 @@ class ClipAnnotator:
 
     def __init__(self, config: AnnotatorConfig | None = None, steps: tuple[str, ...] = STEPS):
         self.config = c = config or AnnotatorConfig()
-        with _weights_dir(c.weights_dir):
-            self.detector = PersonDetector(c.detector) if "detect" in steps else None
-            self.pose = PoseEstimator(c.pose) if "pose" in steps else None
-            self.tracker = PersonTracker(c.tracker) if "track" in steps else None
+        self.detector = PersonDetector(c.detector, c.weights_dir) if "detect" in steps else None
+        self.pose = PoseEstimator(c.pose, c.weights_dir) if "pose" in steps else None
+        self.tracker = PersonTracker(c.tracker, c.weights_dir) if "track" in steps else None
         if c.num_threads:
             self._limit_threads(c.num_threads)
 
@@ -252,12 +245,21 @@ class ClipAnnotator:
         return self.validate(self.track(self.estimate_pose(self.detect(work))))
 
     def write(self, annotations: list[ClipAnnotation], out: str | os.PathLike,
-              failed: list[dict] | None = None) -> Path:
-        """Write a dataset folder: clips.parquet (done + ``failed`` rows) and tracks.parquet/."""
+              failed: list[dict] | None = None, recompute: bool = False) -> Path:
+        """Add clips to a dataset folder (clips.parquet rows, tracks.parquet/ partitions, audio/): a clip already
+        there is replaced, the others are kept. A folder made with other settings is refused with the differences
+        named, or, with ``recompute``, started over."""
         out = Path(out)
         info = self.info
         rows = [a.clip_row() for a in annotations] + list(failed or [])
-        schema.write_clips(out, rows, info)
-        if annotations:
-            schema.write_tracks(out, pa.concat_tables([a.tracks_table() for a in annotations]), info)
+        if provenance.check_rerun(out, info, recompute):
+            schema.clear_dataset(out)
+        new = {r["clip_id"] for r in rows}
+        kept = [r for r in schema.read_clips(out).to_pylist() if r["clip_id"] not in new] if schema.has_clips(out) \
+            else []
+        for a in annotations:  # tracks and audio first: a row in clips.parquet always has its files
+            schema.write_tracks(out, a.tracks_table(), info)
+            if (data := a.audio_bytes()) is not None:
+                schema.write_audio(out, a.clip_id, data)
+        schema.write_clips(out, kept + rows, info)
         return out

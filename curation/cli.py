@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig
+from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig, dataset_info
 from .errors import CurationError
+from .provenance import check_rerun
 
 # Options shared by every command that builds an annotator (`curate clip`, `curate run`).
 Stride = Annotated[int, typer.Option(min=1, help="keep every n-th frame")]
@@ -73,14 +74,17 @@ def clip_command(
     sam2_checkpoint: Sam2Checkpoint = None,
     dwpose: DWPose = None,
     preview: bool = typer.Option(True, help="write an overlay preview MP4"),
+    recompute: bool = typer.Option(False, "--recompute", help="OUT was made with other settings: start it over "
+                                                             "with these (its clips are dropped) instead of refusing"),
 ) -> None:
-    """Annotate one clip and write clips.parquet + tracks.parquet (+ a preview) to OUT."""
+    """Annotate one clip and add it to the dataset in OUT (clips.parquet, tracks.parquet, audio; + a preview)."""
     if not video.exists():  # say so before spending seconds on loading models
         raise CurationError(f"video {video} does not exist", "fix the path")
     config = build_config(tracker, pose, max_side or None, stride, None, weights_dir, sam2_checkpoint, dwpose)
+    check_rerun(out, dataset_info(config), recompute)  # before any model work: refuse other settings now
     annotator = ClipAnnotator(config)
     result = annotator(video, audio=audio, start=start, end=end)
-    annotator.write([result], out)
+    annotator.write([result], out, recompute=recompute)
     if preview:
         path = result.render_preview(out / "previews" / f"{video.stem}_{result.clip_id}.mp4")
         console.print(f"preview: {path}")

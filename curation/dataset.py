@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import schema
 from .errors import CurationError
+from .provenance import check_version
 from .video import Clip, read_clip
 
 
@@ -39,9 +40,10 @@ class CuratedDataset:
         if not schema.has_clips(folder):
             raise CurationError(f"{folder} is not a curated dataset (no {schema.CLIPS_FILE})",
                                 "point at a folder written by `avatar curate run` / `avatar demo`")
-        self.clips = schema.read_clips(folder).to_pandas()
         fs, root = schema.filesystem_for(folder)
-        self.metadata = schema.read_metadata(f"{root}/{schema.CLIPS_FILE}") if fs.type_name == "local" else {}
+        self.metadata = schema.read_metadata(f"{root}/{schema.CLIPS_FILE}", filesystem=fs)
+        check_version(self.metadata, folder)  # a newer schema is refused, not misread
+        self.clips = schema.read_clips(folder).to_pandas()
 
     def done(self, passed_only: bool = True) -> pd.DataFrame:
         """Clips that were annotated (and passed validation, unless passed_only is False)."""
@@ -53,6 +55,25 @@ class CuratedDataset:
 
     def tracks(self, clip_id: str) -> pd.DataFrame:
         return schema.read_tracks(self.folder, clip_id).to_pandas()
+
+    def _decode(self, row: pd.Series, frame_ids: np.ndarray) -> Clip:
+        """The clip's frames decoded with the parameters stored in its row, and its stored audio. Schema-1 datasets
+        stored neither: their stride and size are inferred from the frame indices and the clip's size."""
+        h, w = int(row["height"]), int(row["width"])
+        if pd.notna(row["stride"]):
+            first, stride = int(row["first_frame"]), int(row["stride"])
+            max_side = int(row["max_side"]) if pd.notna(row["max_side"]) else None
+        else:
+            first, stride = int(frame_ids[0]), int(np.diff(frame_ids).min()) if len(frame_ids) > 1 else 1
+            max_side = max(h, w)
+        stored = isinstance(row["audio_file"], str)
+        audio = row["audio"] if not stored and isinstance(row["audio"], str) and row["audio"] != row["source"] \
+            else None
+        clip = read_clip(row["source"], start=first, end=first + (len(frame_ids) - 1) * stride + 1, stride=stride,
+                         max_side=max_side, audio=audio)
+        if stored:
+            clip.audio, clip.sample_rate = schema.read_audio(self.folder, row["audio_file"])
+        return clip
 
     def load(self, clip_id: str, with_frames: bool = True) -> ClipRecord:
         """Decode a done clip's frames (same indices and size as annotated) and unpack its tracks."""
@@ -66,10 +87,7 @@ class CuratedDataset:
         t_len, n = len(frame_ids), len(persons)
         h, w = int(row["height"]), int(row["width"])
         if with_frames:
-            stride = int(np.diff(frame_ids).min()) if t_len > 1 else 1
-            audio = row["audio"] if isinstance(row["audio"], str) and row["audio"] != row["source"] else None
-            clip = read_clip(row["source"], start=int(frame_ids[0]), end=int(frame_ids[-1]) + 1, stride=stride,
-                             max_side=max(h, w), audio=audio)
+            clip = self._decode(row, frame_ids)
             if clip.num_frames != t_len or clip.frames.shape[1:3] != (h, w):
                 raise CurationError(f"{row['source']} no longer decodes to the annotated frames of clip {clip_id}",
                                     "re-curate the clip (the source changed)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from .weights import resolve_weights
@@ -34,11 +36,11 @@ class DetectorConfig:
 
 
 class PersonDetector:
-    """YOLO person detector; weights resolved explicit path -> $AVATAR_WEIGHTS_DIR -> hub."""
+    """YOLO person detector; weights resolved explicit path -> ``weights_dir`` -> $AVATAR_WEIGHTS_DIR -> hub."""
 
-    def __init__(self, config: DetectorConfig | None = None):
+    def __init__(self, config: DetectorConfig | None = None, weights_dir: str | Path | None = None):
         self.config = config or DetectorConfig()
-        self.weights_path = resolve_weights(self.config.weights)
+        self.weights_path = resolve_weights(self.config.weights, weights_dir)
         self.model = load_yolo(self.weights_path, "detect", self.config.imgsz)
 
     def __call__(self, frame: np.ndarray) -> Detections:

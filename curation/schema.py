@@ -8,6 +8,7 @@ COCO RLE (pycocotools). File metadata says how the dataset was made (see ARCHITE
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -22,7 +23,7 @@ from pycocotools import mask as mask_utils
 
 from .errors import CurationError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: exact decode parameters and the clip's own audio (audio/<clip_id>.flac) per clip
 STAGES = ("decode", "detect", "pose", "track", "validate")
 
 TIMINGS_TYPE = pa.struct([(s, pa.float32()) for s in STAGES])
@@ -40,6 +41,12 @@ CLIPS_SCHEMA = pa.schema([
     ("quality", pa.float32()),
     ("passed", pa.bool_()),
     ("timings", TIMINGS_TYPE),
+    # how the frames were decoded, exactly: source frames first_frame, first_frame + stride, ... (num_frames of
+    # them), resized so max(H, W) <= max_side (null: the source size). Null in schema-1 datasets.
+    ("first_frame", pa.int32()),
+    ("stride", pa.int32()),
+    ("max_side", pa.int32()),
+    ("audio_file", pa.string()),  # the clip's audio as annotated, relative to the dataset folder (FLAC, mono)
 ])
 MASK_TYPE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.binary())])
 BOX_TYPE = pa.list_(pa.float32(), 4)
@@ -56,7 +63,8 @@ TRACKS_SCHEMA = pa.schema([
     ("valid", pa.bool_()),
     ("reasons", pa.list_(pa.string())),
 ])
-CLIPS_FILE, TRACKS_DIR = "clips.parquet", "tracks.parquet"
+CLIPS_FILE, TRACKS_DIR, AUDIO_DIR = "clips.parquet", "tracks.parquet", "audio"
+JOURNAL_DIR = "_journal"  # pipelines/curate.py: one clips row per finished clip until the run consolidates
 _PARTITIONING = pads.partitioning(pa.schema([("clip_id", pa.string())]), flavor="hive")
 
 
@@ -156,6 +164,59 @@ def write_tracks(folder: str | os.PathLike, table: pa.Table, info: dict) -> str:
     return f"{root}/{TRACKS_DIR}"
 
 
+def encode_audio(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A clip's mono audio as FLAC bytes (16-bit): what the dataset keeps beside its rows."""
+    import soundfile as sf
+
+    sink = io.BytesIO()
+    sf.write(sink, np.clip(np.asarray(samples, np.float32), -1, 1), int(sample_rate), format="FLAC")
+    return sink.getvalue()
+
+
+def audio_file(clip_id: str) -> str:
+    return f"{AUDIO_DIR}/{clip_id}.flac"
+
+
+def write_audio(folder: str | os.PathLike, clip_id: str, data: bytes) -> str:
+    """Write one clip's FLAC bytes (``encode_audio``) into the dataset; returns its path relative to the folder."""
+    fs, root = filesystem_for(folder)
+    fs.create_dir(f"{root}/{AUDIO_DIR}", recursive=True)
+    rel = audio_file(clip_id)
+    with fs.open_output_stream(f"{root}/{rel}.tmp") as fh:
+        fh.write(data)
+    fs.move(f"{root}/{rel}.tmp", f"{root}/{rel}")
+    return rel
+
+
+def read_audio(folder: str | os.PathLike, rel: str) -> tuple[np.ndarray, int]:
+    """(samples float32 mono, sample rate) of a clip's stored audio."""
+    import soundfile as sf
+
+    fs, root = filesystem_for(folder)
+    with fs.open_input_file(f"{root}/{rel}") as fh:
+        samples, sr = sf.read(io.BytesIO(fh.read()), dtype="float32")
+    return samples, int(sr)
+
+
+def clear_dataset(folder: str | os.PathLike) -> None:
+    """Delete a dataset's rows, tracks, audio and journal (previews and other files stay): a run starting over."""
+    fs, root = filesystem_for(folder)
+    for name in (CLIPS_FILE,):
+        if fs.get_file_info(f"{root}/{name}").type == pafs.FileType.File:
+            fs.delete_file(f"{root}/{name}")
+    for name in (TRACKS_DIR, AUDIO_DIR, JOURNAL_DIR):
+        if fs.get_file_info(f"{root}/{name}").type == pafs.FileType.Directory:
+            fs.delete_dir(f"{root}/{name}")
+
+
+def upgrade_clips(table: pa.Table) -> pa.Table:
+    """A clips table of any schema version in today's columns: columns it predates are null."""
+    for name in CLIPS_SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(len(table), CLIPS_SCHEMA.field(name).type))
+    return table.select(CLIPS_SCHEMA.names).cast(CLIPS_SCHEMA.with_metadata(table.schema.metadata))
+
+
 def has_clips(folder: str | os.PathLike) -> bool:
     fs, root = filesystem_for(folder)
     return fs.get_file_info(f"{root}/{CLIPS_FILE}").type == pafs.FileType.File
@@ -165,7 +226,7 @@ def read_clips(folder: str | os.PathLike) -> pa.Table:
     if not has_clips(folder):
         raise CurationError(f"{folder} is not a curated dataset (no {CLIPS_FILE})", "run `avatar curate` to make one")
     fs, root = filesystem_for(folder)
-    return pq.read_table(f"{root}/{CLIPS_FILE}", filesystem=fs)
+    return upgrade_clips(pq.read_table(f"{root}/{CLIPS_FILE}", filesystem=fs))
 
 
 def read_tracks(folder: str | os.PathLike, clip_id: str | None = None) -> pa.Table:

@@ -58,10 +58,10 @@ class TrackerConfig:
     refine_margin: float = 0.15
 
 
-def resolve_backend(config: TrackerConfig) -> str:
+def resolve_backend(config: TrackerConfig, weights_dir: str | Path | None = None) -> str:
     """The backend ``config`` runs: ``auto`` is sam2 when a SAM2 checkpoint is found locally."""
     if config.backend == "auto":
-        found = config.sam2_checkpoint and find_local_weights(config.sam2_checkpoint)
+        found = config.sam2_checkpoint and find_local_weights(config.sam2_checkpoint, weights_dir)
         return "sam2" if found else "ultralytics"
     if config.backend not in ("sam2", "ultralytics"):
         raise CurationError(f"tracker backend {config.backend!r} is unknown", "use 'auto', 'sam2' or 'ultralytics'")
@@ -76,10 +76,11 @@ def weights_spec(config: TrackerConfig, backend: str) -> str | None:
 class PersonTracker:
     """``tracker(clip, boxes, keypoints) -> masks (T, N, H, W) bool`` for the N first-frame persons."""
 
-    def __init__(self, config: TrackerConfig | None = None):
+    def __init__(self, config: TrackerConfig | None = None, weights_dir: str | Path | None = None):
         self.config = c = config or TrackerConfig()
-        self.backend = resolve_backend(c)
-        self._impl = _Sam2Backend(c) if self.backend == "sam2" else _UltralyticsBackend(c)
+        self.backend = resolve_backend(c, weights_dir)
+        backend = _Sam2Backend if self.backend == "sam2" else _UltralyticsBackend
+        self._impl = backend(c, weights_dir)
         self.weights_path = self._impl.weights_path
         self.model_name = self._impl.model_name
 
@@ -94,12 +95,12 @@ class PersonTracker:
 
 # ----------------------------------------------------------------------------------------- sam2
 class _Sam2Backend:
-    def __init__(self, c: TrackerConfig):
+    def __init__(self, c: TrackerConfig, weights_dir: str | Path | None = None):
         import torch
         from sam2.build_sam import build_sam2_video_predictor
 
         self.config = c
-        self.weights_path = resolve_weights(c.sam2_checkpoint) if c.sam2_checkpoint else None
+        self.weights_path = resolve_weights(c.sam2_checkpoint, weights_dir) if c.sam2_checkpoint else None
         self.model_name = Path(c.sam2_config).stem
         overrides = [f"++model.image_size={c.sam2_image_size}"] if c.sam2_image_size else []
         try:
@@ -179,9 +180,9 @@ class _Person:
 
 
 class _UltralyticsBackend:
-    def __init__(self, c: TrackerConfig):
+    def __init__(self, c: TrackerConfig, weights_dir: str | Path | None = None):
         self.config = c
-        self.weights_path = resolve_weights(c.seg_weights)
+        self.weights_path = resolve_weights(c.seg_weights, weights_dir)
         self.model_name = Path(c.seg_weights).stem
         self.model = load_yolo(self.weights_path, "segment", c.seg_imgsz)
 

@@ -5,6 +5,8 @@ Each (person, frame) gets a verdict with reasons:
 - ``no_detection``: no detection box overlaps the mask's box well (det_iou), unless the person is
   partly hidden behind another (a shrunken mask touching someone else's), where detectors fail;
 - ``keypoints_outside``: too few of the matched pose's confident keypoints fall inside the mask;
+  with whole-body keypoints each part (body with feet, face, each hand) weighs the same, so the face's 68 points
+  do not outvote the 23 of the body;
 - ``foreign_keypoints``: another person's keypoints that lie inside that person's own mask also lie
   inside this one (a merge; keypoints hidden behind this person are inside this mask only);
 - ``overlap``: this mask swallows a large part of another person's mask;
@@ -56,6 +58,19 @@ class Validation:
     passed: bool
 
 
+def keypoint_groups(k: int) -> np.ndarray:
+    """(K,) part index of each keypoint: COCO-WholeBody's body with feet, face, left and right hand; COCO-17 is one
+    part."""
+    if k != 133:
+        return np.zeros(k, int)
+    return np.repeat(np.arange(4), [17 + 6, 68, 21, 21])
+
+
+def part_share(hit: np.ndarray, groups: np.ndarray) -> float:
+    """Share of keypoints hitting, each part weighted the same (parts with no keypoints left out)."""
+    return float(np.mean([hit[groups == g].mean() for g in np.unique(groups)]))
+
+
 def _inside(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     x = np.clip(points[:, 0].round().astype(int), 0, w - 1)
@@ -75,6 +90,7 @@ def validate(
     c = config or ValidationConfig()
     t_len, n, h, w = masks.shape
     k = poses[0].shape[1] if poses and poses[0].ndim == 3 and len(poses[0]) else 17
+    groups = keypoint_groups(k)
     boxes = np.zeros((t_len, n, 4), np.float32)
     det_boxes = np.full((t_len, n, 4), np.nan, np.float32)
     det_iou = np.zeros((t_len, n), np.float32)
@@ -120,11 +136,11 @@ def validate(
                     r.append("no_detection")
             own = kpts[t, i][confident[i]]
             if len(own) >= c.min_confident_keypoints:
-                kin[t, i] = _inside(own, dilated[i]).mean()
+                kin[t, i] = part_share(_inside(own, dilated[i]), groups[confident[i]])
                 if kin[t, i] < c.min_kpt_in_mask:
                     r.append("keypoints_outside")
             shared = [
-                (_inside(f, m[i]) & _inside(f, dilated[j])).mean()
+                part_share(_inside(f, m[i]) & _inside(f, dilated[j]), groups[confident[j]])
                 for j in range(n) if j != i and present[j] and len(f := kpts[t, j][confident[j]]) >= c.min_confident_keypoints
             ]
             if shared and max(shared) > c.max_foreign_kpt_in_mask:

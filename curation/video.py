@@ -219,7 +219,7 @@ def read_clip(
         fps=fps / stride,
         frame_indices=np.asarray(indices, dtype=np.int32),
         source_size=(w, h),
-        meta=meta,
+        meta={**meta, "stride": stride, "max_side": max_side or None},  # how it was decoded, for the dataset
     )
     track = None
     if audio is not None:

@@ -1,8 +1,10 @@
-"""Resolve a weight file: explicit path -> $AVATAR_WEIGHTS_DIR/<name> -> hub download.
+"""Resolve a weight file: explicit path -> <weights_dir>/<name> -> $AVATAR_WEIGHTS_DIR/<name> -> hub download.
 
 Every model of curation/ goes through :func:`resolve_weights`, so the order and the error
-message are the same everywhere. ``local_only`` skips the hub (used by the "auto" backends,
-which must not stall on a network that is not there).
+message are the same everywhere. ``root`` is the folder a caller was given explicitly
+(``AnnotatorConfig.weights_dir``); it is passed down, never written into the environment.
+``local_only`` skips the hub (used by the "auto" backends, which must not stall on a network
+that is not there).
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ HUB_SOURCES: dict[str, tuple[str, str]] = {
 
 
 def weights_dir() -> Path | None:
+    """The folder ``$AVATAR_WEIGHTS_DIR`` names, if set."""
     value = os.environ.get(WEIGHTS_ENV)
     return Path(value).expanduser() if value else None
+
+
+def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Folders a bare weight name is looked up in, in order: ``root`` (given explicitly), then $AVATAR_WEIGHTS_DIR."""
+    dirs = [Path(root).expanduser()] if root else []
+    env = weights_dir()
+    return dirs + ([env] if env is not None and env not in dirs else [])
 
 
 def is_explicit_path(spec: str | os.PathLike) -> bool:
@@ -37,8 +47,8 @@ def is_explicit_path(spec: str | os.PathLike) -> bool:
     return Path(spec).name != str(spec)
 
 
-def find_local_weights(spec: str | os.PathLike) -> Path | None:
-    """The explicit path if ``spec`` is one (it must exist), else ``$AVATAR_WEIGHTS_DIR/spec`` if present."""
+def find_local_weights(spec: str | os.PathLike, root: str | os.PathLike | None = None) -> Path | None:
+    """The explicit path if ``spec`` is one (it must exist), else ``root/spec`` or ``$AVATAR_WEIGHTS_DIR/spec``."""
     name = Path(spec).name
     if is_explicit_path(spec):
         path = Path(spec).expanduser()
@@ -48,19 +58,19 @@ def find_local_weights(spec: str | os.PathLike) -> Path | None:
                 f"pass an existing path, or just the name {name} to look in ${WEIGHTS_ENV}",
             )
         return path
-    root = weights_dir()
-    if root is not None and (root / name).exists():
-        return root / name
-    return None
+    return next((d / name for d in search_dirs(root) if (d / name).exists()), None)
 
 
-def resolve_weights(spec: str | os.PathLike, *, local_only: bool = False) -> Path:
-    """Path of weight file ``spec`` (a path, or a bare name), or a :class:`CurationError` saying where it looked."""
-    path = find_local_weights(spec)
+def resolve_weights(spec: str | os.PathLike, root: str | os.PathLike | None = None, *,
+                    local_only: bool = False) -> Path:
+    """Path of weight file ``spec`` (a path, or a bare name looked up in ``root`` then $AVATAR_WEIGHTS_DIR),
+    or a :class:`CurationError` saying where it looked."""
+    path = find_local_weights(spec, root)
     if path is not None:
         return path
     name = Path(spec).name
-    looked = f"${WEIGHTS_ENV}/{name}" + (f" ({weights_dir() / name})" if weights_dir() else " (unset)")
+    looked = (f"{Path(root).expanduser() / name} (weights_dir) and " if root else "") + f"${WEIGHTS_ENV}/{name}" + (
+        f" ({weights_dir() / name})" if weights_dir() else " (unset)")
     if local_only or name not in HUB_SOURCES:
         raise CurationError(
             f"weights '{name}' not found: looked at {looked}"

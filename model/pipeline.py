@@ -131,12 +131,15 @@ class AvatarPipeline(DiffusionPipeline):
         return hidden * mask[..., None]  # padding tokens are zeros, as Wan does
 
     def find_characters(self, image: np.ndarray, max_characters: int) -> list[list[float]]:
-        """Person boxes in the reference image, left to right (curation's YOLO detector)."""
+        """Person boxes in the reference image, left to right (curation's YOLO detector).
+
+        ``pipe.character_detector`` may be set to a ``curation.detect.PersonDetector`` built with an explicit
+        ``weights_dir``; otherwise one is built on first use from ``$AVATAR_WEIGHTS_DIR``."""
         from curation.detect import PersonDetector
 
-        if not hasattr(self, "_detector"):
-            self._detector = PersonDetector()
-        boxes = self._detector(image).boxes
+        if getattr(self, "character_detector", None) is None:
+            self.character_detector = PersonDetector()
+        boxes = self.character_detector(image).boxes
         if not len(boxes):
             raise AvatarInputError("no person found in the reference image",
                                    "give an image with the characters visible, or pass character_boxes")

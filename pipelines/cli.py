@@ -57,6 +57,9 @@ def print_run_summary(summary, out, log: Path, console: Console) -> None:
     table.add_row(str(summary.total), str(summary.done), str(summary.failed), str(summary.processed),
                   str(summary.frames), str(summary.persons), f"{summary.frames_per_s:.2f}", f"{summary.seconds:.1f}")
     console.print(table)
+    if summary.dropped:
+        console.print(f"recomputed with the new settings: {summary.dropped} clips made the old way and not in this "
+                      "manifest were dropped")
     if summary.failed_by_reason:
         reasons = Table(title="failed by reason")
         reasons.add_column("reason")
@@ -90,6 +93,8 @@ def run_command(
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: start local Ray)"),
     num_cpus: Optional[int] = typer.Option(None, min=1, help="local Ray: CPUs to use (default all)"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run clips that failed before again"),
+    recompute: bool = typer.Option(False, "--recompute", help="OUT was made with other settings: redo its clips "
+                                                             "with these (clips not in MANIFEST are dropped)"),
     max_frames: Optional[int] = typer.Option(None, min=1, help="frames per clip at most"),
     stride: Stride = 1,
     max_side: MaxSide = 640,
@@ -105,7 +110,7 @@ def run_command(
 
     annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
-                          retry_failed=retry_failed, previews=previews, annotator=annotator)
+                          retry_failed=retry_failed, recompute=recompute, previews=previews, annotator=annotator)
     log = log_path_for(out, "curate")
     with QuietConsole(log) as quiet, progress_display(quiet) as bar:
         summary = curate_with_progress(config, bar)
@@ -131,8 +136,7 @@ def demo(
     root = find_data(data_dir)
     if weights_dir is None and not os.environ.get("AVATAR_WEIGHTS_DIR"):
         weights_dir = root.parent / "models"
-    if weights_dir is not None:  # the model's pipeline finds characters with the same detector weights
-        os.environ["AVATAR_WEIGHTS_DIR"] = str(Path(weights_dir).resolve())
+    weights_dir = Path(weights_dir).resolve() if weights_dir is not None else None
     prepare_demo_folder(out, replace)
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
@@ -145,7 +149,7 @@ def demo(
     log = log_path_for(str(out), "demo")
     with QuietConsole(log) as quiet, progress_display(quiet) as bar:
         summary = curate_with_progress(config, bar)
-        final, sample_path, sample = demo_model(out, root, bar)
+        final, sample_path, sample = demo_model(out, root, bar, weights_dir)
         study = demo_study(out, bar)
     console = Console()
     print_run_summary(summary, out, log, console)
@@ -181,9 +185,10 @@ def prepare_demo_folder(out: Path, replace: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def demo_model(out: Path, data_root: Path, bar: Progress, steps: int = 40):
+def demo_model(out: Path, data_root: Path, bar: Progress, weights_dir: Path | None = None, steps: int = 40):
     """Train the tiny model's mask head on the demo dataset, then sample the two-speaker conversation;
     returns the trained pipeline's folder, the sample's MP4 and the AvatarPipelineOutput."""
+    from curation.detect import PersonDetector
     from model.data import DataConfig
     from model.pipeline import AvatarPipeline
     from model.train import TrainConfig, train
@@ -194,6 +199,7 @@ def demo_model(out: Path, data_root: Path, bar: Progress, steps: int = 40):
     final = train(config, progress=lambda s, n, loss: bar.update(task, completed=s))
     pipe = AvatarPipeline.from_pretrained(str(final))
     pipe.set_progress_bar_config(disable=True)
+    pipe.character_detector = PersonDetector(weights_dir=weights_dir)  # the curation's detector weights
     talk = data_root / "multitalk_conversation"
     steps_task = bar.add_task("sampling the conversation", total=8)
     result = pipe(str(talk / "multi1.png"), [str(talk / "1.WAV"), str(talk / "2.WAV")],

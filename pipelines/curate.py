@@ -5,16 +5,21 @@ its one model once) -> validate + encode (tasks) -> the driver writes each finis
 tracks partition, then journals its clips row. A clip that fails at any stage becomes a ``failed``
 row with its reason and skips the later stages; worker crashes are retried by Ray.
 
+Between stages a clip travels as columns of Ray Data's blocks: its frames and masks as tensor columns (Arrow
+buffers that Ray moves without pickling and hands to the next stage zero-copy), the rest of its ``ClipWork``
+(boxes, keypoints, timings: kilobytes) pickled. Frames leave the driver's view after validation: only the
+clips row, the tracks table and the audio come back.
+
 Resuming: every finished clip (done or failed) has a journal file ``_journal/<clip_id>.parquet``
-written right after its tracks, so a killed run loses only clips in flight. A rerun reads the
+written right after its tracks and audio, so a killed run loses only clips in flight. A rerun reads the
 journal and clips.parquet, skips clips already done, retries failed ones only with
-``retry_failed``, and rewrites clips.parquet with exactly one row per clip.
+``retry_failed``, and rewrites clips.parquet with exactly one row per clip. A rerun with other settings than
+the dataset's is refused with the differences named, or starts the dataset over with ``recompute``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import pickle
@@ -23,20 +28,21 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from curation import schema
-from curation.annotate import AnnotatorConfig, ClipAnnotator, dataset_info
+from curation import provenance, schema
+from curation.annotate import AnnotatorConfig, ClipAnnotator, ClipWork, dataset_info
 from curation.errors import CurationError
 from curation.weights import WEIGHTS_ENV
 
 from .manifest import ManifestItem, read_manifest
 
-JOURNAL_DIR = "_journal"
+JOURNAL_DIR = schema.JOURNAL_DIR
 MAX_RETRIES = 2  # restarts of a crashed stage actor, and retries of its task
 RUNNING, DONE, FAILED = "running", "done", "failed"
 MiB = 1024 * 1024
@@ -60,6 +66,7 @@ class CurateConfig:
     ray_address: str | None = None  # None: start local Ray; "auto" or "ray://host:port": join a cluster
     num_cpus: int | None = None  # local Ray only: CPUs to use (default: all)
     retry_failed: bool = False
+    recompute: bool = False  # the dataset was made with other settings: start it over with these (else refuse)
     previews: bool = False  # overlay MP4s under <output>/previews (local output only)
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     # Defaults fit a 2-core laptop: tracking is about two thirds of the work per frame (single
@@ -86,6 +93,7 @@ class CurateSummary:
     frames: int  # frames annotated this run
     persons: int
     seconds: float
+    dropped: int = 0  # clips made with the old settings that a recompute removed without redoing (not in manifest)
 
     @property
     def frames_per_s(self) -> float:
@@ -93,6 +101,27 @@ class CurateSummary:
 
 
 # ------------------------------------------------------------------------------------- stages
+NO_FRAMES = np.zeros((0, 1, 1, 3), np.uint8)  # the tensor columns of a clip that has none (failed, or finished)
+NO_MASKS = np.zeros((0, 1, 1, 1), np.uint8)
+TENSOR_COLUMNS = ("frames", "masks")
+
+
+def pack(work: ClipWork) -> dict[str, Any]:
+    """A ClipWork as row columns: frames and masks (uint8) as tensors, everything else pickled (small)."""
+    light = replace(work, clip=replace(work.clip, frames=NO_FRAMES), masks=None)
+    masks = NO_MASKS if work.masks is None else work.masks.view(np.uint8)
+    return {"frames": work.clip.frames, "masks": masks, "payload": pickle.dumps(light, protocol=5)}
+
+
+def unpack(row: dict) -> ClipWork:
+    """The ClipWork that ``pack`` made; frames and masks are the block's buffers (read-only, not copied)."""
+    work = pickle.loads(row["payload"])
+    work.clip.frames = row["frames"]
+    if len(row["masks"]):
+        work.masks = row["masks"].view(bool)
+    return work
+
+
 def _rows(batch: dict) -> list[dict]:
     keys = list(batch)
     return [{k: batch[k][i] for k in keys} for i in range(len(batch[keys[0]]))]
@@ -101,8 +130,13 @@ def _rows(batch: dict) -> list[dict]:
 def _batch(rows: list[dict]) -> dict:
     out = {}
     for k in rows[0]:
+        values = [r[k] for r in rows]
+        if k in TENSOR_COLUMNS and len({v.shape for v in values}) == 1:
+            # one tensor column, which Ray Data keeps as Arrow tensor buffers; one row is a view, not a copy
+            out[k] = values[0][None] if len(values) == 1 else np.stack(values)
+            continue
         col = np.empty(len(rows), dtype=object)
-        col[:] = [r[k] for r in rows]
+        col[:] = values
         out[k] = col
     return out
 
@@ -112,7 +146,7 @@ def _fail(row: dict, exc: Exception) -> dict:
         row["error"] = str(exc)
     else:  # a bug or an unforeseen input: keep the type so it can be reported
         row["error"] = f"{row['video']}: {type(exc).__name__}: {exc}. Fix: report this input with the error"
-    row["status"], row["payload"] = FAILED, b""
+    row.update(status=FAILED, payload=b"", frames=NO_FRAMES, masks=NO_MASKS)
     return row
 
 
@@ -132,7 +166,7 @@ class _Step:
         for row in _rows(batch):
             if row["status"] == RUNNING:
                 try:
-                    row["payload"] = self.run(row)
+                    row.update(self.run(row))
                 except Exception as exc:  # noqa: BLE001 - one bad clip must not end the others
                     row = _fail(row, exc)
             out.append(row)
@@ -146,7 +180,7 @@ class DecodeStep(_Step):
         end = None if row["end"] < 0 else int(row["end"])
         work = self.annotator.decode(row["video"], audio=row["audio"] or None, start=int(row["start"]), end=end)
         work.clip_id = row["clip_id"]
-        return pickle.dumps(work, protocol=5)
+        return pack(work)
 
 
 class _ModelStep(_Step):
@@ -155,8 +189,7 @@ class _ModelStep(_Step):
     method: str = ""
 
     def run(self, row):
-        work = pickle.loads(row["payload"])
-        return pickle.dumps(getattr(self.annotator, self.method)(work), protocol=5)
+        return pack(getattr(self.annotator, self.method)(unpack(row)))
 
 
 class DetectStep(_ModelStep):
@@ -181,14 +214,15 @@ class ValidateStep(_Step):
         self.previews = previews
 
     def run(self, row):
-        annotation = self.annotator.validate(pickle.loads(row["payload"]))
+        annotation = self.annotator.validate(unpack(row))
         if self.previews:
             stem = os.path.splitext(os.path.basename(row["video"].rstrip("/")))[0]
             annotation.render_preview(os.path.join(self.previews, f"{stem}_{annotation.clip_id}.mp4"))
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, schema.TRACKS_SCHEMA) as writer:
             writer.write_table(annotation.tracks_table())
-        return pickle.dumps({"clip_row": annotation.clip_row(), "tracks": sink.getvalue()}, protocol=5)
+        result = {"clip_row": annotation.clip_row(), "tracks": sink.getvalue(), "audio": annotation.audio_bytes()}
+        return {"payload": pickle.dumps(result, protocol=5), "frames": NO_FRAMES, "masks": NO_MASKS}
 
 
 def decode_batch(batch: dict, config: AnnotatorConfig) -> dict:
@@ -209,6 +243,7 @@ class Journal:
         self.dir = f"{self.root}/{JOURNAL_DIR}"
         self.fs.create_dir(self.dir, recursive=True)
         self.info = info
+        self.schema = schema.CLIPS_SCHEMA.with_metadata(schema.dataset_metadata(info))  # says how its rows were made
 
     def load(self) -> dict[str, dict]:
         """clip_id -> row, from clips.parquet then the journal (newer) on top."""
@@ -218,15 +253,17 @@ class Journal:
         selector = pafs.FileSelector(self.dir, allow_not_found=True)
         for info in self.fs.get_file_info(selector):
             if info.is_file and info.path.endswith(".parquet"):
-                for r in pq.read_table(info.path, filesystem=self.fs).to_pylist():
+                for r in schema.upgrade_clips(pq.read_table(info.path, filesystem=self.fs)).to_pylist():
                     rows[r["clip_id"]] = r
         return rows
 
-    def add(self, row: dict, tracks: pa.Table | None = None) -> None:
-        """Write the clip's tracks first, then its row: a journaled 'done' always has its tracks."""
+    def add(self, row: dict, tracks: pa.Table | None = None, audio: bytes | None = None) -> None:
+        """Write the clip's tracks and audio first, then its row: a journaled 'done' always has its files."""
         if tracks is not None:
             schema.write_tracks(self.root, tracks, self.info)
-        table = pa.Table.from_pylist([row], schema=schema.CLIPS_SCHEMA)
+        if audio is not None:
+            schema.write_audio(self.root, row["clip_id"], audio)
+        table = pa.Table.from_pylist([row], schema=self.schema)
         path = f"{self.dir}/{row['clip_id']}.parquet"
         pq.write_table(table, path + ".tmp", filesystem=self.fs)
         self.fs.move(path + ".tmp", path)
@@ -247,27 +284,6 @@ def _reason(error: str) -> str:
     what = re.sub(r"\S*/\S*", "<path>", what)
     what = re.sub(r"\(.*\)", "", what)
     return re.sub(r"\d+", "N", what).strip()[:90]
-
-
-MAKING_KEYS = ("avatarkit.clip_id_scheme", "avatarkit.models", "avatarkit.backends", "avatarkit.weight_sha256")
-
-
-def check_same_making(output: str, info: dict) -> None:
-    """Refuse to add clips to a dataset made another way (other models, weights or clip ids): its rows would mix
-    silently. A dataset from before clip_id_scheme counts as scheme 1."""
-    if not schema.has_clips(output):
-        return
-    fs, root = schema.filesystem_for(output)
-    made = schema.read_metadata(f"{root}/{schema.CLIPS_FILE}", filesystem=fs)
-    made.setdefault("avatarkit.clip_id_scheme", 1)
-
-    def same(a, b) -> bool:
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-    differ = [k.split(".", 1)[1] for k in MAKING_KEYS if k in info and not same(made.get(k), info[k])]
-    if differ:
-        raise CurationError(f"{output} was made with other {', '.join(differ)} than this run would use",
-                            "curate into a new folder (rows made differently must not mix in one dataset)")
 
 
 def _init_ray(config: CurateConfig) -> None:
@@ -293,7 +309,7 @@ def _map(ds, stage, resources: StageResources, config: AnnotatorConfig, **kwargs
 
     threads = config.num_threads or max(1, math.ceil(resources.num_cpus))
     kwargs["config"] = replace(config, num_threads=threads)
-    options = dict(batch_size=1, num_cpus=resources.num_cpus, zero_copy_batch=False)
+    options = dict(batch_size=1, num_cpus=resources.num_cpus, zero_copy_batch=True)
     if resources.num_gpus:
         options["num_gpus"] = resources.num_gpus
     if resources.memory:
@@ -320,7 +336,11 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
         a = replace(a, weights_dir=os.environ[WEIGHTS_ENV])
     items = read_manifest(config.manifest, stride=a.read.stride)
     info = dataset_info(a)  # resolves every weight file now: a missing one fails here
-    check_same_making(config.output, info)
+    dropped = 0
+    if provenance.check_rerun(config.output, info, config.recompute):  # made otherwise, and recompute asked
+        old = Journal(config.output, info).load()
+        dropped = len(set(old) - {i.clip_id for i in items})
+        schema.clear_dataset(config.output)
     journal = Journal(config.output, info)
     known = journal.load()
     todo: list[ManifestItem] = []
@@ -345,7 +365,8 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
             os.makedirs(previews, exist_ok=True)
         ds = ray.data.from_items([
             {"clip_id": i.clip_id, "video": i.video, "audio": i.audio or "", "start": i.start,
-             "end": -1 if i.end is None else i.end, "status": RUNNING, "error": "", "payload": b""}
+             "end": -1 if i.end is None else i.end, "status": RUNNING, "error": "", "payload": b"",
+             "frames": NO_FRAMES, "masks": NO_MASKS}
             for i in todo
         ], override_num_blocks=len(todo))
         ds = _map(ds, decode_batch, config.decode, a)
@@ -358,7 +379,7 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
                 if row["status"] == RUNNING:
                     result = pickle.loads(row["payload"])
                     tracks = pa.ipc.open_stream(result["tracks"]).read_all()
-                    journal.add(result["clip_row"], tracks)
+                    journal.add(result["clip_row"], tracks, result["audio"])
                     frames += result["clip_row"]["num_frames"]
                     persons += result["clip_row"]["num_persons"]
                 else:
@@ -374,5 +395,5 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     return CurateSummary(
         output=config.output, total=len(mine), processed=finished, done=len(mine) - len(failed), failed=len(failed),
         failed_by_reason=dict(Counter(_reason(r["error"]) for r in failed)), frames=frames, persons=persons,
-        seconds=time.perf_counter() - tic,
+        seconds=time.perf_counter() - tic, dropped=dropped,
     )

@@ -104,3 +104,23 @@ def test_weights_resolution_order(tmp_path, weights_dir, monkeypatch):
         resolve_weights("yolov8n_int8.onnx")
     with pytest.raises(CurationError, match="hub"):  # offline: the hub fallback fails clearly
         resolve_weights("sam2.1_hiera_tiny.pt")
+
+
+def test_weights_dir_is_passed_down_not_written_into_the_environment(tmp_path, weights_dir, monkeypatch):
+    """AnnotatorConfig.weights_dir reaches every model as an argument: found before $AVATAR_WEIGHTS_DIR, and the
+    environment is never touched (a library must not configure by mutating os.environ)."""
+    import os
+
+    from curation import AnnotatorConfig
+    from curation.annotate import dataset_info
+    from curation.weights import resolve_weights
+
+    monkeypatch.setenv("AVATAR_WEIGHTS_DIR", str(tmp_path / "empty"))
+    before = dict(os.environ)
+    assert resolve_weights("yolov8n_int8.onnx", weights_dir) == weights_dir / "yolov8n_int8.onnx"
+    with pytest.raises(CurationError, match="weights_dir"):
+        resolve_weights("yolov8n_int8.onnx", tmp_path / "nothing")
+    info = dataset_info(AnnotatorConfig(weights_dir=str(weights_dir)))
+    assert info["avatarkit.models"]["detector"] == "yolov8n_int8.onnx"
+    assert PersonDetector(weights_dir=weights_dir).weights_path == weights_dir / "yolov8n_int8.onnx"
+    assert dict(os.environ) == before

@@ -140,7 +140,9 @@ def test_killed_run_resumes_without_duplicates(ray_local, clips, tmp_path, weigh
     interrupted = {pq.read_table(p).column("clip_id")[0].as_py() for p in (out / "_journal").glob("*.parquet")}
     assert 2 <= len(interrupted) < 7 and not (out / "clips.parquet").exists()
 
-    summary = curate(_config(manifest, out))
+    config = _config(manifest, out)
+    config.annotator.tracker.refine_masks = True  # the killed run's settings (the CLI's default): others are refused
+    summary = curate(config)
     assert summary.processed == 7 - len(interrupted)
     rows = _check_dataset(out, 7)
     assert sum(r["status"] == "done" for r in rows) == 6
@@ -183,10 +185,42 @@ def test_a_dataset_made_another_way_is_not_resumed(ray_local, clips, tmp_path, w
     out = tmp_path / "ds"
     schema.write_clips(out, [schema.clip_row("x", "/x.mp4", status="failed", error="x")],
                        {"avatarkit.models": {"detector": "another.onnx"}})  # clip ids of scheme 1, another model
-    with pytest.raises(CurationError, match="made with other clip_id_scheme, models"):
+    with pytest.raises(CurationError, match=r"made with other settings .*\(clip_id_scheme: 1 -> 2; models: "):
         curate(_config(_manifest(tmp_path / "m.csv", [[clips["synth"], "", "", ""]]), out))
 
 
 def test_numeric_options_are_checked_before_any_work(avatar, tmp_path):
     code, _, err = avatar("curate", "clip", tmp_path / "v.mp4", "--out", tmp_path / "o", "--max-side", "-5")
     assert code == 2 and "--max-side" in err and "greater than or equal to 0" in err
+
+
+def test_a_rerun_with_other_settings_is_refused_or_recomputed_and_audio_is_kept(ray_local, clips, tmp_path, data_dir):
+    from curation.errors import CurationError
+    from pipelines.curate import curate
+
+    talk = data_dir / "talking"
+    synth = [clips["synth"], "", "", ""]
+    manifest = _manifest(tmp_path / "m.csv", [synth, [talk / "liveportrait_d11.mp4", talk / "liveportrait_d11_16k.wav",
+                                                      "", ""]])
+    out = tmp_path / "ds"
+    curate(_config(manifest, out))
+    rows = _check_dataset(out, 2)
+    spoken = next(r for r in rows if r["audio"])
+    assert spoken["status"] == "done" and (out / spoken["audio_file"]).is_file()
+    assert [(r["first_frame"], r["stride"], r["max_side"]) for r in rows] == [(0, 1, 320)] * 2
+
+    changed = _config(manifest, out)
+    changed.annotator.read.max_frames = 3
+    with pytest.raises(CurationError, match=r"read\.max_frames: 4 -> 3.*Fix: pass --recompute"):
+        curate(changed)
+    assert [r["num_frames"] for r in schema.read_clips(out).to_pylist()] == [4, 4]  # nothing touched
+
+    changed = _config(_manifest(tmp_path / "m1.csv", [synth]), out, recompute=True)
+    changed.annotator.read.max_frames = 3
+    summary = curate(changed)
+    assert (summary.processed, summary.dropped) == (1, 1)
+    rows = _check_dataset(out, 1)  # the metadata describes every row beside it: no row of the old settings is left
+    assert rows[0]["num_frames"] == 3
+    assert schema.read_metadata(out / schema.CLIPS_FILE)["avatarkit.config"]["read"]["max_frames"] == 3
+    assert set(schema.read_tracks(out).column("clip_id").to_pylist()) == {rows[0]["clip_id"]}
+    assert not (out / spoken["audio_file"]).exists()

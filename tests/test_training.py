@@ -1,7 +1,6 @@
 """Training at scale: the prepared cache, the accelerate loop (multi-process, resume), captions, Whisper features."""
 
 import json
-import os
 import subprocess
 import sys
 import time

