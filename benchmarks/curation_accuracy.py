@@ -57,9 +57,10 @@ def summarize(per_clip: list[dict], key: str) -> dict:
     return {"all": agg(rows), "without_full_occlusion": agg(easy)}
 
 
-def oracle_j(model, s) -> float:
+def oracle_j(model, s, refine=None) -> float:
     """Mean over person-frames of the best IoU any full-frame seg instance reaches: what a perfect
-    association of the segmenter's own masks (no crop refinement) would score."""
+    association of the segmenter's own masks would score; with ``refine`` (the tracker's crop re-segmentation),
+    the oracle's pick refined as the tracker refines its own."""
     from curation.geometry import mask_iou
 
     best = []
@@ -68,7 +69,14 @@ def oracle_j(model, s) -> float:
                           retina_masks=True, verbose=False)[0]
         inst = r.masks.data.cpu().numpy() > 0.5 if r.masks is not None else np.zeros((0, *frame.shape[:2]), bool)
         for gt in s.masks[t]:
-            best.append(float(mask_iou(gt[None], inst).max()) if len(inst) else float(not gt.any()))
+            if not len(inst):
+                best.append(float(not gt.any()))
+                continue
+            ious = mask_iou(gt[None], inst)[0]
+            pick = inst[int(ious.argmax())]
+            if refine is not None and pick.any():
+                pick = refine(frame, pick)
+            best.append(float(mask_iou(gt[None], pick[None]).max()))
     return float(np.mean(best))
 
 
@@ -99,6 +107,22 @@ def _ci(values: list[float], seed: int = 0) -> list[float]:
     rng, v = np.random.default_rng(seed), np.asarray(values, float)
     means = v[rng.integers(0, len(v), (2000, len(v)))].mean(1)
     return [round(float(np.quantile(means, 0.025)), 4), round(float(np.quantile(means, 0.975)), 4)]
+
+
+def paired_ratio_ci(per_clip: list[dict], mine: str, theirs: str, full_occlusion: bool = True) -> dict:
+    """Ratio of mean J (``mine`` / ``theirs``) with a 95% bootstrap CI resampling clips (people of one clip share
+    its scene, so clips, not people, are the independent samples)."""
+    clips = [c for c in per_clip if full_occlusion or not c["full_occlusion"]]
+    a = [np.asarray(c[mine]["J"], float) for c in clips]
+    b = [np.asarray(c[theirs]["J"], float) for c in clips]
+    rng = np.random.default_rng(0)
+    draws = [rng.integers(0, len(clips), len(clips)) for _ in range(2000)]
+    ratios = [np.concatenate([a[i] for i in d]).mean() / np.concatenate([b[i] for i in d]).mean() for d in draws]
+    wins = sum(float(x.mean() > y.mean()) for x, y in zip(a, b))
+    ties = sum(float(x.mean() == y.mean()) for x, y in zip(a, b))
+    return {"ratio": round(float(np.concatenate(a).mean() / np.concatenate(b).mean()), 4),
+            "ci95": [round(float(np.quantile(ratios, q)), 4) for q in (0.025, 0.975)],
+            "clips_better": int(wins), "clips_equal": int(ties), "clips": len(clips)}
 
 
 def summarize_faults(rows: list[dict], clean_alarms: list[float]) -> dict:
@@ -210,8 +234,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--sam2-frames", type=int, default=4)
     ap.add_argument("--real-frames", type=int, default=32)
-    ap.add_argument("--only", choices=["validation", "keypoints"],
-                    help="run one part alone (writes curation_validation.json / curation_keypoints.json)")
+    ap.add_argument("--only", choices=["validation", "keypoints", "trackers"],
+                    help="run one part alone (writes curation_validation / curation_keypoints / curation_trackers.json)")
     args = ap.parse_args()
     if args.only == "validation":
         return validation_only(args)
@@ -223,7 +247,10 @@ def main() -> None:
     trackers = {
         "ultralytics_identity": PersonTracker(TrackerConfig(backend="ultralytics")),
         "ultralytics_identity_no_refine": PersonTracker(TrackerConfig(backend="ultralytics", refine_masks=False)),
-        "ultralytics_naive_track_id": PersonTracker(
+        # the naive baseline (each person keeps the ByteTrack id it got on frame 0) with the same crop refinement as
+        # ours, so that the ratio measures the association alone; and both without refinement
+        "ultralytics_naive_track_id": PersonTracker(TrackerConfig(backend="ultralytics", association="track_id")),
+        "ultralytics_naive_track_id_no_refine": PersonTracker(
             TrackerConfig(backend="ultralytics", association="track_id", refine_masks=False)),
     }
     segmenter = trackers["ultralytics_identity"]._impl.model  # for the per-frame oracle below
@@ -246,6 +273,10 @@ def main() -> None:
             row[name] = track_scores(masks, s.masks)
         # Oracle of the segmenter: each GT person's best full-frame instance, identity ignored.
         row["segmenter_oracle_J"] = oracle_j(segmenter, s)
+        row["segmenter_oracle_refined_J"] = oracle_j(segmenter, s, trackers["ultralytics_identity"]._impl._refine)
+        if args.only == "trackers":
+            per_clip.append(row)
+            continue
         # Validation: untouched ground truth (false alarms), then each fault (recall).
         with watch("validate", len(s.frames)):
             clean = validate(s.frames, s.masks, dets, poses)
@@ -257,13 +288,23 @@ def main() -> None:
               file=sys.stderr)
 
     trackers_out = {name: summarize(per_clip, name) for name in trackers}
-    ours, naive = trackers_out["ultralytics_identity"], trackers_out["ultralytics_naive_track_id"]
-    oracle = {"all": float(np.mean([c["segmenter_oracle_J"] for c in per_clip])),
-              "without_full_occlusion": float(np.mean([c["segmenter_oracle_J"] for c in per_clip if not c["full_occlusion"]]))}
+    pairs = {"ultralytics_identity": "ultralytics_naive_track_id",
+             "ultralytics_identity_no_refine": "ultralytics_naive_track_id_no_refine"}
     for part in ("all", "without_full_occlusion"):
-        if naive[part]["J"]:
-            ours[part]["J_ratio_vs_naive"] = round(ours[part]["J"] / naive[part]["J"], 3)
-        ours[part]["segmenter_oracle_J"] = round(oracle[part], 4)
+        clips = [c for c in per_clip if part == "all" or not c["full_occlusion"]]
+        for mine, theirs in pairs.items():
+            if trackers_out[theirs][part]["J"]:
+                trackers_out[mine][part]["J_ratio_vs_naive_same_refinement"] = paired_ratio_ci(
+                    per_clip, mine, theirs, part == "all")
+        for key, tracker in (("segmenter_oracle_J", "ultralytics_identity_no_refine"),
+                             ("segmenter_oracle_refined_J", "ultralytics_identity")):
+            trackers_out[tracker][part][key] = round(float(np.mean([c[key] for c in clips])), 4)
+    if args.only == "trackers":
+        emit("curation_trackers", {"config": vars(args), "synthetic": {"clips": len(per_clip), "size": [640, 360],
+                                                                       "frames_per_clip": args.frames},
+                                   "trackers": trackers_out, "stage_frames_per_s": watch.rates(),
+                                   "per_clip": per_clip})
+        return
 
     # SAM2: the real hiera-tiny; without a checkpoint its masks mean nothing, its speed does.
     sam2_speed = None
