@@ -70,7 +70,7 @@ class CuratedDataset:
         audio = row["audio"] if not stored and isinstance(row["audio"], str) and row["audio"] != row["source"] \
             else None
         clip = read_clip(row["source"], start=first, end=first + (len(frame_ids) - 1) * stride + 1, stride=stride,
-                         max_side=max_side, audio=audio)
+                         max_side=max_side, audio=audio, with_audio=not stored)
         if stored:
             clip.audio, clip.sample_rate = schema.read_audio(self.folder, row["audio_file"])
         return clip

@@ -1,10 +1,15 @@
-"""Clips with exact ground truth: real people composited over a real background with known motion.
+"""Clips with exact ground truth: real people composited over real backgrounds with known motion.
 
-People are cut out of DAVIS "judo" frames with their human-annotated masks (../shared/data/judo);
-the background is a clean plate of the SAM2 "bedroom" clip (temporal median, which removes the
-moving children). Each person walks a straight line at a fixed depth; nearer people (lower feet)
-are drawn over farther ones, so crossings create real occlusion. The ground truth is the visible
-part of each person's mask in every frame, exact by construction.
+``generate_clip`` (the standard set): the three DAVIS judo people with their human-annotated masks, tinted per
+identity, walking straight lines at fixed depths over a clean plate of the SAM2 "bedroom" clip; nearer people
+(lower feet) are drawn over farther ones, so crossings create real occlusion.
+
+``generate_hard_clip`` (the hard set): people from four real sources (see sprites.py), no tint, over clean
+plates of two real scenes; 2 to 6 people, scale changing as they approach or recede, lighting that changes over
+time and across the frame, sensor noise, partial and full occlusion by each other and by a foreground pillar,
+look-alikes (the same person twice), and conversation scenes of people cut at the waist.
+
+In both, the ground truth is the visible part of each person's mask in every frame, exact by construction.
 """
 
 from __future__ import annotations
@@ -12,37 +17,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import CurationError
-from .video import read_clip, write_video
+from .sprites import PLATES, Sprite, clean_plate, cutout_sprites, data_dir, load_sprites
+from .video import write_video
 
-DATA_ENV = "AVATAR_DATA_DIR"
-# (frame, object id) of single persons annotated in judo/masks (id 1 is the two judokas as one region).
-JUDO_PEOPLE = (("00005", 2), ("00008", 3), ("00013", 4))
-
-
-def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Real clips: explicit path -> $AVATAR_DATA_DIR -> ../shared/data beside the checkout."""
-    candidates = [explicit, os.environ.get(DATA_ENV), Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise CurationError(
-        "the real-clip folder (shared/data) was not found",
-        f"set {DATA_ENV} to the folder that holds judo/ and bedroom/",
-    )
-
-
-@dataclass
-class Sprite:
-    rgb: np.ndarray  # (h, w, 3) uint8
-    mask: np.ndarray  # (h, w) bool
-
+__all__ = ["SyntheticClip", "generate_clip", "generate_hard_clip", "clean_plate", "data_dir", "load_sprites"]
 
 @dataclass
 class SyntheticClip:
@@ -65,33 +49,10 @@ class SyntheticClip:
         return video
 
 
-@lru_cache(maxsize=2)
-def load_sprites(root: str | None = None) -> tuple[Sprite, ...]:
-    """Person cutouts from the judo frames' human-annotated masks, cropped to the mask."""
-    base = data_dir(root) / "judo"
-    sprites = []
-    for frame, obj in JUDO_PEOPLE:
-        img = cv2.cvtColor(cv2.imread(str(base / "images" / f"{frame}.jpg")), cv2.COLOR_BGR2RGB)
-        from PIL import Image  # palette PNG: the pixel values are the object ids
-
-        mask = np.array(Image.open(base / "masks" / f"{frame}.png")) == obj
-        if mask.shape != img.shape[:2]:  # one annotation is a pixel narrower than its frame
-            mask = cv2.resize(mask.astype(np.uint8), img.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-        ys, xs = np.nonzero(mask)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        sprites.append(Sprite(img[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].copy()))
-    return tuple(sprites)
-
-
-@lru_cache(maxsize=2)
-def clean_plate(root: str | None = None) -> np.ndarray:
-    """A person-free real background: the temporal median of the bedroom clip (640x360)."""
-    clip = read_clip(data_dir(root) / "bedroom" / "bedroom.mp4", stride=4, max_side=640)
-    return np.median(clip.frames, axis=0).astype(np.uint8)
-
-
-def _background(rng: np.random.Generator, size: tuple[int, int], root: str | None) -> np.ndarray:
-    plate = clean_plate(root)
+def _background(rng: np.random.Generator, size: tuple[int, int], root: str | None,
+                plate: np.ndarray | None = None) -> np.ndarray:
+    """A random view of a clean plate: zoomed in a little, cropped at random, flipped half the time."""
+    plate = clean_plate(root) if plate is None else plate
     w, h = size
     ph, pw = plate.shape[:2]
     s = rng.uniform(1.0, 1.3)  # zoom in a little, crop at random: each clip gets its own view
@@ -187,3 +148,178 @@ def generate_clip(
         "full_occlusion": bool((seen < 0.1).any()),
     }
     return SyntheticClip(frames, visible, boxes, fps, meta)
+
+
+def _view_plate(rng: np.random.Generator, size: tuple[int, int], root: str | None, weights_dir: str | None):
+    name = PLATES[int(rng.integers(len(PLATES)))]
+    return name, _background(rng, size, root, clean_plate(root, name, weights_dir))
+
+
+def _scaled(sprite: Sprite, height: float, flip: bool) -> Sprite:
+    h = max(4, int(round(height)))
+    w = max(2, int(round(sprite.rgb.shape[1] * h / sprite.rgb.shape[0])))
+    rgb = cv2.resize(sprite.rgb, (w, h), interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(sprite.mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    if flip:
+        rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
+    return Sprite(np.ascontiguousarray(rgb), np.ascontiguousarray(alpha), sprite.source, sprite.anchor)
+
+
+@dataclass
+class _Walk:
+    """One person's path: centre x, ground line y (bottom of the sprite) and height per frame, and a depth."""
+    sprite: Sprite
+    flip: bool
+    x: np.ndarray
+    ground: np.ndarray
+    height: np.ndarray
+    depth: float  # larger = nearer = drawn later
+
+
+def _street(rng, pool: list[Sprite], n: int, t_len: int, w: int, h: int) -> list[_Walk]:
+    """Whole people walking at several depths; nearer ones are lower and bigger; some approach or recede."""
+    feet = [s for s in pool if s.anchor == "feet"]
+    picks = [feet[int(i)] for i in rng.integers(0, len(feet), n)]
+    a = np.linspace(0, 1, t_len)
+    walks = []
+    for sprite in picks:
+        ground0 = rng.uniform(0.72, 1.0) * h
+        height0 = h * rng.uniform(0.3, 0.6) * (0.7 + 0.6 * (ground0 / h - 0.72) / 0.28)
+        zoom = rng.uniform(0.8, 1.25) ** a  # approach (> 1) or recede (< 1)
+        x0 = rng.uniform(0.08, 0.92) * w
+        speed = rng.uniform(-7, 7) * w / 640
+        walks.append(_Walk(sprite, bool(rng.random() < 0.5), x0 + speed * a * (t_len - 1),
+                           ground0 + 0.25 * height0 * (zoom - 1), height0 * zoom, ground0))
+    return walks
+
+
+def _conversation(rng, pool: list[Sprite], n: int, t_len: int, w: int, h: int) -> list[_Walk]:
+    """People cut at the waist side by side, swaying and leaning: neighbours overlap, the nearer on top."""
+    upper = [s for s in pool if s.anchor == "bottom"]
+    picks = [upper[int(i)] for i in rng.integers(0, len(upper), n)]
+    lanes = (np.linspace(0.5 / n, 1 - 0.5 / n, n) + rng.uniform(-0.04, 0.04, n)) * w
+    t = np.arange(t_len)
+    walks = []
+    for sprite, lane in zip(picks, rng.permutation(lanes)):
+        height0 = h * rng.uniform(0.5, 0.95)
+        sway = rng.uniform(4, 20) * np.sin(2 * np.pi * t / rng.uniform(10, 30) + rng.uniform(0, 2 * np.pi))
+        drift = rng.uniform(-2, 2) * t * w / 640
+        zoom = rng.uniform(0.9, 1.12) ** (t / max(t_len - 1, 1))
+        ground = h + rng.uniform(0.0, 0.2) * height0 * zoom  # always cut by the bottom edge
+        walks.append(_Walk(sprite, bool(rng.random() < 0.5), lane + sway + drift, ground, height0 * zoom,
+                           float(height0)))
+    return walks
+
+
+def _cross(rng, walks: list[_Walk], t_len: int) -> None:
+    """Two people swap sides over the clip (one passes in front of the other)."""
+    a, b = rng.choice(len(walks), 2, replace=False)
+    meet = (walks[a].x[0] + walks[b].x[0]) / 2
+    gap = abs(walks[a].x[-1] - walks[a].x[0]) / 2 + 40
+    ramp = np.linspace(-1, 1, t_len)
+    walks[a].x, walks[b].x = meet + gap * ramp, meet - gap * ramp
+
+
+def _pillar(rng, w: int, h: int, texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A static foreground occluder (a pillar of real texture from the other plate): its mask and its pixels."""
+    width = int(rng.uniform(0.05, 0.14) * w)
+    x0 = int(rng.uniform(0.2, 0.8) * w - width / 2)
+    top = int(rng.uniform(0.0, 0.45) * h)
+    mask = np.zeros((h, w), bool)
+    mask[top:, x0 : x0 + width] = True
+    tx = int(rng.integers(0, texture.shape[1] - width))
+    pixels = np.zeros((h, w, 3), np.uint8)
+    pixels[top:, x0 : x0 + width] = cv2.resize(texture[:, tx : tx + width], (width, h - top))
+    return mask, pixels
+
+
+def _paste(canvas: np.ndarray, owner: np.ndarray, full: np.ndarray, sp: Sprite, cx: float, ground: float, i: int):
+    """Alpha-blend ``sp`` with its bottom centre at (cx, ground); pixels it covers at alpha >= 0.5 become person i's."""
+    h, w = owner.shape
+    sh, sw = sp.mask.shape
+    x0, y0 = int(round(cx - sw / 2)), int(round(ground - sh))
+    sx0, sy0, sx1, sy1 = max(0, -x0), max(0, -y0), min(sw, w - x0), min(sh, h - y0)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return
+    region = (slice(y0 + sy0, y0 + sy1), slice(x0 + sx0, x0 + sx1))
+    alpha = sp.mask[sy0:sy1, sx0:sx1, None]
+    canvas[region] = canvas[region] * (1 - alpha) + sp.rgb[sy0:sy1, sx0:sx1] * alpha
+    solid = alpha[..., 0] >= 0.5
+    owner[region][solid] = i
+    full[region] |= solid
+
+
+def generate_hard_clip(
+    seed: int,
+    num_persons: int | None = None,
+    num_frames: int = 24,
+    size: tuple[int, int] = (640, 360),
+    fps: float = 24.0,
+    root: str | None = None,
+    weights_dir: str | None = None,
+) -> SyntheticClip:
+    """One clip of the hard set (module docstring); ``num_persons`` 2-6, drawn from the seed when None.
+
+    Every person is at least 30% visible on frame 0 (trackers are prompted there); paths are redrawn until so.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 7)) if num_persons is None else num_persons
+    if not 1 <= n <= 6:
+        raise CurationError(f"num_persons={n}", "use 1 to 6 persons")
+    w, h = size
+    plate_name, bg = _view_plate(rng, size, root, weights_dir)
+    other = clean_plate(root, PLATES[1 - PLATES.index(plate_name)], weights_dir)
+    pool = list(load_sprites(root)) + list(cutout_sprites(root, weights_dir))
+    kind = "conversation" if rng.random() < 0.3 else "street"
+    look_alike = n >= 2 and rng.random() < 0.35
+    crossing = n >= 2 and rng.random() < 0.75
+    pillar = _pillar(rng, w, h, cv2.resize(other, size)) if rng.random() < 0.5 else None
+    gain = np.linspace(rng.uniform(0.7, 1.15), rng.uniform(0.7, 1.15), num_frames)  # the light changes over time
+    shade = 1 + rng.uniform(0, 0.25) * np.cos(2 * np.pi * (np.arange(w) / w * rng.uniform(0.5, 1.5) + rng.random()))
+    noise = rng.uniform(0, 4)
+    for _ in range(20):
+        walks = (_conversation if kind == "conversation" else _street)(rng, pool, n, num_frames, w, h)
+        if look_alike:
+            walks[1].sprite, walks[1].flip = walks[0].sprite, not walks[0].flip
+        if crossing:
+            _cross(rng, walks, num_frames)
+        frames, visible, full = _render(walks, bg, pillar, gain, shade, noise, rng)
+        seen = visible.sum((2, 3)) / np.maximum(full.sum((2, 3)), 1)
+        if seen[0].min() >= 0.3:
+            break
+    from .geometry import mask_box
+
+    boxes = np.array([[mask_box(m) for m in ms] for ms in visible], np.float32)
+    meta = {
+        "seed": seed, "set": "hard", "kind": kind, "plate": plate_name, "num_persons": n, "num_frames": num_frames,
+        "size": list(size), "sources": [wk.sprite.source for wk in walks], "look_alike": bool(look_alike),
+        "crossing": bool(crossing), "pillar": pillar is not None, "light_gain": [float(gain[0]), float(gain[-1])],
+        "noise_sigma": float(noise), "min_visible_fraction": [float(v) for v in seen.min(0)],
+        "full_occlusion": bool((seen < 0.1).any()),
+    }
+    return SyntheticClip(frames, visible, boxes, fps, meta)
+
+
+def _render(walks: list[_Walk], bg: np.ndarray, pillar, gain: np.ndarray, shade: np.ndarray, noise: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames, visible masks and whole (unoccluded) masks of ``walks`` drawn far to near over ``bg``."""
+    t_len, (h, w) = len(gain), bg.shape[:2]
+    frames = np.empty((t_len, h, w, 3), np.uint8)
+    visible = np.zeros((t_len, len(walks), h, w), bool)
+    full = np.zeros_like(visible)
+    order = np.argsort([wk.depth for wk in walks])
+    for t in range(t_len):
+        canvas = bg.astype(np.float32)
+        owner = np.full((h, w), -1, np.int32)
+        for i in order:
+            wk = walks[i]
+            _paste(canvas, owner, full[t, i], _scaled(wk.sprite, wk.height[t], wk.flip), wk.x[t], wk.ground[t], i)
+        if pillar is not None:
+            canvas[pillar[0]] = pillar[1][pillar[0]]
+            owner[pillar[0]] = -1
+        canvas *= gain[t] * shade[None, :, None]
+        canvas += rng.normal(0, noise, canvas.shape).astype(np.float32)
+        frames[t] = np.clip(canvas, 0, 255).astype(np.uint8)
+        for i in range(len(walks)):
+            visible[t, i] = owner == i
+    return frames, visible, full

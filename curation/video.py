@@ -192,10 +192,12 @@ def read_clip(
     max_side: int | None = None,
     audio: str | os.PathLike | None = None,
     sample_rate: int = 16000,
+    with_audio: bool = True,
 ) -> Clip:
     """Decode frames ``start, start+stride, ... < end`` of ``source``, resized so max(H, W) <= max_side.
 
     ``audio`` is a separate audio file; without it the video's own audio track is used if it has one.
+    ``with_audio=False`` decodes no audio at all (a caller that has the audio already, e.g. a dataset).
     """
     path = Path(source).expanduser()
     if stride < 1:
@@ -222,10 +224,10 @@ def read_clip(
         meta={**meta, "stride": stride, "max_side": max_side or None},  # how it was decoded, for the dataset
     )
     track = None
-    if audio is not None:
+    if with_audio and audio is not None:
         track, _ = read_audio(audio, sample_rate)
         clip.audio_source = str(audio)
-    elif path.is_file():
+    elif with_audio and path.is_file():
         raw, sr = _decode_audio_track(path)
         if raw is not None:
             track, clip.audio_source = _resample(raw, sr, sample_rate), str(path)

@@ -69,17 +69,18 @@ class CurateConfig:
     recompute: bool = False  # the dataset was made with other settings: start it over with these (else refuse)
     previews: bool = False  # overlay MP4s under <output>/previews (local output only)
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
-    # Defaults fit a 2-core laptop: tracking is about two thirds of the work per frame (single
-    # threaded: detect 0.12, pose 0.08, track 0.43 CPU-s), so it gets two actors and may get three.
+    # Three actor stages: decode runs in the detect actor and validate in the track actor (both cheap; as stages
+    # of their own they cost more in Ray workers and hops than they did in work). Defaults fit a 2-core laptop:
+    # tracking is about two thirds of the work per frame (single threaded: detect 0.12, pose 0.08, track 0.43
+    # CPU-s), so it gets two actors and may get three.
     # Memory: Ray Data's measured peak per worker on the demo's clips (32 frames at 640 px, previews on) was
-    # decode 470, detect 659, pose 681, track 731, validate 745 MiB; each stage asks for that plus at least 25%
-    # (Ray Data's own advice), so that Ray does not place more workers than fit. Longer clips need more.
-    decode: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=640 * MiB))
+    # decode 470, detect 659, pose 681, track 731, validate 745 MiB; each stage asks for the larger of its parts
+    # plus at least 25% (Ray Data's own advice), so that Ray does not place more workers than fit. Longer clips
+    # need more.
     detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=896 * MiB))
     pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=896 * MiB))
     track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, memory=1024 * MiB, actors=2,
                                                                          max_actors=3))
-    validate: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=1024 * MiB))
 
 
 @dataclass
@@ -156,7 +157,7 @@ class _Step:
     step: str = ""
 
     def __init__(self, config: AnnotatorConfig):
-        self.annotator = ClipAnnotator(config, steps=(self.step,) if self.step in ("detect", "pose", "track") else ())
+        self.annotator = ClipAnnotator(config, steps=(self.step,))
 
     def run(self, row: dict):
         raise NotImplementedError
@@ -173,48 +174,39 @@ class _Step:
         return _batch(out)
 
 
-class DecodeStep(_Step):
-    step = "decode"
+class DetectStep(_Step):
+    """Decode the clip, then find its persons: decoding needs no model and is cheap (0.003 CPU-s a frame), so it
+    runs in the detector's actor rather than as Ray tasks (each new task worker imported torch and cv2 again)."""
+
+    step = "detect"
 
     def run(self, row):
         end = None if row["end"] < 0 else int(row["end"])
         work = self.annotator.decode(row["video"], audio=row["audio"] or None, start=int(row["start"]), end=end)
         work.clip_id = row["clip_id"]
-        return pack(work)
+        return pack(self.annotator.detect(work))
 
 
-class _ModelStep(_Step):
-    """A step that runs one ClipAnnotator method (one model) on the travelling ClipWork."""
-
-    method: str = ""
+class PoseStep(_Step):
+    step = "pose"
 
     def run(self, row):
-        return pack(getattr(self.annotator, self.method)(unpack(row)))
+        return pack(self.annotator.estimate_pose(unpack(row)))
 
 
-class DetectStep(_ModelStep):
-    step, method = "detect", "detect"
+class TrackStep(_Step):
+    """Track, then validate and encode the results as they will be written (a clips row, a tracks table, the
+    audio): validation is cheap (0.005 CPU-s a frame) and needs the masks the tracker just made, so it runs here
+    and no frames travel back to the driver."""
 
-
-class PoseStep(_ModelStep):
-    step, method = "pose", "estimate_pose"
-
-
-class TrackStep(_ModelStep):
-    step, method = "track", "track"
-
-
-class ValidateStep(_Step):
-    """Validate, then encode the results as they will be written: a clips row and a tracks table."""
-
-    step = "validate"
+    step = "track"
 
     def __init__(self, config: AnnotatorConfig, previews: str | None = None):
         super().__init__(config)
         self.previews = previews
 
     def run(self, row):
-        annotation = self.annotator.validate(unpack(row))
+        annotation = self.annotator.validate(self.annotator.track(unpack(row)))
         if self.previews:
             stem = os.path.splitext(os.path.basename(row["video"].rstrip("/")))[0]
             annotation.render_preview(os.path.join(self.previews, f"{stem}_{annotation.clip_id}.mp4"))
@@ -223,15 +215,6 @@ class ValidateStep(_Step):
             writer.write_table(annotation.tracks_table())
         result = {"clip_row": annotation.clip_row(), "tracks": sink.getvalue(), "audio": annotation.audio_bytes()}
         return {"payload": pickle.dumps(result, protocol=5), "frames": NO_FRAMES, "masks": NO_MASKS}
-
-
-def decode_batch(batch: dict, config: AnnotatorConfig) -> dict:
-    """Decode as a plain Ray task: no model, so no actor (fewer processes to start)."""
-    return DecodeStep(config)(batch)
-
-
-def validate_batch(batch: dict, config: AnnotatorConfig, previews: str | None = None) -> dict:
-    return ValidateStep(config, previews)(batch)
 
 
 # ------------------------------------------------------------------------------------ journal
@@ -302,9 +285,8 @@ def _init_ray(config: CurateConfig) -> None:
 
 
 def _map(ds, stage, resources: StageResources, config: AnnotatorConfig, **kwargs):
-    """One stage. A model step is a callable class in an actor pool (each actor loads its model once,
-    its runtimes capped to the CPUs the stage asks for); a model-free step is a plain function run
-    as Ray tasks."""
+    """One stage: a callable class in an actor pool (each actor loads its model once, its runtimes capped to the
+    CPUs the stage asks for)."""
     import ray
 
     threads = config.num_threads or max(1, math.ceil(resources.num_cpus))
@@ -318,8 +300,6 @@ def _map(ds, stage, resources: StageResources, config: AnnotatorConfig, **kwargs
     # its worker every time would stall the run. Only ray_remote_args can say so in Ray 2.60.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        if not isinstance(stage, type):
-            return ds.map_batches(stage, fn_kwargs=kwargs, max_retries=MAX_RETRIES, **options)
         compute = ray.data.ActorPoolStrategy(
             min_size=resources.actors, max_size=max(resources.actors, resources.max_actors or resources.actors))
         return ds.map_batches(stage, compute=compute, fn_constructor_kwargs=kwargs, max_restarts=MAX_RETRIES,
@@ -369,11 +349,9 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
              "frames": NO_FRAMES, "masks": NO_MASKS}
             for i in todo
         ], override_num_blocks=len(todo))
-        ds = _map(ds, decode_batch, config.decode, a)
-        ds = _map(ds, DetectStep, config.detect, a)
+        ds = _map(ds, DetectStep, config.detect, a)  # decode + detect
         ds = _map(ds, PoseStep, config.pose, a)
-        ds = _map(ds, TrackStep, config.track, a)
-        ds = _map(ds, validate_batch, config.validate, a, previews=previews)
+        ds = _map(ds, TrackStep, config.track, a, previews=previews)  # track + validate
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
             for row in _rows(batch):
                 if row["status"] == RUNNING:

@@ -45,7 +45,8 @@ def test_dataset_roundtrip(annotator, bedroom_annotation, tmp_path):
     assert meta["avatarkit.config"]["validation"]["min_det_iou"] == 0.5
 
 
-def test_the_dataset_keeps_each_clips_audio_and_refuses_a_newer_schema(annotator, data_dir, tmp_path):
+def test_the_dataset_keeps_each_clips_audio_and_refuses_a_newer_schema(annotator, data_dir, tmp_path, monkeypatch):
+    from curation import video
     from curation.dataset import CuratedDataset
 
     talk = data_dir / "talking"
@@ -54,7 +55,11 @@ def test_the_dataset_keeps_each_clips_audio_and_refuses_a_newer_schema(annotator
     row = schema.read_clips(out).to_pylist()[0]
     assert row["audio_file"] == f"audio/{a.clip_id}.flac" and (out / row["audio_file"]).is_file()
     assert row["first_frame"] == 5 and row["stride"] == 1
+    decoded = []  # the stored audio is what load returns: the source's own track is never decoded
+    track = video._decode_audio_track
+    monkeypatch.setattr(video, "_decode_audio_track", lambda path: decoded.append(path) or track(path))
     record = CuratedDataset(out).load(a.clip_id)
+    assert decoded == []
     assert record.clip.sample_rate == a.clip.sample_rate and len(record.clip.audio) == len(a.clip.audio)
     assert np.abs(record.clip.audio - a.clip.audio).max() < 1e-3  # 16-bit FLAC of the annotated samples
     assert np.array_equal(record.clip.frame_indices, a.clip.frame_indices)
