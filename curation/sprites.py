@@ -32,16 +32,16 @@ DATA_ENV = "AVATAR_DATA_DIR"
 # (frame, object id) of single persons annotated in judo/masks (id 1 is the two judokas as one region).
 JUDO_PEOPLE = (("00005", 2), ("00008", 3), ("00013", 4))
 DETECTOR_WEIGHTS = "yolox_nano.onnx"  # ../shared/models; Apache-2.0 (YOLOX)
-# source name -> (video, frame indices to cut people from, at most this many people)
-CUTOUT_SOURCES: dict[str, tuple[str, tuple[int, ...], int]] = {
-    "crosswalk": ("crosswalk/people1.mp4", tuple(range(10, 686, 25)), 8),
-    "bedroom": ("bedroom/bedroom.mp4", (0, 70, 140, 199), 3),
-    "talking": ("talking/liveportrait_d11.mp4", (0,), 1),
-    "talking_2": ("talking/mimictalk_german_20s.mp4", (0,), 1),
-    "talking_3": ("talking/edtalk_uncrop_obama.mp4", (0,), 1),
-    "talking_4": ("talking/latentsync_demo1_video.mp4", (0,), 1),
-    "talking_5": ("talking/videoretalking_face2.mp4", (0,), 1),
-}
+# (source name, video, frame indices to cut people from, at most this many people from the video)
+CUTOUT_SOURCES: tuple[tuple[str, str, tuple[int, ...], int], ...] = (
+    ("crosswalk", "crosswalk/people1.mp4", tuple(range(10, 686, 25)), 8),
+    ("bedroom", "bedroom/bedroom.mp4", (0, 70, 140, 199), 3),
+    ("talking", "talking/liveportrait_d11.mp4", (0,), 1),
+    ("talking", "talking/mimictalk_german_20s.mp4", (0,), 1),
+    ("talking", "talking/edtalk_uncrop_obama.mp4", (0,), 1),
+    ("talking", "talking/latentsync_demo1_video.mp4", (0,), 1),
+    ("talking", "talking/videoretalking_face2.mp4", (0,), 1),
+)
 PLATES = ("bedroom", "crosswalk")
 
 
@@ -139,7 +139,7 @@ def _cut(segmenter, rgb: np.ndarray, box: np.ndarray, source: str) -> Sprite | N
     anchor = "bottom" if y1 >= 0.98 * h else "feet"
     full = np.zeros((h, w), bool)
     full[py0:py1, px0:px1] = mask
-    return _crop_to_mask(rgb, full, source.split("_")[0], anchor)
+    return _crop_to_mask(rgb, full, source, anchor)
 
 
 @lru_cache(maxsize=2)
@@ -154,7 +154,7 @@ def cutout_sprites(root: str | None = None, weights_dir: str | None = None, min_
     detector = _yolox(weights_dir)
     sprites: list[Sprite] = []
     with selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
-        for source, (rel, frames, cap) in CUTOUT_SOURCES.items():
+        for source, rel, frames, cap in CUTOUT_SOURCES:
             clip = read_clip(base / rel, end=max(frames) + 1)
             found = []
             for t in frames:

@@ -28,6 +28,7 @@ from .video import write_video
 
 __all__ = ["SyntheticClip", "generate_clip", "generate_hard_clip", "clean_plate", "data_dir", "load_sprites"]
 
+
 @dataclass
 class SyntheticClip:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
