@@ -1,30 +1,58 @@
-"""Mask head: per-character mask IoU on held-out clips, ours vs baselines on the same frames and noises.
+"""Mask head: per-character mask IoU on held-out people and backgrounds, ours vs fair baselines, 2 to 6 characters,
+and how well each character's audio stays inside its own region.
 
-A curated dataset is made by the Ray pipeline (`pipelines.curate`) from synthetic 2-person clips and a real clip
-(bedroom); its curated masks are the targets. Whole clips are held out (the last synthetic ones and bedroom). There
-are no Wan VAE weights here and a random VAE keeps little of the image, so a wider tiny Wan VAE (configs.VAE_WIDE) is
-first fitted to the training clips only (`--vae-steps`, fit_vae). `avatar model prepare`'s code (model.prepare) then
-turns the dataset into a training cache with that VAE (training windows also mirrored). Everything trains with the
-one training loop (model.train):
+The data: a curated dataset made by the Ray pipeline (`pipelines.curate`) from hard synthetic composites with 2-6
+people (`curation.synthetic.generate_hard_clip`) and real clips (bedroom, crosswalk, and the three-person
+conversation talking/msdwild_00001); its curated masks are the targets. The split is by source clip
+(`model.split.split_by_source`): the crosswalk (its people and its plate), two talking-head people and the
+conversation are test sources; training composites are made only of the judo, bedroom and two other talking-head
+people over the bedroom plate, test composites only of test people over the crosswalk plate. So no person and no
+background of the test set is seen in training (the split is printed in the JSON). Half of the composites, in
+training and in test, are street scenes, half conversations.
+
+There are no Wan VAE weights here and a random VAE keeps little of the image, so a wider tiny Wan VAE
+(configs.VAE_WIDE) is first fitted to the training clips only (`--vae-steps`, fit_vae). `avatar model prepare`'s
+code (model.prepare) then turns the dataset into a training cache with that VAE (training windows also mirrored).
+Everything trains with the one training loop (model.train):
 - ours: MaskPredictionHead on the deep features (block `mask_layer`) of a frozen DiT: the DiT is first trained on
   the training clips with flow matching (`train(stage="full")`; no Wan weights to start from), then the head
   (`train(stage="mask")`).
 - ours on a random frozen DiT: the same head stage on the untrained DiT.
 - latent head: the same head on the noisy VAE latents (patchified like the DiT's tokens), no DiT (model.train.fit
   with the baseline's loss module).
-- box: the first-frame box of the character's mask held fixed over the window.
-Every head gets each identity crop and the box it was cut from. IoU is per (window, character, latent frame) at
-the data resolution, the head's latent-grid output upsampled and thresholded at 0.5, over the noise levels
-0.1 / 0.5 / 0.9 with the same noise for every method. The latent-grid oracle (the target pooled to the grid and
-back) bounds any predictor on that grid.
+Each of these three is trained a second time as a head that also gets each character's frame-0 mask
+(`MaskPredictionHead(first_frame_masks=True)`, keys ending `_first_frame_masks`): it starts as the first-frame mask
+held fixed and learns a residual on it, so it sees what the first-frame baselines see.
+Baselines that need no training, from the target masks themselves:
+- first-frame mask held fixed: each character's frame-0 mask on every frame (the obvious baseline: ours is given
+  each character's first-frame crop and box, this is given the first-frame mask itself);
+- first-frame mask shifted by the tracked box: the frame-0 mask moved by how far the character's box centre
+  (from the target masks of each frame, so it knows the future motion) moved;
+- the filled first-frame box.
+IoU is per (window, character, latent frame) at the data resolution, the head's latent-grid output upsampled and
+thresholded at 0.5, over the noise levels 0.1 / 0.5 / 0.9 with the same noise for every method. Headline numbers are
+over the latent frames after the first (frame 0 is given to the first-frame baselines); confidence intervals are
+bootstraps over held-out clips (windows of one clip overlap and are not independent), ratios paired on the same
+resamples. The latent-grid oracle (the target pooled to the grid and back) bounds any predictor on that grid.
+`latent_grid` repeats the comparison on the grid itself, where the masks gate the audio: targets pooled to the grid
+(area share >= 0.5), the baselines made from those, the heads' logits >= 0 (the oracle is 1 there).
 
-    .venv/bin/python benchmarks/model_mask_head.py [--steps 1500] [--pretrain-steps 800]
+Routing confinement: on each held-out window, at noise 0.5, one character's audio tokens are replaced by other
+tokens; the share of the change of the DiT's output that falls inside that character's predicted region (>= 0.5),
+against the region's share of the frame (what an even spread would give) and against the same model with the audio
+ungated (every character's audio reaches every token).
+
+On the real conversation: the share of each speaker's annotated face box (talking/msdwild_00001_faces.csv) covered
+by the mask of the character it belongs to (the character whose frame-0 target mask holds most of the box).
+
+    .venv/bin/python benchmarks/model_mask_head.py [--steps 1000] [--pretrain-steps 500]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import tempfile
 import time
@@ -43,31 +71,49 @@ from model.pipeline import AvatarPipeline  # noqa: E402
 from model.data import AvatarClipDataset, CacheDataset, DataConfig  # noqa: E402
 from model.mask_head import MaskPredictionHead  # noqa: E402
 from model.prepare import PrepareConfig, PrepareStep, prepare  # noqa: E402
+from model.split import split_by_source  # noqa: E402
 from model.train import TrainConfig, fit, fit_vae, make_accelerator, read_loss_curve, train, window_noise  # noqa: E402
 
 SIGMAS = (0.1, 0.5, 0.9)
 
 
-def make_dataset(out: Path, synthetic: int, frames: int) -> tuple[Path, list[str]]:
-    """Curate synthetic clips + bedroom with the Ray pipeline; returns the folder and held-out sources."""
+TEST_PEOPLE = ("crosswalk/people1.mp4", "talking/latentsync_demo1_video.mp4", "talking/videoretalking_face2.mp4")
+TRAIN_PEOPLE = ("judo", "bedroom/bedroom.mp4", "talking/liveportrait_d11.mp4", "talking/mimictalk_german_20s.mp4")
+CONVERSATION = "talking/msdwild_00001.mp4"
+TEST_SOURCES = (*TEST_PEOPLE, CONVERSATION)
+REAL = ((("bedroom/bedroom.mp4", 0, 33),), (("crosswalk/people1.mp4", 0, 25),), ((CONVERSATION, 0, 49),))
+
+
+def make_dataset(out: Path, train_clips: int, test_clips: int, frames: int) -> None:
+    """Curate synthetic composites + real clips with the Ray pipeline into out/dataset; each video's sources go to
+    out/sources.json."""
     from curation import AnnotatorConfig, ReadConfig
-    from curation.synthetic import generate_clip
+    from curation.synthetic import generate_hard_clip
     from pipelines.curate import CurateConfig, curate
 
-    videos = []
-    for seed in range(2000, 2000 + synthetic):
-        clip = generate_clip(seed, num_persons=2, num_frames=frames, size=(384, 216), root=str(SHARED / "data"))
-        videos.append(str(clip.save(out / "clips", f"synthetic_{seed}")))
-    bedroom = str(SHARED / "data" / "bedroom" / "bedroom.mp4")
+    rows, sources = [], {}
+    for i in range(train_clips + test_clips):
+        test = i >= train_clips
+        clip = generate_hard_clip(3000 + i, num_frames=frames, size=(384, 216), root=str(SHARED / "data"),
+                                  people=TEST_PEOPLE if test else TRAIN_PEOPLE,
+                                  plates=("crosswalk",) if test else ("bedroom",),
+                                  kind=("street", "conversation")[i % 2])  # half of each, in training and test
+        video = str(clip.save(out / "clips", f"{'test' if test else 'train'}_{3000 + i}"))
+        rows.append((video, 0, frames))
+        sources[video] = clip.meta["source_videos"]
+    for ((rel, start, end),) in REAL:
+        video = str(SHARED / "data" / rel)
+        rows.append((video, start, end))
+        sources[video] = [rel]
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["video", "start", "end"])
-        w.writerows([(v, 0, frames) for v in videos + [bedroom]])
+        w.writerows(rows)
     annotator = AnnotatorConfig(read=ReadConfig(max_side=384))
     annotator.tracker.backend = annotator.pose.backend = "ultralytics"
     curate(CurateConfig(manifest=str(manifest), output=str(out / "dataset"), annotator=annotator))
-    return out / "dataset", videos[-max(2, synthetic // 4):] + [bedroom]
+    (out / "sources.json").write_text(json.dumps(sources, indent=1))
 
 
 def patchify(latents: torch.Tensor) -> torch.Tensor:
@@ -106,18 +152,52 @@ def first_frame_box(target: torch.Tensor) -> torch.Tensor:
     return box
 
 
+def first_frame_mask(target: torch.Tensor) -> torch.Tensor:
+    """(C, F, H, W) masks -> each character's frame-0 mask held fixed on every frame."""
+    return target[:, :1].expand_as(target).clone()
+
+
+def box_centre(mask: np.ndarray) -> np.ndarray | None:
+    ys, xs = np.nonzero(mask)
+    return None if not len(xs) else np.array([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2])
+
+
+def shifted(mask: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """(H, W) mask moved by (dx, dy) pixels; what leaves the frame is gone, nothing wraps around."""
+    h, w = mask.shape
+    out = torch.zeros_like(mask)
+    out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = mask[max(0, -dy):h - max(0, dy),
+                                                                      max(0, -dx):w - max(0, dx)]
+    return out
+
+
+def first_frame_mask_shifted(target: torch.Tensor) -> torch.Tensor:
+    """(C, F, H, W) masks -> the frame-0 mask moved by each frame's box-centre displacement (empty where the
+    character is not seen)."""
+    out = torch.zeros_like(target)
+    for c in range(target.shape[0]):
+        first = box_centre(target[c, 0].numpy())
+        for f in range(target.shape[1]):
+            now = box_centre(target[c, f].numpy())
+            if first is not None and now is not None:
+                dx, dy = np.round(now - first).astype(int)
+                out[c, f] = shifted(target[c, 0], int(dx), int(dy))
+    return out
+
+
 class LatentHead(torch.nn.Module):
     """Baseline: the mask head on the noisy VAE latents, patchified like the DiT's tokens (no DiT)."""
 
-    def __init__(self, latent_channels: int, max_characters: int, seed: int):
+    def __init__(self, latent_channels: int, max_characters: int, seed: int, first_frame_masks: bool = False):
         super().__init__()
         torch.manual_seed(seed)
         self.head = MaskPredictionHead(dim=4 * latent_channels, latent_channels=latent_channels,
-                                       max_characters=max_characters)
+                                       max_characters=max_characters, first_frame_masks=first_frame_masks)
         self.seed = seed
 
     def logits(self, xt: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.head(patchify(xt), batch["identity"], batch["boxes"], token_grid(batch["x0"]))
+        return self.head(patchify(xt), batch["identity"], batch["boxes"], token_grid(batch["x0"]),
+                         batch["targets"][:, :, 0])
 
     def forward(self, batch: dict) -> torch.Tensor:
         sigma, noise = window_noise(batch, self.seed)
@@ -125,8 +205,9 @@ class LatentHead(torch.nn.Module):
         return MaskPredictionHead.loss(self.logits((1 - s) * batch["x0"] + s * noise, batch), batch["targets"])
 
 
-def fit_latent_head(cache: Path, config: TrainConfig, latent_channels: int) -> LatentHead:
-    module = LatentHead(latent_channels, max_characters=2, seed=config.seed)
+def fit_latent_head(cache: Path, config: TrainConfig, latent_channels: int, max_characters: int,
+                    first_frame_masks: bool) -> LatentHead:
+    module = LatentHead(latent_channels, max_characters, config.seed, first_frame_masks)
     fit(make_accelerator(config), module, list(module.parameters()), CacheDataset(cache, config.clip_ids), config,
         save=lambda folder: torch.save(module.state_dict(), Path(folder) / "latent_head.pt"))
     return module.eval()
@@ -136,8 +217,17 @@ def fit_latent_head(cache: Path, config: TrainConfig, latent_channels: int) -> L
 def dit_logits(pipe, xt: torch.Tensor, sigma: float, enc: dict, text: torch.Tensor) -> torch.Tensor:
     out = pipe.transformer(xt, torch.tensor([sigma * 1000]), text, reference_latents=enc["reference"],
                            identity_latents=enc["identity"], identity_boxes=enc["boxes"], mask_head=pipe.mask_head,
-                           stop_after_mask_layer=True)
+                           stop_after_mask_layer=True, identity_masks=enc["targets"][:, :, 0])
     return out.mask_logits
+
+
+def with_prior_head(source: Path, out: Path, seed: int = 1) -> Path:
+    """The pipeline at `source` with a fresh mask head that also takes each character's first-frame mask."""
+    pipe = AvatarPipeline.from_pretrained(str(source))
+    torch.manual_seed(seed)
+    pipe.register_modules(mask_head=MaskPredictionHead(**{**pipe.mask_head.config, "first_frame_masks": True}))
+    pipe.save_pretrained(str(out))
+    return out
 
 
 def token_grid(x0: torch.Tensor) -> tuple[int, int, int]:
@@ -150,78 +240,216 @@ def curve_ends(output: Path, n: int = 50) -> list[float]:
     return [round(float(loss[:n].mean()), 4), round(float(loss[-n:].mean()), 4)]
 
 
+def once(work: Path, name: str, make) -> tuple[Path, float]:
+    """work/name made by `make()` unless a run with the same --work made it already: (the folder, seconds it took)."""
+    done = work / f"{name}.seconds"
+    if not done.is_file():
+        tic = time.perf_counter()
+        make()
+        done.write_text(str(time.perf_counter() - tic))
+    return work / name, float(done.read_text())
+
+
 def log(message: str) -> None:
     print(f"[model_mask_head] {message}", file=sys.stderr, flush=True)
 
 
+FIRST = "_first_frame_masks"  # the heads that also get each character's first-frame mask
+BASELINES = {"first_frame_mask": first_frame_mask, "first_frame_mask_shifted_by_tracked_box": first_frame_mask_shifted,
+             "box_first_frame": first_frame_box}
+
+
+def cluster_bootstrap(items: list[dict], key, n: int = 2000, seed: int = 0) -> list[float]:
+    """95% CI of mean(key(item)) resampling whole clips (windows of one clip overlap: not independent)."""
+    clips = sorted({it["clip"] for it in items})
+    by_clip = {c: [it for it in items if it["clip"] == c] for c in clips}
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n):
+        pick = [it for c in rng.choice(clips, len(clips)) for it in by_clip[c]]
+        stats.append(key(pick))
+    return [round(float(v), 4) for v in np.percentile(stats, [2.5, 97.5])]
+
+
+def summarise(items: list[dict], methods: list[str]) -> dict:
+    """Mean IoU per method with clip-bootstrap CIs, and the ratios of ours over each baseline (paired resamples)."""
+    def mean_of(name, field="later"):
+        return lambda its: float(np.mean([it[name][field] for it in its]))
+
+    def ratio(a, b, field="later"):
+        return lambda its: mean_of(a, field)(its) / max(mean_of(b, field)(its), 1e-9)
+
+    out = {"windows_x_characters": len(items), "clips": len({it["clip"] for it in items}),
+           "iou_later_frames": {m: round(mean_of(m)(items), 4) for m in methods},
+           "iou_later_frames_ci95": {m: cluster_bootstrap(items, mean_of(m)) for m in methods},
+           "iou_all_frames": {m: round(mean_of(m, "all")(items), 4) for m in methods}}
+    for base in ("first_frame_mask", "first_frame_mask_shifted_by_tracked_box", "box_first_frame",
+                 "latent_head_no_dit", "ours_random_frozen_dit"):
+        out[f"ratio_ours_over_{base}"] = round(ratio("ours_dit_features", base)(items), 3)
+        out[f"ratio_ours_over_{base}_ci95"] = cluster_bootstrap(items, ratio("ours_dit_features", base))
+    for base in ("first_frame_mask", "latent_head_no_dit" + FIRST, "ours_random_frozen_dit" + FIRST):
+        key = f"ratio_ours{FIRST}_over_{base}"
+        out[key] = round(ratio("ours_dit_features" + FIRST, base)(items), 3)
+        out[key + "_ci95"] = cluster_bootstrap(items, ratio("ours_dit_features" + FIRST, base))
+    grid = [m for m in methods if m != "latent_grid_oracle"]
+    out["latent_grid"] = {  # every method on the grid the masks gate the audio on (the oracle is 1 there)
+        "iou_later_frames": {m: round(mean_of(m, "grid")(items), 4) for m in grid},
+        "iou_later_frames_ci95": {m: cluster_bootstrap(items, mean_of(m, "grid")) for m in grid},
+        **{f"ratio_{ours}_over_first_frame_mask": round(ratio(ours, "first_frame_mask", "grid")(items), 3)
+           for ours in ("ours_dit_features", "ours_dit_features" + FIRST)},
+        **{f"ratio_{ours}_over_first_frame_mask_ci95": cluster_bootstrap(items, ratio(ours, "first_frame_mask", "grid"))
+           for ours in ("ours_dit_features", "ours_dit_features" + FIRST)}}
+    return out
+
+
+@torch.no_grad()
+def confinement(pipe, enc: dict, tokens: torch.Tensor, text: torch.Tensor, seed: int) -> list[dict]:
+    """Per character: share of the output change (its audio replaced) inside its predicted region, gated and ungated,
+    and the region's share of the frame."""
+    gen = torch.Generator().manual_seed(seed)
+    sigma = 0.5
+    xt = (1 - sigma) * enc["x0"] + sigma * torch.randn(enc["x0"].shape, generator=gen)
+    t = torch.tensor([sigma * 1000])
+    common = dict(reference_latents=enc["reference"], identity_latents=enc["identity"], identity_boxes=enc["boxes"])
+    masks = torch.sigmoid(pipe.transformer(xt, t, text, mask_head=pipe.mask_head, stop_after_mask_layer=True,
+                                           identity_masks=enc["targets"][:, :, 0],
+                                           **common).mask_logits)
+    gates = {"gated": masks, "ungated": torch.ones_like(masks)}
+    base = {g: pipe.transformer(xt, t, text, audio_tokens=tokens, audio_masks=m, **common).sample
+            for g, m in gates.items()}
+    rows = []
+    for k in range(tokens.shape[1]):
+        other = tokens.clone()
+        other[:, k] = torch.randn(other[:, k].shape, generator=gen) * tokens.std() + tokens.mean()
+        region = (masks[0, k] >= 0.5).float()  # (F, h, w) on the latent grid
+        row = {"area_share": float(region.mean()), "empty_region": bool(region.sum() == 0)}
+        if row["empty_region"]:  # nothing predicted for this character: no region to confine to
+            rows.append({**row, "share_inside_gated": float("nan"), "share_inside_ungated": float("nan")})
+            continue
+        for g, m in gates.items():
+            diff = (pipe.transformer(xt, t, text, audio_tokens=other, audio_masks=m, **common).sample
+                    - base[g]).abs().sum(1)[0]  # (F, h, w)
+            total = float(diff.sum())
+            row[f"share_inside_{g}"] = float((diff * region).sum()) / total if total > 0 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def face_boxes(path: Path) -> dict[int, dict[int, tuple[float, ...]]]:
+    """msdwild faces CSV -> {frame: {face_id: xyxy}} in the source's pixels."""
+    boxes: dict[int, dict[int, tuple[float, ...]]] = {}
+    with open(path) as fh:
+        for frame, _, face, x0, y0, x1, y1, _ in csv.reader(fh):
+            boxes.setdefault(int(frame), {})[int(face)] = tuple(map(float, (x0, y0, x1, y1)))
+    return boxes
+
+
+def face_coverage(preds: dict[str, torch.Tensor], target: torch.Tensor, faces: dict, start: int,
+                  source_hw: tuple[int, int]) -> list[dict]:
+    """Per face and latent frame after the first: the share of the face box covered by the predicted mask of the
+    character the face belongs to (the one whose frame-0 target mask covers most of the box)."""
+    size = target.shape[-2:]
+    sy, sx = size[0] / source_hw[0], size[1] / source_hw[1]
+    frame_of = [0] + list(range(4, 4 * target.shape[1], 4))
+
+    def box_mask(xyxy):
+        m = torch.zeros(size, dtype=torch.bool)
+        x0, y0, x1, y1 = xyxy
+        m[int(y0 * sy):int(np.ceil(y1 * sy)), int(x0 * sx):int(np.ceil(x1 * sx))] = True
+        return m
+
+    rows = []
+    for face, xyxy in faces.get(start, {}).items():
+        owner = int(torch.stack([(target[c, 0] & box_mask(xyxy)).sum() for c in range(target.shape[0])]).argmax())
+        for f in range(1, target.shape[1]):
+            box = faces.get(start + frame_of[f], {}).get(face)
+            if box is None:
+                continue
+            m = box_mask(box)
+            rows.append({"face": face, **{name: float((p[owner, f] & m).sum() / max(int(m.sum()), 1))
+                                           for name, p in preds.items()}})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=21)
+    parser.add_argument("--train-clips", type=int, default=16, help="synthetic training composites")
+    parser.add_argument("--test-clips", type=int, default=8, help="synthetic test composites")
+    parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", default="small")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=1500, help="head training steps")
-    parser.add_argument("--pretrain-steps", type=int, default=800, help="DiT flow-matching steps")
-    parser.add_argument("--vae-steps", type=int, default=150, help="autoencoder steps of the VAE (0: random VAE)")
+    parser.add_argument("--characters", type=int, default=6, help="the model's character count")
+    parser.add_argument("--steps", type=int, default=1000, help="head training steps")
+    parser.add_argument("--pretrain-steps", type=int, default=500, help="DiT flow-matching steps")
+    parser.add_argument("--vae-steps", type=int, default=80, help="autoencoder steps of the VAE (0: random VAE)")
     parser.add_argument("--vae-crop", type=int, default=128, help="the VAE trains on random crops this large")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--dataset", default=None, help="reuse a curated dataset (then --held-out sources)")
-    parser.add_argument("--held-out", nargs="*", default=None, help="source paths (or parts of them) to hold out")
+    parser.add_argument("--work", default=None, help="a folder to keep the dataset, VAE, cache and trained heads in; "
+                        "a rerun with the same folder reuses what is there and only evaluates again")
     args = parser.parse_args()
     setup_env()
-    tic = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="maskbench_"))
-    if args.dataset:
-        folder, held_sources = Path(args.dataset), args.held_out or []
-    else:
-        folder, held_sources = make_dataset(work, args.synthetic, args.frames)
-    curate_s = time.perf_counter() - tic
+    work = Path(args.work or tempfile.mkdtemp(prefix="maskbench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    folder, curate_s = once(work, "dataset", lambda: make_dataset(work, args.train_clips, args.test_clips, args.frames))
+    sources = json.loads((work / "sources.json").read_text())
     res = (args.resolution, args.resolution)
-    data = DataConfig(num_frames=9, size=res, min_characters=2, max_characters=2, stride=4, passed_only=False)
+    data = DataConfig(num_frames=9, size=res, min_characters=2, max_characters=args.characters, stride=4,
+                      passed_only=False)
     windows = AvatarClipDataset(str(folder), data)
-    sources = dict(zip(windows.data.clips["clip_id"], windows.data.clips["source"]))
+    source_of = dict(zip(windows.data.clips["clip_id"], windows.data.clips["source"]))
     usable = list(windows.records)
-    held = tuple(c for c in usable if any(h in sources[c] for h in held_sources))
-    trained = tuple(c for c in usable if c not in held)
+    clip_sources = {c: sources[source_of[c]] for c in usable}
+    used = set().union(*map(set, clip_sources.values()))  # a small run may not use every test person
+    split = split_by_source(clip_sources, [s for s in TEST_SOURCES if s in used])
+    held, trained = split.test, split.train
+    log(f"split: {split.describe()}")
 
-    t0 = time.perf_counter()  # the VAE sees the training clips only
-    pipe = build_pipeline(args.size, seed=0, max_characters=2, vae=VAE_WIDE if args.vae_steps else None)
-    fit_vae(pipe, AvatarClipDataset(str(folder), replace(data, clip_ids=trained, hflip=True)), args.vae_steps,
-            crop=args.vae_crop)  # then calibrates
-    pipe.save_pretrained(str(work / "start"))
-    vae_s = time.perf_counter() - t0
+    pipe = build_pipeline(args.size, seed=0, max_characters=args.characters, vae=VAE_WIDE if args.vae_steps else None)
+
+    def fit_start():  # the VAE sees the training clips only
+        fit_vae(pipe, AvatarClipDataset(str(folder), replace(data, clip_ids=trained, hflip=True)), args.vae_steps,
+                crop=args.vae_crop)  # then calibrates
+        pipe.save_pretrained(str(work / "start"))
+
+    start, vae_s = once(work, "start", fit_start)
+    pipe = AvatarPipeline.from_pretrained(str(start))
     log(f"VAE fitted {args.vae_steps} steps in {vae_s:.0f} s")
-    t0 = time.perf_counter()
-    cache = work / "cache"
-    summary = prepare(PrepareConfig(dataset=str(folder), output=str(cache), pipeline=str(work / "start"),
-                                    data=replace(data, hflip=True), executor="local"))
-    prepare_s = time.perf_counter() - t0
-    log(f"cache: {summary.done} clips, {summary.windows} windows in {prepare_s:.0f} s")
+    cache, prepare_s = once(work, "cache", lambda: prepare(PrepareConfig(
+        dataset=str(folder), output=str(work / "cache"), pipeline=str(start), data=replace(data, hflip=True),
+        executor="local")))
+    cache_windows = len(CacheDataset(cache).index)
+    log(f"cache: {cache_windows} windows in {prepare_s:.0f} s")
 
     base = TrainConfig(dataset=str(cache), output="", lr=args.lr, batch_size=1, clip_ids=trained, save_every=10**6)
-    t0 = time.perf_counter()
-    dit = train(replace(base, output=str(work / "dit"), stage="full", steps=args.pretrain_steps))
-    pretrain_s = time.perf_counter() - t0
+    dit, pretrain_s = once(work, "dit", lambda: train(replace(base, output=str(work / "dit"), stage="full",
+                                                              steps=args.pretrain_steps)))
     log(f"DiT trained {args.pretrain_steps} steps in {pretrain_s:.0f} s")
-    heads, seconds = {}, {}
-    for name, start in (("ours_dit_features", dit), ("ours_random_frozen_dit", None)):
-        t0 = time.perf_counter()
-        final = train(replace(base, output=str(work / name), stage="mask", steps=args.steps, seed=1,
-                              pretrained=str(start) if start else None))
-        heads[name] = AvatarPipeline.from_pretrained(str(final))
-        seconds[name] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
-    z = pipe.vae.config.z_dim
-    latent_head = fit_latent_head(cache, replace(base, output=str(work / "latent_head_no_dit"), steps=args.steps,
-                                                 seed=1), z)
-    seconds["latent_head_no_dit"] = round(time.perf_counter() - t0, 1)
+    heads, latent_heads, seconds = {}, {}, {}
+    for suffix in ("", FIRST):  # every head without, then with, the characters' first-frame masks
+        prior = suffix == FIRST
+        for name, begin in (("ours_dit_features", dit / "pipeline"), ("ours_random_frozen_dit", start)):
+            name += suffix
+            begin = with_prior_head(begin, work / f"{name}_start") if prior else begin
+            folder_out, seconds[name] = once(work, name, lambda: train(replace(
+                base, output=str(work / name), stage="mask", steps=args.steps, seed=1, pretrained=str(begin))))
+            heads[name] = AvatarPipeline.from_pretrained(str(folder_out / "pipeline"))
+        latent_dir = work / f"latent_head_no_dit{suffix}"
+        latent_config = replace(base, output=str(latent_dir), steps=args.steps, seed=1)
+        _, seconds[latent_dir.name] = once(work, latent_dir.name, lambda: torch.save(fit_latent_head(
+            cache, latent_config, pipe.vae.config.z_dim, args.characters, prior).state_dict(), latent_dir / "final.pt"))
+        latent_heads[latent_dir.name] = LatentHead(pipe.vae.config.z_dim, args.characters, 1, prior)
+        latent_heads[latent_dir.name].load_state_dict(torch.load(latent_dir / "final.pt", weights_only=True))
+        latent_heads[latent_dir.name].eval()
     train_loss = {name: curve_ends(work / name) for name in seconds}
+    seconds = {k: round(v, 1) for k, v in seconds.items()}
     log(f"heads trained: {seconds}")
 
-    scores = {name: [] for name in (*seconds, "box_first_frame", "latent_grid_oracle")}
-    per_sigma = {name: {s: [] for s in SIGMAS} for name in seconds}
+    methods = [*seconds, *BASELINES, "latent_grid_oracle"]
+    items, routing, coverage = [], [], []
     step = PrepareStep(str(cache), str(folder), data, {})  # held-out windows, not mirrored
     text = pipe.encode_prompt([""])
+    faces = face_boxes(SHARED / "data" / "talking" / "msdwild_00001_faces.csv")
+    ours = heads["ours_dit_features"]
     with torch.no_grad():
         for clip_id in held:
             clip = AvatarClipDataset(str(folder), replace(data, clip_ids=(clip_id,)))
@@ -230,33 +458,62 @@ def main() -> None:
                 item = clip.item(w)
                 enc = {k: shard[k][w:w + 1] for k in ("x0", "reference", "identity", "boxes", "targets")}
                 target = frame_targets(item["masks"][None])  # (C, F, H, W)
+                per_sigma, per_sigma_grid, preds = {name: [] for name in seconds}, {name: [] for name in seconds}, {}
+                grid_target = enc["targets"][0] >= 0.5  # (C, F, h, w): where the masks gate the audio
                 for sigma in SIGMAS:
-                    gen = torch.Generator().manual_seed(10_000 * len(scores["box_first_frame"]) + int(sigma * 10))
+                    gen = torch.Generator().manual_seed(10_000 * len(items) + int(sigma * 10))
                     xt = (1 - sigma) * enc["x0"] + sigma * torch.randn(enc["x0"].shape, generator=gen)
                     logits = {name: dit_logits(p, xt, sigma, enc, text) for name, p in heads.items()}
-                    logits["latent_head_no_dit"] = latent_head.logits(xt, enc)
+                    logits.update({name: head.logits(xt, enc) for name, head in latent_heads.items()})
                     for name, value in logits.items():
-                        value = iou(upsample(torch.sigmoid(value), res) > 0.5, target)
-                        scores[name].append(value)
-                        per_sigma[name][sigma].append(value.mean())
-                scores["box_first_frame"].append(iou(first_frame_box(target), target))
-                scores["latent_grid_oracle"].append(iou(upsample(enc["targets"], res) > 0.5, target))
-    mean = {k: round(float(np.mean(np.concatenate([v.ravel() for v in vals]))), 4) for k, vals in scores.items()}
+                        mask = upsample(torch.sigmoid(value), res) > 0.5
+                        per_sigma[name].append(iou(mask, target))
+                        per_sigma_grid[name].append(iou(torch.sigmoid(value[0]) >= 0.5, grid_target))
+                        if sigma == 0.5:  # face coverage is measured at the middle noise level
+                            preds[name] = mask
+                preds.update({name: make(target) for name, make in BASELINES.items()})
+                preds["latent_grid_oracle"] = upsample(enc["targets"], res) > 0.5
+                scores = {name: iou(preds[name], target) for name in (*BASELINES, "latent_grid_oracle")}
+                scores.update({name: np.mean(v, 0) for name, v in per_sigma.items()})  # (C, F), mean over noise
+                grid_scores = {name: iou(make(grid_target), grid_target) for name, make in BASELINES.items()}
+                grid_scores.update({name: np.mean(v, 0) for name, v in per_sigma_grid.items()})
+                for c in range(target.shape[0]):
+                    items.append({"clip": clip_id, "characters": target.shape[0],
+                                  **{m: {"later": float(scores[m][c, 1:].mean()), "all": float(scores[m][c].mean()),
+                                         "grid": float(grid_scores.get(m, np.ones_like(scores[m]))[c, 1:].mean())}
+                                     for m in methods}})
+                tokens = ours.audio_encoder.project(shard["audio"][w])
+                routing += [{"characters": target.shape[0], **r}
+                            for r in confinement(ours, enc, tokens, text, seed=len(routing))]
+                if CONVERSATION in source_of[clip_id]:
+                    coverage += face_coverage({m: preds[m] for m in ("ours_dit_features", *BASELINES)}, target,
+                                              faces, int(item["start"]), (720, 1280))
+    by_count = {str(n): summarise([it for it in items if it["characters"] == n], methods)
+                for n in sorted({it["characters"] for it in items})}
+    routing_by_count = {str(n): {k: round(float(np.nanmean([r[k] for r in routing if r["characters"] == n])), 4)
+                                 for k in ("share_inside_gated", "share_inside_ungated", "area_share")}
+                        | {"characters_x_windows": sum(r["characters"] == n for r in routing),
+                           "empty_regions": sum(r["characters"] == n and r["empty_region"] for r in routing)}
+                        for n in sorted({r["characters"] for r in routing})}
+    coverage_by_face = {str(f): {m: round(float(np.mean([r[m] for r in coverage if r["face"] == f])), 4)
+                                 for m in ("ours_dit_features", *BASELINES)}
+                        for f in sorted({r["face"] for r in coverage})}
+    overall = summarise(items, methods)
     emit("model_mask_head", {
-        "dataset": {"clips": len(usable), "training_clips": len(trained), "held_out_clips": len(held),
-                    "cache_windows_with_mirrors": summary.windows,
-                    "held_out_windows": len(scores["box_first_frame"]),
-                    "held_out_sources": sorted({Path(sources[c]).name for c in held}),
+        "split": split.describe(),
+        "dataset": {"clips": len(usable), "cache_windows_with_mirrors": cache_windows,
+                    "held_out_sources": sorted({Path(source_of[c]).name for c in held}),
                     "curate_seconds": round(curate_s, 1), "prepare_seconds": round(prepare_s, 1)},
-        "size": args.size, "resolution": args.resolution, "loop": "model.train.train / model.train.fit",
+        "size": args.size, "resolution": args.resolution, "characters": args.characters,
+        "loop": "model.train.train / model.train.fit",
         "head_steps": args.steps, "vae_steps": args.vae_steps, "vae_seconds": round(vae_s, 1),
         "dit_pretrain_steps": args.pretrain_steps, "dit_pretrain_seconds": round(pretrain_s, 1),
         "dit_pretrain_loss_first_last_50": curve_ends(work / "dit"),
-        "mask_iou_held_out": mean,
-        "mask_iou_by_noise_level": {n: {str(s): round(float(np.mean(v)), 4) for s, v in d.items()}
-                                    for n, d in per_sigma.items()},
-        "ratio_ours_over_box": round(mean["ours_dit_features"] / mean["box_first_frame"], 3),
-        "ratio_ours_over_latent_head": round(mean["ours_dit_features"] / mean["latent_head_no_dit"], 3),
+        "mask_iou_held_out": overall,
+        "ratio_ours_over_first_frame_mask": overall["ratio_ours_over_first_frame_mask"],
+        "mask_iou_by_character_count": by_count,
+        "routing_confinement_by_character_count": routing_by_count,
+        "conversation_face_coverage_by_face": coverage_by_face,
         "head_train_loss_first_last_50": train_loss, "head_seconds": seconds,
     })
 

@@ -43,6 +43,8 @@ CUTOUT_SOURCES: tuple[tuple[str, str, tuple[int, ...], int], ...] = (
     ("talking", "talking/videoretalking_face2.mp4", (0,), 1),
 )
 PLATES = ("bedroom", "crosswalk")
+PLATE_VIDEOS = {"bedroom": "bedroom/bedroom.mp4", "crosswalk": "crosswalk/people1.mp4"}  # where each plate comes from
+JUDO_VIDEO = "judo"  # the judo frames (images/ + masks/): the people of the judo clip
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -63,12 +65,13 @@ class Sprite:
     mask: np.ndarray  # (h, w) bool
     source: str = "judo"  # where the person was cut from; "judo" masks are human-annotated
     anchor: str = "feet"  # "feet": the whole person, stands on the ground; "bottom": cut by the frame's bottom edge
+    video: str = JUDO_VIDEO  # the clip it was cut from (under shared/data): people of one clip are not told apart
 
 
-def _crop_to_mask(rgb: np.ndarray, mask: np.ndarray, source: str, anchor: str) -> Sprite:
+def _crop_to_mask(rgb: np.ndarray, mask: np.ndarray, source: str, anchor: str, video: str) -> Sprite:
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    return Sprite(rgb[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].copy(), source, anchor)
+    return Sprite(rgb[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].copy(), source, anchor, video)
 
 
 @lru_cache(maxsize=2)
@@ -83,7 +86,7 @@ def load_sprites(root: str | None = None) -> tuple[Sprite, ...]:
         mask = np.array(Image.open(base / "masks" / f"{frame}.png")) == obj
         if mask.shape != img.shape[:2]:  # one annotation is a pixel narrower than its frame
             mask = cv2.resize(mask.astype(np.uint8), img.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-        sprites.append(_crop_to_mask(img, mask, "judo", "feet"))
+        sprites.append(_crop_to_mask(img, mask, "judo", "feet", JUDO_VIDEO))
     return tuple(sprites)
 
 
@@ -116,7 +119,7 @@ def _isolated(boxes: np.ndarray, i: int, margin: float = 0.1) -> bool:
     return not hit.any()
 
 
-def _cut(segmenter, rgb: np.ndarray, box: np.ndarray, source: str) -> Sprite | None:
+def _cut(segmenter, rgb: np.ndarray, box: np.ndarray, source: str, video: str) -> Sprite | None:
     """Selfie segmentation of the padded box, kept inside the box, its largest part; None if it is not person-shaped."""
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = box
@@ -139,7 +142,7 @@ def _cut(segmenter, rgb: np.ndarray, box: np.ndarray, source: str) -> Sprite | N
     anchor = "bottom" if y1 >= 0.98 * h else "feet"
     full = np.zeros((h, w), bool)
     full[py0:py1, px0:px1] = mask
-    return _crop_to_mask(rgb, full, source, anchor)
+    return _crop_to_mask(rgb, full, source, anchor, video)
 
 
 @lru_cache(maxsize=2)
@@ -162,7 +165,7 @@ def cutout_sprites(root: str | None = None, weights_dir: str | None = None, min_
                 boxes = _person_boxes(detector, rgb)
                 tall = [i for i in range(len(boxes)) if boxes[i, 3] - boxes[i, 1] >= min_height * rgb.shape[0]]
                 for i in tall:
-                    sprite = _cut(segmenter, rgb, boxes[i], source) if _isolated(boxes, i) else None
+                    sprite = _cut(segmenter, rgb, boxes[i], source, rel) if _isolated(boxes, i) else None
                     if sprite is not None and len(found) < cap:
                         found.append(sprite)
             sprites += found

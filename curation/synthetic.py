@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import CurationError
-from .sprites import PLATES, Sprite, clean_plate, cutout_sprites, data_dir, load_sprites
+from .sprites import PLATE_VIDEOS, PLATES, Sprite, clean_plate, cutout_sprites, data_dir, load_sprites
 from .video import write_video
 
 __all__ = ["SyntheticClip", "generate_clip", "generate_hard_clip", "clean_plate", "data_dir", "load_sprites"]
@@ -151,8 +152,9 @@ def generate_clip(
     return SyntheticClip(frames, visible, boxes, fps, meta)
 
 
-def _view_plate(rng: np.random.Generator, size: tuple[int, int], root: str | None, weights_dir: str | None):
-    name = PLATES[int(rng.integers(len(PLATES)))]
+def _view_plate(rng: np.random.Generator, size: tuple[int, int], root: str | None, weights_dir: str | None,
+                plates: tuple[str, ...] = PLATES):
+    name = plates[int(rng.integers(len(plates)))]
     return name, _background(rng, size, root, clean_plate(root, name, weights_dir))
 
 
@@ -163,7 +165,7 @@ def _scaled(sprite: Sprite, height: float, flip: bool) -> Sprite:
     alpha = cv2.resize(sprite.mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     if flip:
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
-    return Sprite(np.ascontiguousarray(rgb), np.ascontiguousarray(alpha), sprite.source, sprite.anchor)
+    return replace(sprite, rgb=np.ascontiguousarray(rgb), mask=np.ascontiguousarray(alpha))
 
 
 @dataclass
@@ -250,6 +252,20 @@ def _paste(canvas: np.ndarray, owner: np.ndarray, full: np.ndarray, sp: Sprite, 
     full[region] |= solid
 
 
+def _parts(root: str | None, weights_dir: str | None, people: Collection[str] | None,
+           plates: Collection[str] | None) -> tuple[tuple[str, ...], list[Sprite]]:
+    """The plates and the people a clip may be made of: all of them unless restricted (a clear error if none)."""
+    allowed = PLATES if plates is None else tuple(p for p in PLATES if p in set(plates))
+    if not allowed or (plates is not None and set(plates) - set(PLATES)):
+        raise CurationError(f"plates {sorted(plates)}", f"use some of {', '.join(PLATES)}")
+    pool = list(load_sprites(root)) + list(cutout_sprites(root, weights_dir))
+    if people is not None:
+        pool = [sp for sp in pool if sp.video in set(people)]
+        if not pool:
+            raise CurationError(f"people {sorted(people)}", "name source clips people were cut from (Sprite.video)")
+    return allowed, pool
+
+
 def generate_hard_clip(
     seed: int,
     num_persons: int | None = None,
@@ -258,23 +274,38 @@ def generate_hard_clip(
     fps: float = 24.0,
     root: str | None = None,
     weights_dir: str | None = None,
+    people: Collection[str] | None = None,
+    plates: Collection[str] | None = None,
+    kind: str | None = None,
 ) -> SyntheticClip:
     """One clip of the hard set (module docstring); ``num_persons`` 2-6, drawn from the seed when None.
 
     Every person is at least 30% visible on frame 0 (trackers are prompted there); paths are redrawn until so.
+    ``people`` (source clips, as in ``Sprite.video``) and ``plates`` (names in PLATES) restrict what a clip is made
+    of, for splits by person and background; the pillar then takes its texture from an allowed plate too.
+    The clip's meta lists every source clip it draws from under ``source_videos``. ``kind`` ("street" or
+    "conversation") fixes the scene kind, drawn from the seed when None.
     """
+    if kind not in (None, "street", "conversation"):
+        raise CurationError(f"kind={kind!r}", "use street, conversation or None")
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 7)) if num_persons is None else num_persons
     if not 1 <= n <= 6:
         raise CurationError(f"num_persons={n}", "use 1 to 6 persons")
     w, h = size
-    plate_name, bg = _view_plate(rng, size, root, weights_dir)
-    other = clean_plate(root, PLATES[1 - PLATES.index(plate_name)], weights_dir)
-    pool = list(load_sprites(root)) + list(cutout_sprites(root, weights_dir))
-    kind = "conversation" if rng.random() < 0.3 else "street"
+    allowed, pool = _parts(root, weights_dir, people, plates)
+    plate_name, bg = _view_plate(rng, size, root, weights_dir, allowed)
+    other_name = PLATES[1 - PLATES.index(plate_name)]
+    other_name = other_name if other_name in allowed else plate_name
+    other = clean_plate(root, other_name, weights_dir)
+    drawn = "conversation" if rng.random() < 0.3 else "street"  # drawn even when given: the rest stays the same
+    kind = kind or drawn
+    if not any(sp.anchor == ("bottom" if kind == "conversation" else "feet") for sp in pool):
+        kind = "street" if kind == "conversation" else "conversation"  # a restricted pool may hold one kind only
     look_alike = n >= 2 and rng.random() < 0.35
     crossing = n >= 2 and rng.random() < 0.75
     pillar = _pillar(rng, w, h, cv2.resize(other, size)) if rng.random() < 0.5 else None
+    pillar_video = PLATE_VIDEOS[other_name] if pillar is not None else None
     gain = np.linspace(rng.uniform(0.7, 1.15), rng.uniform(0.7, 1.15), num_frames)  # the light changes over time
     shade = 1 + rng.uniform(0, 0.25) * np.cos(2 * np.pi * (np.arange(w) / w * rng.uniform(0.5, 1.5) + rng.random()))
     noise = rng.uniform(0, 4)
@@ -297,6 +328,7 @@ def generate_hard_clip(
         "crossing": bool(crossing), "pillar": pillar is not None, "light_gain": [float(gain[0]), float(gain[-1])],
         "noise_sigma": float(noise), "min_visible_fraction": [float(v) for v in seen.min(0)],
         "full_occlusion": bool((seen < 0.1).any()),
+        "source_videos": sorted({wk.sprite.video for wk in walks} | {PLATE_VIDEOS[plate_name]} | {pillar_video} - {None}),
     }
     return SyntheticClip(frames, visible, boxes, fps, meta)
 

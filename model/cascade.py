@@ -77,6 +77,7 @@ class CascadePlan:
     references: dict[str, torch.Tensor]  # reference latents at "keyframe" and "sr" sizes
     identity: torch.Tensor  # (1, C, 16, 1, hc, wc)
     boxes: torch.Tensor  # (1, C, 4) in [0, 1]
+    identity_masks: torch.Tensor | None = None  # (1, C, H, W) in the reference image, for heads that take them
     seconds: dict[str, float] = field(default_factory=dict)  # planning time per stage
     blueprint_passes: int = 0
 
@@ -181,7 +182,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
                 anchors: dict[int, torch.Tensor] | None, guide: torch.Tensor | None, text: torch.Tensor,
                 negative: torch.Tensor | None, guidance: float, steps: int | None, audio_tokens: torch.Tensor | None,
                 reference: torch.Tensor, identity: torch.Tensor, boxes: torch.Tensor,
-                masks: torch.Tensor | None = None, use_mask_head: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                masks: torch.Tensor | None = None, use_mask_head: bool = False,
+                identity_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Flow-matching Euler from noise (one seed per batch item) to latents of `shape`, with the anchors fixed, on
         the stage's schedule (self.schedule). A distilled stage (guidance baked in) makes one forward pass a step."""
         device, dtype = self._execution_device, transformer.dtype
@@ -194,11 +196,13 @@ class CascadeAvatarPipeline(AvatarPipeline):
         scheduler = schedule.scheduler(self.scheduler.config, device)
         x = noise.to(device, dtype)
         text, negative = text.expand(b, -1, -1), None if negative is None else negative.expand(b, -1, -1)
+        if identity_masks is not None:  # the reference frame's masks on this stage's latent grid
+            identity_masks = F.interpolate(identity_masks.float(), size=shape[-2:], mode="area").to(device, dtype)
         for i, t in enumerate(scheduler.timesteps):
             x = with_anchors(x, anchors, noise, float(scheduler.sigmas[i]))
             kwargs = dict(audio_tokens=audio_tokens, reference_latents=reference.to(dtype),
                           identity_latents=identity.to(dtype), identity_boxes=boxes, audio_masks=masks,
-                          mask_head=self.mask_head if use_mask_head else None)
+                          mask_head=self.mask_head if use_mask_head else None, identity_masks=identity_masks)
             inputs = torch.cat([x, cond], 1)
             out = transformer(inputs, t.expand(b), text, **kwargs)
             flow = out.sample
@@ -281,7 +285,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
         tokens = self.audio_encoder(waves, c.subclip_frames, c.fps / c.interpolation, float("inf")).tokens
         sub, masks = self.denoise(self.subclip, (1, 16, fs, hk, wk), [stage_seed(plan.seed, "subclip", j)], ends, None,
                                   text, negative, guidance, steps, tokens.to(device), plan.references["keyframe"].to(device),
-                                  use_mask_head=many, **common)
+                                  use_mask_head=many, identity_masks=plan.identity_masks, **common)
         tokens = self.audio_encoder(waves, spacing + 1, c.fps, float("inf")).tokens.to(device)
         guide = temporal_guide(sub.float().cpu(), c.interpolation)
         fi = guide.shape[2]
@@ -302,7 +306,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
     @torch.no_grad()
     def plan(self, image: np.ndarray, waves: list[np.ndarray | None], storyline: Storyline, duration_s: float,
              boxes: list[list[float]], seed: int, steps: int, guidance: float, start_from_reference: bool,
-             crop_size: tuple[int, int] = (32, 32)) -> CascadePlan:
+             crop_size: tuple[int, int] = (32, 32), character_masks: np.ndarray | None = None) -> CascadePlan:
         """Stages 1-2: blueprint keyframes over the whole duration, upscaled to the sub-clip size and the output
         size. Everything the spans need is in the returned plan."""
         c, device = self.cascade, self._execution_device
@@ -364,6 +368,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
             frames=frames, spans=spans, seed=seed, steps=steps, guidance=guidance, keyframes=keyframes,
             sr_keyframes=sr_keyframes, waves=waves, texts=[texts_at((j + 0.5) * c.spacing / c.fps) for j in range(spans)],
             references={k: references[k] for k in ("keyframe", "sr")}, identity=identity, boxes=box_tensor,
+            identity_masks=self.first_frame_masks(image, boxes, character_masks),
             seconds={"blueprint": tic["blueprint"] - tic["start"], "keyframes": tic["keyframes"] - tic["blueprint"]},
             blueprint_passes=common.get("passes", 0))
 
@@ -373,7 +378,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
                  num_inference_steps: int | None = None, guidance_scale: float = 1.0, seed: int = 0,
                  character_boxes: list[list[float]] | None = None, start_from_reference: bool = True,
                  run_dir: str | Path | None = None, ray_address: str | None = None, workers: int = 0,
-                 span_callback=None, audio_tolerance_s: float = 0.5) -> CascadeOutput:
+                 span_callback=None, audio_tolerance_s: float = 0.5,
+                 character_masks: np.ndarray | None = None) -> CascadeOutput:
         """Sample `duration_s` seconds (default: the longest audio). `workers` > 0 renders spans on that many Ray
         actors (local Ray, or the cluster at `ray_address`); 0 renders them here, in order. With `run_dir`, finished
         spans are kept there and a rerun with the same inputs resumes. `span_callback(done, total)` after each span.
@@ -405,9 +411,11 @@ class CascadeAvatarPipeline(AvatarPipeline):
                                    "give at most one audio per visible character (or pass character_boxes)")
         waves += [None] * (len(boxes) - len(waves))
         run = RunFolder(run_dir, self.run_signature(image, waves, duration_s, storyline, boxes, seed,
-                                                    num_inference_steps, guidance_scale, start_from_reference))
+                                                    num_inference_steps, guidance_scale, start_from_reference,
+                                                    character_masks))
         plan = run.plan() or run.save_plan(self.plan(image, waves, storyline, duration_s, boxes, seed,
-                                                     num_inference_steps, guidance_scale, start_from_reference))
+                                                     num_inference_steps, guidance_scale, start_from_reference,
+                                                     character_masks=character_masks))
         tic_spans = time.perf_counter()
         spans = self.render_spans(plan, run, workers, ray_address, span_callback)
         seconds_spans = time.perf_counter() - tic_spans
@@ -441,10 +449,13 @@ class CascadeAvatarPipeline(AvatarPipeline):
         latents = (torch.cat([spans[0]] + [s[:, :, 1:] for s in spans[1:]], 2))
         return stream_decode(self.vae, latents, frames)
 
-    def run_signature(self, image, waves, duration_s, storyline, boxes, seed, steps, guidance, start) -> str:
+    def run_signature(self, image, waves, duration_s, storyline, boxes, seed, steps, guidance, start,
+                      character_masks=None) -> str:
         """What a run folder's spans depend on: a resumed run must have asked for the same."""
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(image).tobytes())
+        if character_masks is not None:
+            h.update(np.ascontiguousarray(character_masks, bool).tobytes())
         for w in waves:
             h.update(b"none" if w is None else np.ascontiguousarray(w, np.float32).tobytes())
         schedules = {s: self.schedule(s, steps).to_dict() for s in CASCADE_STAGES}
@@ -559,13 +570,14 @@ def span_worker_class():
 
 
 def build_cascade(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
-                  audio: dict | None = None, **geometry) -> CascadeAvatarPipeline:
+                  audio: dict | None = None, first_frame_masks: bool = False, **geometry) -> CascadeAvatarPipeline:
     """An untrained cascade of the named size: five AvatarTransformers with Wan's 36-channel first-last-frame
     input, sharing a VAE, text encoder, audio encoder and mask head (`geometry`: CascadeConfig fields)."""
     from .configs import TRANSFORMER, WAN_COMMON, build_pipeline
     from .stages import COND_CHANNELS
 
-    base = build_pipeline(size, seed=seed, max_characters=max_characters, vae=vae, audio=audio)
+    base = build_pipeline(size, seed=seed, max_characters=max_characters, vae=vae, audio=audio,
+                          first_frame_masks=first_frame_masks)
     cfg = {**WAN_COMMON, **TRANSFORMER[size], "max_characters": max_characters,
            "in_channels": WAN_COMMON["in_channels"] + COND_CHANNELS}
     stages = {}

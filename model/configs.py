@@ -31,9 +31,10 @@ VAE_WIDE = dict(VAE_TINY, base_dim=8)  # for benchmarks that fit it to their cli
 
 
 def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
-                   audio: dict | None = None):
+                   audio: dict | None = None, first_frame_masks: bool = False):
     """A complete AvatarPipeline of the named size with freshly initialised weights (`vae`: its config,
-    VAE_TINY by default; `audio`: AudioEncoder front-end arguments, e.g. {"whisper": "tiny.en"})."""
+    VAE_TINY by default; `audio`: AudioEncoder front-end arguments, e.g. {"whisper": "tiny.en"};
+    `first_frame_masks`: the mask head also takes the characters' masks in the reference frame)."""
     from .audio import AudioEncoder
     from .mask_head import MaskPredictionHead
     from .pipeline import AvatarPipeline, byte_tokenizer
@@ -51,7 +52,8 @@ def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, v
     pipe = AvatarPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, transformer=transformer,
                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                           audio_encoder=AudioEncoder(dim=cfg["audio_dim"], **(audio or {})),
-                          mask_head=MaskPredictionHead(dim=dim, max_characters=max_characters))
+                          mask_head=MaskPredictionHead(dim=dim, max_characters=max_characters,
+                                                       first_frame_masks=first_frame_masks))
     for module in (vae, text, transformer, pipe.audio_encoder, pipe.mask_head):
         module.eval()  # as from_pretrained leaves them (no dropout at sampling)
     return pipe

@@ -18,6 +18,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .errors import AvatarInputError
+
 
 def box_features(boxes: torch.Tensor, grid_hw: tuple[int, int], frequencies: int) -> torch.Tensor:
     """(B, C, 4) xyxy boxes in [0, 1] -> (B, C, h*w, 4*frequencies + 1): each cell's position relative to
@@ -38,10 +40,11 @@ def box_features(boxes: torch.Tensor, grid_hw: tuple[int, int], frequencies: int
 class MaskPredictionHead(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, dim: int = 24, hidden_dim: int = 64, heads: int = 4, latent_channels: int = 16,
-                 patch_size: tuple[int, int, int] = (1, 2, 2), max_characters: int = 4, box_frequencies: int = 6):
+                 patch_size: tuple[int, int, int] = (1, 2, 2), max_characters: int = 4, box_frequencies: int = 6,
+                 first_frame_masks: bool = False):
         super().__init__()
         self.video_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
-        self.box_in = nn.Sequential(nn.Linear(4 * box_frequencies + 1, hidden_dim), nn.GELU(),
+        self.box_in = nn.Sequential(nn.Linear(4 * box_frequencies + 1 + int(first_frame_masks), hidden_dim), nn.GELU(),
                                     nn.Linear(hidden_dim, hidden_dim))
         self.identity_in = nn.Conv3d(latent_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
         self.slot = nn.Embedding(max_characters, hidden_dim)
@@ -50,17 +53,32 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
         self.spatial = nn.Sequential(nn.GELU(), nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.GELU(),
                                      nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1))
         self.out = nn.Sequential(nn.GELU(), nn.Conv2d(hidden_dim, patch_size[1] * patch_size[2], 1))
+        if first_frame_masks:  # start as the first-frame mask held fixed; training learns how it moves
+            self.prior_scale = nn.Parameter(torch.tensor(4.0))
+            nn.init.zeros_(self.out[-1].weight)
+            nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, video_tokens: torch.Tensor, identity_latents: torch.Tensor, identity_boxes: torch.Tensor,
-                grid: tuple[int, int, int]) -> torch.Tensor:
+                grid: tuple[int, int, int], identity_masks: torch.Tensor | None = None) -> torch.Tensor:
         """video_tokens (B, N, dim) on the token grid (F, h, w); identity_latents (B, C, z, 1, hc, wc);
-        identity_boxes (B, C, 4) xyxy in [0, 1] of the first frame -> logits (B, C, F, h*p_h, w*p_w)."""
+        identity_boxes (B, C, 4) xyxy in [0, 1] of the first frame; identity_masks (B, C, H, W) each character's
+        first-frame mask on the latent grid (heads built with first_frame_masks) -> logits (B, C, F, h*p_h, w*p_w)."""
         b, n, _ = video_tokens.shape
         c = identity_latents.shape[1]
+        if c > self.config.max_characters:
+            raise AvatarInputError(f"{c} characters given to a mask head built for at most "
+                                   f"{self.config.max_characters}", f"give at most {self.config.max_characters} "
+                                   "characters, or train a head with a larger max_characters")
         f, h, w = grid
         _, ph, pw = self.config.patch_size
-        where = self.box_in(box_features(identity_boxes.to(video_tokens.device), (h, w),
-                                         self.config.box_frequencies).to(self.dtype))  # (B, C, h*w, H)
+        cells = box_features(identity_boxes.to(video_tokens.device), (h, w), self.config.box_frequencies)
+        if self.config.first_frame_masks:
+            if identity_masks is None:
+                raise AvatarInputError("this mask head needs each character's first-frame mask",
+                                       "pass identity_masks (the characters' masks in the reference frame)")
+            prior = F.adaptive_avg_pool2d(identity_masks.to(cells).flatten(0, 1)[:, None], (h, w))
+            cells = torch.cat([cells, prior.reshape(b, c, h * w, 1)], -1)
+        where = self.box_in(cells.to(self.dtype))  # (B, C, h*w, H)
         video = self.video_in(video_tokens.to(self.dtype)).reshape(b, 1, f, h * w, -1)
         queries = (video + where[:, :, None]).reshape(b * c, n, -1)
         ident = self.identity_in(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
@@ -69,8 +87,12 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
         x = self.fuse(torch.cat([queries, attended], -1))  # (B*C, N, H)
         x = x.reshape(b * c * f, h, w, -1).permute(0, 3, 1, 2)  # one image per (clip, character, frame)
         logits = self.out(x + self.spatial(x))  # (B*C*F, ph*pw, h, w)
-        logits = logits.reshape(b, c, f, ph, pw, h, w).permute(0, 1, 2, 5, 3, 6, 4)
-        return logits.reshape(b, c, f, h * ph, w * pw)
+        logits = logits.reshape(b, c, f, ph, pw, h, w).permute(0, 1, 2, 5, 3, 6, 4).reshape(b, c, f, h * ph, w * pw)
+        if self.config.first_frame_masks:  # a residual on the first-frame mask (its logit, +-prior_scale)
+            prior = F.interpolate(identity_masks.to(logits).flatten(0, 1)[:, None], size=(h * ph, w * pw),
+                                  mode="area").reshape(b, c, 1, h * ph, w * pw)
+            logits = logits + self.prior_scale * (2 * prior - 1)
+        return logits
 
     @staticmethod
     def to_tokens(masks: torch.Tensor, patch_size: tuple[int, int, int]) -> torch.Tensor:

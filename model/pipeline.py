@@ -147,6 +147,29 @@ class AvatarPipeline(DiffusionPipeline):
         keep = np.argsort(-areas)[:max_characters]
         return [boxes[i].tolist() for i in sorted(keep, key=lambda i: boxes[i, 0])]
 
+    def first_frame_masks(self, image: np.ndarray, boxes: list[list[float]],
+                          masks: np.ndarray | None = None) -> torch.Tensor | None:
+        """(1, C, H, W) float masks of the characters in the reference image, for a mask head built with
+        first_frame_masks (None for any other head, or one character): `masks` as given (C, H, W), else found by
+        curation's person segmenter (YOLO segmentation) prompted with the boxes. ``pipe.character_segmenter`` may be
+        set to a ``curation.track.PersonTracker`` built with an explicit ``weights_dir``."""
+        if not self.mask_head.config.first_frame_masks or len(boxes) < 2:
+            return None
+        if masks is None:
+            from curation.track import PersonTracker, TrackerConfig
+            from curation.video import Clip
+
+            if getattr(self, "character_segmenter", None) is None:
+                self.character_segmenter = PersonTracker(TrackerConfig(backend="ultralytics"))
+            clip = Clip("the reference image", image[None], 25.0, np.zeros(1, int), (image.shape[1], image.shape[0]))
+            masks = self.character_segmenter(clip, np.asarray(boxes, np.float32))[0]
+        masks = np.asarray(masks)
+        if masks.shape != (len(boxes), *image.shape[:2]):
+            raise AvatarInputError(f"character_masks of shape {masks.shape}",
+                                   f"give one mask per character, the image's size: ({len(boxes)}, "
+                                   f"{image.shape[0]}, {image.shape[1]})")
+        return torch.from_numpy(masks.astype(np.float32))[None]
+
     def check_size(self, num_frames: int, height: int, width: int, fps: float = 25.0) -> None:
         """An AvatarInputError unless one clip of this size fits the model: 4k+1 frames, sides a multiple of the VAE
         and patch strides, and no more positions along any axis than the transformer's rotary embedding holds."""
@@ -175,13 +198,15 @@ class AvatarPipeline(DiffusionPipeline):
                  height: int = 64, width: int = 64, num_inference_steps: int = 10, guidance_scale: float = 1.0,
                  character_boxes: list[list[float]] | None = None, crop_size: tuple[int, int] = (32, 32),
                  generator: torch.Generator | None = None, audio_tolerance_s: float = 0.5,
-                 step_callback=None) -> AvatarPipelineOutput:
+                 step_callback=None, character_masks: np.ndarray | None = None) -> AvatarPipelineOutput:
         """Sample one clip; `audio` holds one path / waveform (16 kHz) / None per character.
 
         Without num_frames / duration_s the clip lasts as long as the longest audio (turn-taking: the
         others are padded with silence); with them, an audio shorter by more than `audio_tolerance_s` is an error.
 
-        `step_callback(step, total)` is called after each denoising step (progress bars).
+        `step_callback(step, total)` is called after each denoising step (progress bars). `character_masks`
+        (C, H, W): the characters' masks in the reference image, for a mask head built with first_frame_masks
+        (found by segmentation when not given).
         """
         image = read_reference(reference_image) if isinstance(reference_image, (str, Path)) else np.array(reference_image)
         if image.ndim != 3 or image.shape[2] != 3:
@@ -194,7 +219,11 @@ class AvatarPipeline(DiffusionPipeline):
                                             (len(a) / 16000 if a is not None else 0) for a in audio] + [0.4])
             num_frames = int(duration_s * fps) // 4 * 4 + 1
         self.check_size(num_frames, height, width, fps)
-        max_chars = self.transformer.config.max_characters
+        max_chars = min(self.transformer.config.max_characters, self.mask_head.config.max_characters)
+        if character_boxes is not None and len(character_boxes) > max_chars:
+            raise AvatarInputError(f"{len(character_boxes)} character boxes for a checkpoint built for at most "
+                                   f"{max_chars} characters", f"pass at most {max_chars} character_boxes, or train "
+                                   "a checkpoint with a larger max_characters (`build_pipeline(max_characters=N)`)")
         boxes = character_boxes or self.find_characters(image, max_chars)
         if len(audio) > len(boxes):
             raise AvatarInputError(f"{len(audio)} audio tracks for {len(boxes)} characters in the reference image",
@@ -221,6 +250,8 @@ class AvatarPipeline(DiffusionPipeline):
 
         r = 2 ** (len(self.vae.config.dim_mult) - 1)
         shape = (1, self.transformer.config.in_channels, latent_frames(num_frames), height // r, width // r)
+        first = self.first_frame_masks(image, boxes, character_masks)
+        first = None if first is None else F.interpolate(first, size=shape[-2:], mode="area").to(device, dtype)
         latents = torch.randn(shape, generator=generator, device="cpu").to(device, dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         masks = None
@@ -228,7 +259,7 @@ class AvatarPipeline(DiffusionPipeline):
             kwargs = dict(audio_tokens=audio_tokens, reference_latents=ref_latents.to(dtype),
                           identity_latents=identity.to(dtype), identity_boxes=identity_boxes,
                           mask_head=self.mask_head if len(boxes) > 1 else None,
-                          audio_masks=masks)
+                          audio_masks=masks, identity_masks=first)
             out = self.transformer(latents, t.expand(1), text, **kwargs)
             flow = out.sample
             if negative is not None:  # classifier-free guidance on the text

@@ -214,7 +214,8 @@ def stage_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor |
     text = text.expand(b, -1, -1)
     if stage == "mask":
         out = pipe.transformer(xt, timestep, text, reference_latents=enc["reference"], identity_latents=enc["identity"],
-                               identity_boxes=enc["boxes"], mask_head=pipe.mask_head, stop_after_mask_layer=True)
+                               identity_boxes=enc["boxes"], mask_head=pipe.mask_head, stop_after_mask_layer=True,
+                               identity_masks=enc["targets"][:, :, 0])  # frame 0: the reference frame's masks
         return MaskPredictionHead.loss(out.mask_logits, enc["targets"])
     out = pipe.transformer(xt, timestep, text, audio_tokens=audio_tokens, reference_latents=enc["reference"],
                            identity_latents=enc["identity"], audio_masks=enc["targets"].clamp(0, 1))

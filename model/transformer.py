@@ -62,6 +62,17 @@ class AudioCrossAttention(nn.Module):
         return hidden + out.sum(1).reshape(b, n, d)
 
 
+def check_characters(audio_tokens: torch.Tensor | None, identity_latents: torch.Tensor | None,
+                     identity_boxes: torch.Tensor | None) -> None:
+    """An AvatarInputError unless audio tracks, identity crops and their boxes agree on the number of characters."""
+    counts = {name: x.shape[1] for name, x in (("audio tracks", audio_tokens), ("identity crops", identity_latents),
+                                               ("identity boxes", identity_boxes)) if x is not None}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{n} {name}" for name, n in counts.items())
+        raise AvatarInputError(f"{given}: the characters do not match",
+                               "give one audio track (None for silence), one identity crop and its box per character")
+
+
 class AvatarTransformer(WanTransformer3DModel):
     """Wan DiT with audio cross-attention and reference identity (see the module docstring)."""
 
@@ -145,7 +156,9 @@ class AvatarTransformer(WanTransformer3DModel):
         """(B, C, z, 1, h, w) identity-crop latents -> (B, C, Ni, D) tokens tagged with the character slot."""
         b, c = identity_latents.shape[:2]
         if c > self.config.max_characters:
-            raise AvatarInputError(f"{c} characters given", f"at most {self.config.max_characters} per clip")
+            raise AvatarInputError(f"{c} characters given to a transformer built for at most "
+                                   f"{self.config.max_characters}", f"give at most {self.config.max_characters} "
+                                   "characters, or train a checkpoint with a larger max_characters")
         tokens = self.identity_embedding(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
         slots = self.character_embedding(torch.arange(c, device=tokens.device))
         return tokens.reshape(b, c, -1, tokens.shape[-1]) + slots[None, :, None]
@@ -167,6 +180,7 @@ class AvatarTransformer(WanTransformer3DModel):
                 audio_tokens: torch.Tensor | None = None, reference_latents: torch.Tensor | None = None,
                 identity_latents: torch.Tensor | None = None, identity_boxes: torch.Tensor | None = None,
                 audio_masks: torch.Tensor | None = None, mask_head: nn.Module | None = None,
+                identity_masks: torch.Tensor | None = None,
                 stop_after_mask_layer: bool = False,
                 encoder_hidden_states_image: torch.Tensor | None = None, return_dict: bool = True,
                 attention_kwargs: dict | None = None):
@@ -192,6 +206,7 @@ class AvatarTransformer(WanTransformer3DModel):
         if context_image is not None:
             context = torch.concat([context_image, context], dim=1)
 
+        check_characters(audio_tokens, identity_latents, identity_boxes)
         identity = self.identity_tokens(identity_latents) if identity_latents is not None else None
         audio_ctx = self.audio_context(audio_tokens, identity) if audio_tokens is not None else None
         weights = None if audio_masks is None else self.token_weights(audio_masks, x.dtype)
@@ -211,7 +226,7 @@ class AvatarTransformer(WanTransformer3DModel):
                     if identity_latents is None or identity_boxes is None:
                         raise AvatarInputError("the mask head needs identity crops and their boxes",
                                                "pass identity_latents and identity_boxes")
-                    mask_logits = mask_head(x, identity_latents, identity_boxes, grid)
+                    mask_logits = mask_head(x, identity_latents, identity_boxes, grid, identity_masks)
                     if audio_masks is None and audio_ctx is not None:
                         weights = self.token_weights(torch.sigmoid(mask_logits.detach()), x.dtype)
                 if stop_after_mask_layer:
