@@ -371,6 +371,64 @@ def face_coverage(preds: dict[str, torch.Tensor], target: torch.Tensor, faces: d
     return rows
 
 
+def train_heads(work: Path, base: TrainConfig, dit: Path, start: Path, steps: int, characters: int, z_dim: int,
+                cache: Path) -> tuple[dict, dict, dict]:
+    """Every head, without and then with the characters' first-frame masks: (pipelines by name, latent heads by
+    name, seconds each took to train)."""
+    heads, latent_heads, seconds = {}, {}, {}
+    for suffix in ("", FIRST):
+        prior = suffix == FIRST
+        for name, begin in (("ours_dit_features", dit), ("ours_random_frozen_dit", start)):
+            name += suffix
+            begin = with_prior_head(begin, work / f"{name}_start") if prior else begin
+            folder_out, seconds[name] = once(work, name, lambda: train(replace(
+                base, output=str(work / name), stage="mask", steps=steps, seed=1, pretrained=str(begin))))
+            heads[name] = AvatarPipeline.from_pretrained(str(folder_out / "pipeline"))
+        latent_dir = work / f"latent_head_no_dit{suffix}"
+        latent_config = replace(base, output=str(latent_dir), steps=steps, seed=1)
+        _, seconds[latent_dir.name] = once(work, latent_dir.name, lambda: torch.save(fit_latent_head(
+            cache, latent_config, z_dim, characters, prior).state_dict(), latent_dir / "final.pt"))
+        latent_heads[latent_dir.name] = LatentHead(z_dim, characters, 1, prior)
+        latent_heads[latent_dir.name].load_state_dict(torch.load(latent_dir / "final.pt", weights_only=True))
+        latent_heads[latent_dir.name].eval()
+    return heads, latent_heads, seconds
+
+
+@torch.no_grad()
+def score_window(heads: dict, latent_heads: dict, enc: dict, target: torch.Tensor, text: torch.Tensor, res,
+                 seed: int) -> tuple[dict, dict, dict]:
+    """One held-out window: IoU (C, F) per method at the data resolution and on the latent grid (the heads' means
+    over the noise levels), and every method's masks at noise 0.5 (for face coverage)."""
+    names = [*heads, *latent_heads]
+    per_sigma, per_sigma_grid, preds = {n: [] for n in names}, {n: [] for n in names}, {}
+    grid_target = enc["targets"][0] >= 0.5  # (C, F, h, w): where the masks gate the audio
+    for sigma in SIGMAS:
+        gen = torch.Generator().manual_seed(seed + int(sigma * 10))
+        xt = (1 - sigma) * enc["x0"] + sigma * torch.randn(enc["x0"].shape, generator=gen)
+        logits = {name: dit_logits(p, xt, sigma, enc, text) for name, p in heads.items()}
+        logits.update({name: head.logits(xt, enc) for name, head in latent_heads.items()})
+        for name, value in logits.items():
+            mask = upsample(torch.sigmoid(value), res) > 0.5
+            per_sigma[name].append(iou(mask, target))
+            per_sigma_grid[name].append(iou(torch.sigmoid(value[0]) >= 0.5, grid_target))
+            if sigma == 0.5:
+                preds[name] = mask
+    preds.update({name: make(target) for name, make in BASELINES.items()})
+    preds["latent_grid_oracle"] = upsample(enc["targets"], res) > 0.5
+    scores = {name: iou(preds[name], target) for name in (*BASELINES, "latent_grid_oracle")}
+    scores.update({name: np.mean(v, 0) for name, v in per_sigma.items()})
+    grid_scores = {name: iou(make(grid_target), grid_target) for name, make in BASELINES.items()}
+    grid_scores["latent_grid_oracle"] = np.ones_like(scores["latent_grid_oracle"])
+    grid_scores.update({name: np.mean(v, 0) for name, v in per_sigma_grid.items()})
+    return scores, grid_scores, preds
+
+
+def mean_by(rows: list[dict], key: str, fields) -> dict:
+    """{value of `key`: {field: mean over the rows with that value (NaN skipped)}}."""
+    return {str(v): {f: round(float(np.nanmean([r[f] for r in rows if r[key] == v])), 4) for f in fields}
+            for v in sorted({r[key] for r in rows})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-clips", type=int, default=16, help="synthetic training composites")
@@ -424,22 +482,8 @@ def main() -> None:
     dit, pretrain_s = once(work, "dit", lambda: train(replace(base, output=str(work / "dit"), stage="full",
                                                               steps=args.pretrain_steps)))
     log(f"DiT trained {args.pretrain_steps} steps in {pretrain_s:.0f} s")
-    heads, latent_heads, seconds = {}, {}, {}
-    for suffix in ("", FIRST):  # every head without, then with, the characters' first-frame masks
-        prior = suffix == FIRST
-        for name, begin in (("ours_dit_features", dit / "pipeline"), ("ours_random_frozen_dit", start)):
-            name += suffix
-            begin = with_prior_head(begin, work / f"{name}_start") if prior else begin
-            folder_out, seconds[name] = once(work, name, lambda: train(replace(
-                base, output=str(work / name), stage="mask", steps=args.steps, seed=1, pretrained=str(begin))))
-            heads[name] = AvatarPipeline.from_pretrained(str(folder_out / "pipeline"))
-        latent_dir = work / f"latent_head_no_dit{suffix}"
-        latent_config = replace(base, output=str(latent_dir), steps=args.steps, seed=1)
-        _, seconds[latent_dir.name] = once(work, latent_dir.name, lambda: torch.save(fit_latent_head(
-            cache, latent_config, pipe.vae.config.z_dim, args.characters, prior).state_dict(), latent_dir / "final.pt"))
-        latent_heads[latent_dir.name] = LatentHead(pipe.vae.config.z_dim, args.characters, 1, prior)
-        latent_heads[latent_dir.name].load_state_dict(torch.load(latent_dir / "final.pt", weights_only=True))
-        latent_heads[latent_dir.name].eval()
+    heads, latent_heads, seconds = train_heads(work, base, dit / "pipeline", start, args.steps, args.characters,
+                                               pipe.vae.config.z_dim, cache)
     train_loss = {name: curve_ends(work / name) for name in seconds}
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     log(f"heads trained: {seconds}")
@@ -458,29 +502,12 @@ def main() -> None:
                 item = clip.item(w)
                 enc = {k: shard[k][w:w + 1] for k in ("x0", "reference", "identity", "boxes", "targets")}
                 target = frame_targets(item["masks"][None])  # (C, F, H, W)
-                per_sigma, per_sigma_grid, preds = {name: [] for name in seconds}, {name: [] for name in seconds}, {}
-                grid_target = enc["targets"][0] >= 0.5  # (C, F, h, w): where the masks gate the audio
-                for sigma in SIGMAS:
-                    gen = torch.Generator().manual_seed(10_000 * len(items) + int(sigma * 10))
-                    xt = (1 - sigma) * enc["x0"] + sigma * torch.randn(enc["x0"].shape, generator=gen)
-                    logits = {name: dit_logits(p, xt, sigma, enc, text) for name, p in heads.items()}
-                    logits.update({name: head.logits(xt, enc) for name, head in latent_heads.items()})
-                    for name, value in logits.items():
-                        mask = upsample(torch.sigmoid(value), res) > 0.5
-                        per_sigma[name].append(iou(mask, target))
-                        per_sigma_grid[name].append(iou(torch.sigmoid(value[0]) >= 0.5, grid_target))
-                        if sigma == 0.5:  # face coverage is measured at the middle noise level
-                            preds[name] = mask
-                preds.update({name: make(target) for name, make in BASELINES.items()})
-                preds["latent_grid_oracle"] = upsample(enc["targets"], res) > 0.5
-                scores = {name: iou(preds[name], target) for name in (*BASELINES, "latent_grid_oracle")}
-                scores.update({name: np.mean(v, 0) for name, v in per_sigma.items()})  # (C, F), mean over noise
-                grid_scores = {name: iou(make(grid_target), grid_target) for name, make in BASELINES.items()}
-                grid_scores.update({name: np.mean(v, 0) for name, v in per_sigma_grid.items()})
+                scores, grid_scores, preds = score_window(heads, latent_heads, enc, target, text, res,
+                                                          seed=10_000 * len(items))
                 for c in range(target.shape[0]):
                     items.append({"clip": clip_id, "characters": target.shape[0],
                                   **{m: {"later": float(scores[m][c, 1:].mean()), "all": float(scores[m][c].mean()),
-                                         "grid": float(grid_scores.get(m, np.ones_like(scores[m]))[c, 1:].mean())}
+                                         "grid": float(grid_scores[m][c, 1:].mean())}
                                      for m in methods}})
                 tokens = ours.audio_encoder.project(shard["audio"][w])
                 routing += [{"characters": target.shape[0], **r}
@@ -490,14 +517,11 @@ def main() -> None:
                                               faces, int(item["start"]), (720, 1280))
     by_count = {str(n): summarise([it for it in items if it["characters"] == n], methods)
                 for n in sorted({it["characters"] for it in items})}
-    routing_by_count = {str(n): {k: round(float(np.nanmean([r[k] for r in routing if r["characters"] == n])), 4)
-                                 for k in ("share_inside_gated", "share_inside_ungated", "area_share")}
-                        | {"characters_x_windows": sum(r["characters"] == n for r in routing),
-                           "empty_regions": sum(r["characters"] == n and r["empty_region"] for r in routing)}
-                        for n in sorted({r["characters"] for r in routing})}
-    coverage_by_face = {str(f): {m: round(float(np.mean([r[m] for r in coverage if r["face"] == f])), 4)
-                                 for m in ("ours_dit_features", *BASELINES)}
-                        for f in sorted({r["face"] for r in coverage})}
+    routing_by_count = {n: row | {"characters_x_windows": sum(str(r["characters"]) == n for r in routing),
+                                  "empty_regions": sum(str(r["characters"]) == n and r["empty_region"] for r in routing)}
+                        for n, row in mean_by(routing, "characters", ("share_inside_gated", "share_inside_ungated",
+                                                                       "area_share")).items()}
+    coverage_by_face = mean_by(coverage, "face", ("ours_dit_features", *BASELINES))
     overall = summarise(items, methods)
     emit("model_mask_head", {
         "split": split.describe(),
