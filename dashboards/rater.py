@@ -12,7 +12,7 @@ import time
 import streamlit as st
 
 from dashboards.media import side_by_side_html
-from evaluation.gsb import AccessDenied, Study, StudyError
+from evaluation.gsb import AccessDenied, Study, StudyError, shot_table
 
 LABELS = {"left": "Left better", "same": "Same", "right": "Right better"}
 
@@ -68,6 +68,9 @@ def main() -> None:
         st.success("All your pairs are rated. Thank you! You can still change any answer.")
     if pair.prompt:
         st.text(f"Prompt: {pair.prompt}")  # plain text: a case's text is data, not Markdown
+    if pair.storyline:
+        with st.expander("Storyline: the shots both videos were asked for"):
+            st.dataframe(shot_table(pair.storyline), hide_index=True, width="stretch")
     if show_videos(study, token, pair):
         st.session_state.setdefault(f"shown-{pair.pair_id}", time.time())
         rate(study, token, pair, categories, index, len(pairs))

@@ -11,7 +11,7 @@ import altair as alt
 import streamlit as st
 
 from dashboards.access import owner_allowed
-from evaluation.gsb import Study, StudyError
+from evaluation.gsb import Study, StudyError, shot_table
 from evaluation.scoring import ScoreConfig
 
 st.set_page_config(page_title="GSB results", layout="wide")
@@ -91,6 +91,15 @@ def main() -> None:
         st.dataframe(metrics, hide_index=True, width="stretch")
     st.subheader("Raters")
     st.dataframe(raters, hide_index=True, width="stretch")
+    storylines = study.storylines()
+    if storylines:
+        st.subheader("Storylines")
+        case = st.selectbox("case", list(storylines))
+        story = storylines[case]
+        st.text(f"Prompt: {story.get('prompt', '')}")
+        for line in story.get("conflicts", []):
+            st.text(f"Conflict: {line}")
+        st.dataframe(shot_table(story), hide_index=True, width="stretch")
     missing = study.missing_cases()
     if missing:
         st.subheader(f"{len(missing)} cases without a pair")

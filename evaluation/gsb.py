@@ -13,6 +13,7 @@ seed; judgments are stored relative to system A whatever side it was shown on.
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class RaterPair:
     language: str | None
     judgments: dict[str, str]  # category -> choice already given
     unavailable: bool = False  # its videos could not be shown (reported to the owner): the rater moves on
+    storyline: dict | None = None  # the case's storyline (shots with prompts), when the case list gave one
 
 
 def read_cases(cases: "str | Path | list[dict] | pd.DataFrame") -> pd.DataFrame:
@@ -100,6 +102,29 @@ def read_cases(cases: "str | Path | list[dict] | pd.DataFrame") -> pd.DataFrame:
         dupes = table.loc[table["case_id"].duplicated(), "case_id"].tolist()[:5]
         raise StudyError(f"case list repeats case ids {dupes}: each case once")
     return table
+
+
+def read_storyline(record: dict, case_id: str) -> dict | None:
+    """The case's storyline (a plan.json written by `avatar direct`), stored whole: the dashboards show it."""
+    path = _clean(record.get("storyline"))
+    if not path:
+        return None
+    try:
+        story = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"case {case_id}: storyline {path} could not be read ({type(exc).__name__}): give the "
+                         "plan.json that `avatar direct` wrote, or leave the column empty") from exc
+    if not isinstance(story, dict) or not isinstance(story.get("shots"), list):
+        raise StudyError(f"case {case_id}: storyline {path} has no shots: give a plan.json from `avatar direct`")
+    return story
+
+
+def shot_table(story: dict) -> list[dict]:
+    """A storyline's shots as rows for a table (times, who speaks, emotion, camera, prompts)."""
+    return [{"from s": shot.get("start_s"), "to s": shot.get("end_s"), "speakers": ", ".join(
+                str(k) for k in shot.get("speakers", [])), "emotion": shot.get("emotion", ""),
+             "camera": shot.get("camera", ""), "prompt": shot.get("prompt", ""),
+             "negative prompt": shot.get("negative_prompt", "")} for shot in story.get("shots", [])]
 
 
 class Study:
@@ -152,7 +177,7 @@ class Study:
             for rec in table.to_dict(orient="records"):
                 key = rec["case_id"]
                 missing = [n for n in (a.name, b.name) if key not in videos[n]]
-                case = CaseRow(study_id=study.id, case_key=key, missing=missing,
+                case = CaseRow(study_id=study.id, case_key=key, missing=missing, storyline=read_storyline(rec, key),
                                **{f: _clean(rec.get(f)) for f in CASE_FIELDS})
                 s.add(case)
                 if not missing:
@@ -318,7 +343,14 @@ class Study:
                 given.setdefault(pair_id, {})[category] = choice
             reported = set(s.scalars(select(ProblemRow.pair_id).where(ProblemRow.rater_id == rater.id)))
         return [RaterPair(pair.public_id, position, case.prompt, case.kind, case.language, given.get(pair.id, {}),
-                          pair.id in reported) for position, pair, case in rows]
+                          pair.id in reported, case.storyline) for position, pair, case in rows]
+
+    def storylines(self) -> dict[str, dict]:
+        """Case id -> the storyline it was made from (cases whose list gave one)."""
+        with self.session() as s:
+            rows = s.execute(select(CaseRow.case_key, CaseRow.storyline)
+                             .where(CaseRow.study_id == self.id, CaseRow.storyline.is_not(None))).all()
+        return {key: story for key, story in sorted(rows) if story}
 
     def _assigned_pair(self, s, rater: RaterRow, pair_id: str) -> PairRow:
         pair = s.scalar(select(PairRow).join(AssignmentRow, AssignmentRow.pair_id == PairRow.id)

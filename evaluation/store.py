@@ -64,6 +64,7 @@ class CaseRow(InStudy, Base):
     prompt: Mapped[str | None] = mapped_column(String(4000))
     reference_image: Mapped[str | None] = mapped_column(String(1000))
     audio: Mapped[str | None] = mapped_column(String(1000))
+    storyline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the shots the case was made from
     missing: Mapped[list] = mapped_column(JSON, default=list)
 
 
@@ -180,6 +181,7 @@ def make_engine(url_or_path: str | Path, create: bool = True) -> Engine:
 LATER_COLUMNS = {  # columns added after the first release: (table, column) -> SQL type and default
     ("judgments", "revision"): "INTEGER NOT NULL DEFAULT 1",  # existing rows count as revision 1
     ("studies", "media_dir"): "VARCHAR(1000)",  # existing studies serve the systems' files themselves
+    ("cases", "storyline"): "JSON",  # existing cases have none
 }
 
 

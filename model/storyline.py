@@ -47,6 +47,9 @@ class Storyline(BaseModel):
     shots: list[Shot] = Field(min_length=1)
     transcript: str = ""
     dialogue: list[dict] = Field(default_factory=list)  # the directors' turns, kept for inspection
+    conflicts: list[str] = Field(default_factory=list)  # where the instruction and the audio disagreed
+    resolution: str = ""  # how the storyline settled them
+    repairs: list[str] = Field(default_factory=list)  # what was changed in the directors' draft to follow the rules
 
     @classmethod
     def single_shot(cls, duration_s: float, prompt: str = "", negative_prompt: str = "") -> "Storyline":

@@ -160,6 +160,44 @@ def demo(
     print_study_links(study, out / "gsb.db", console)
 
 
+@app.command()
+def direct(
+    image: Path = typer.Option(..., help="the reference image (PNG/JPEG) with the speaking characters"),
+    audio: list[Path] = typer.Option(..., help="one WAV per speaking character, left to right (repeat --audio)"),
+    prompt: str = typer.Option("", help="the user's instruction: setting, actions, style"),
+    llm: Optional[str] = typer.Option(None, help="an OpenAI-compatible server URL (http://host:port), or local "
+                                                 "weights (.gguf or a transformers folder); default SmolLM2-135M"),
+    llm_timeout: float = typer.Option(60.0, help="seconds per request to an --llm server (3 tries)"),
+    rounds: int = typer.Option(2, min=1, help="rounds of the three experts before the storyline is written"),
+    out: Path = typer.Option(Path("plan.json"), help="the storyline (for `avatar model sample --storyline`)"),
+) -> None:
+    """Write a storyline: shots over the audio timeline with prompts and per-shot negative prompts."""
+    from model.directors import CoReasoningDirector, DirectorConfig
+    from model.llm import load_llm
+    from model.perception import Listener, Viewer, make_brief
+
+    log = log_path_for(str(out.parent), "direct")
+    with QuietConsole(log) as quiet, quiet.status("perceiving the image and the audio..."):
+        brief = make_brief(image, [str(a) for a in audio], prompt, Listener(), Viewer())
+        quiet.log(f"{len(brief.voices)} track(s), {brief.duration_s:.1f} s, {len(brief.scene.persons)} person(s)")
+        director = CoReasoningDirector(load_llm(llm, llm_timeout), DirectorConfig(rounds=rounds))
+        result = director.direct(brief)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.storyline.model_dump_json(indent=2))
+    table = Table(title=f"storyline {out} ({result.seconds:.0f} s)")
+    for col in ("start", "end", "speakers", "emotion", "camera", "prompt"):
+        table.add_column(col)
+    for shot in result.storyline.shots:
+        table.add_row(f"{shot.start_s:.1f}", f"{shot.end_s:.1f}", str(shot.speakers), shot.emotion, shot.camera,
+                      shot.prompt)
+    console = Console()
+    console.print(table)
+    for line in result.storyline.conflicts:
+        console.print(f"conflict: {line}")
+    console.print(f"valid on the first try: {not result.first_try.problems}; repairs: {len(result.storyline.repairs)}"
+                  f"; log: {log}", soft_wrap=True)
+
+
 # Everything `avatar demo` writes into its folder: a rerun replaces these and never touches anything else.
 DEMO_OUTPUTS = ("manifest.csv", "clips.parquet", "tracks.parquet", "_journal", "_logs", "previews", "model", "gsb",
                 "gsb.db", "gsb.db-wal", "gsb.db-shm")

@@ -256,3 +256,34 @@ def test_avatar_dash_stops_its_server_on_sigterm(tmp_path):
         for p in psutil.Process(cli.pid).children(recursive=True) if cli.poll() is None else []:
             p.kill()
         cli.kill()
+
+
+def test_both_apps_show_a_cases_storyline(tmp_path, monkeypatch):
+    """A case list's `storyline` column (a plan.json from `avatar direct`) is stored with the case and shown."""
+    from evaluation.gsb import StudyError
+    from model.storyline import Shot, Storyline
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(Storyline(duration_s=4, prompt="two friends talk", conflicts=["asked to sing, audio is speech"],
+                              shots=[Shot(start_s=0, end_s=1.8, prompt="he asks", speakers=[0], emotion="calm"),
+                                     Shot(start_s=1.8, end_s=4, prompt="she laughs", speakers=[1],
+                                          negative_prompt="frowning")]).model_dump_json())
+    videos = {n: make_system_videos(tmp_path / n, ["c", "d"], seed=i) for i, n in enumerate(("o", "b"))}
+    cases = [{"case_id": "c", "prompt": "talk", "storyline": str(plan)}, {"case_id": "d", "prompt": "talk"}]
+    with pytest.raises(StudyError, match="case d: storyline .*nope.json could not be read"):
+        Study.create(str(tmp_path / "bad.db"), "s", f"{OURS}={videos['o']}", f"{BASE}={videos['b']}",
+                     cases=[cases[0], {"case_id": "d", "storyline": str(tmp_path / "nope.json")}])
+    s = Study.create(str(tmp_path / "s.db"), "s", f"{OURS}={videos['o']}", f"{BASE}={videos['b']}", raters=["ann"],
+                     cases=cases, seed=0)
+    s.assign(1)
+    assert list(s.storylines()) == ["c"]
+    monkeypatch.setenv("AVATAR_GSB_DB", str(tmp_path / "s.db"))
+    app = rater_app(s.tokens()["ann"])
+    if not any(e.label.startswith("Storyline") for e in app.expander):  # the case with it may come second
+        app.button[-1].click().run()
+    assert [e.label for e in app.expander] == ["Storyline: the shots both videos were asked for"]
+    assert list(app.dataframe[0].value["prompt"]) == ["he asks", "she laughs"]
+    results = AppTest.from_file(str(APPS["results"]), default_timeout=120).run()
+    assert not results.exception
+    assert "Conflict: asked to sing, audio is speech" in [t.value for t in results.text]
+    assert list(results.dataframe[-1].value["negative prompt"]) == ["", "frowning"]
