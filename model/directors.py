@@ -434,7 +434,7 @@ class CoReasoningDirector:
         first: FirstTry | None = None
         schema = brief_schema(self.draft_schema, brief, self.config)
         for attempt in range(self.config.reasks + 1):
-            reply = self.llm.chat(messages, self.config.storyline_tokens, schema)
+            reply = self.llm.chat(messages, self.budget(schema), schema)
             try:
                 draft = self.draft_schema.model_validate(parse_json(reply))
                 found = problems(draft, brief, self.config)
@@ -448,6 +448,10 @@ class CoReasoningDirector:
                                    {"role": "user", "content": "Fix these problems and answer with the whole JSON "
                                     "again: " + "; ".join(found[:4])}]
         return draft, first
+
+    def budget(self, schema: dict) -> int:
+        """Tokens the storyline may take."""
+        return self.config.storyline_tokens
 
     def direct(self, brief: Brief) -> DirectionResult:
         tic = time.perf_counter()
@@ -486,6 +490,10 @@ class SingleCallDirector(CoReasoningDirector):
     def __init__(self, llm: LLM, config: DirectorConfig | None = None):
         super().__init__(llm, config)
         self.negative = NegativeDirector(None, self.config)
+
+    def budget(self, schema: dict) -> int:
+        """The storyline's tokens plus, for each shot it may have, those the Negative Director gets for one."""
+        return self.config.storyline_tokens + self.config.negative_tokens * schema["properties"]["shots"]["maxItems"]
 
     def direct(self, brief: Brief) -> DirectionResult:
         tic = time.perf_counter()

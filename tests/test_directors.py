@@ -8,6 +8,7 @@ who speaks when is where each recording was placed, not the voice activity the d
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -140,8 +141,8 @@ def test_a_real_openai_compatible_server_through_the_url_backend(smollm2_folder,
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", str(smollm2_folder),
                                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**__import__("os").environ,
-                                                                                        "HF_HUB_OFFLINE": "1"})
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         for _ in range(240):
             try:
