@@ -23,6 +23,12 @@ Everything trains with the one training loop (model.train):
 Each of these three is trained a second time as a head that also gets each character's frame-0 mask
 (`MaskPredictionHead(first_frame_masks=True)`, keys ending `_first_frame_masks`): it starts as the first-frame mask
 held fixed and learns a residual on it, so it sees what the first-frame baselines see.
+Each is trained a third time with `appearance_affinity=True` as well (keys ending `_first_frame_masks_affinity`): every
+token is also told how much it looks like each character's first-frame region (cosine similarity with that region's
+mean frame-0 token, and against the best-matching other character), a tracker's template match.
+Every head is also scored with one refinement (keys ending `_carried`, carry_first_frame_masks): the first-frame mask
+moved and scaled the way the head's own mask moves (its probability-weighted centre and area against its frame 0), so
+the head only has to say where a character went and the shape comes from the finer first-frame mask.
 Baselines that need no training, from the target masks themselves:
 - first-frame mask held fixed: each character's frame-0 mask on every frame (the obvious baseline: ours is given
   each character's first-frame crop and box, this is given the first-frame mask itself);
@@ -185,14 +191,50 @@ def first_frame_mask_shifted(target: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def carry_first_frame_masks(probs: torch.Tensor, first_masks: torch.Tensor, max_scale: float = 1.25) -> torch.Tensor:
+    """A refinement tried on every head (methods ending `_carried`): each character's first-frame mask moved and
+    scaled the way the head's own mask moves: (B, C, F, h, w) head probabilities and (B, C, H, W) first-frame masks
+    at any resolution -> (B, C, F, H, W) soft masks.
+
+    The head says where a character went (the shift of its probability-weighted centre from frame 0, and the
+    square root of its area ratio, clipped to [1/max_scale, max_scale]); the first-frame mask keeps the shape, at
+    its own resolution (finer than the latent grid the head predicts on). Both centres come from the head, so a bias
+    of the head's mask against the true one cancels.
+    """
+    b, c, f, h, w = probs.shape
+    ys = (torch.arange(h, device=probs.device, dtype=probs.dtype) + 0.5) / h * 2 - 1  # affine_grid's [-1, 1]
+    xs = (torch.arange(w, device=probs.device, dtype=probs.dtype) + 0.5) / w * 2 - 1
+    mass = probs.sum((-2, -1)).clamp(min=1e-6)  # (B, C, F)
+    centre = torch.stack([(probs.sum(-2) * xs).sum(-1) / mass, (probs.sum(-1) * ys).sum(-1) / mass], -1)
+    shift = centre - centre[:, :, :1]  # (B, C, F, 2)
+    scale = (mass / mass[:, :, :1]).sqrt().clamp(1 / max_scale, max_scale)  # (B, C, F)
+    first = first_masks.to(probs).flatten(0, 1)[:, None]  # (B*C, 1, H, W)
+    big_h, big_w = first.shape[-2:]
+    gy = (torch.arange(big_h, device=probs.device, dtype=probs.dtype) + 0.5) / big_h * 2 - 1
+    gx = (torch.arange(big_w, device=probs.device, dtype=probs.dtype) + 0.5) / big_w * 2 - 1
+    area = first.sum((-2, -1)).clamp(min=1e-6)  # the first mask's own centre: scaling happens about it
+    own = torch.stack([(first.sum(-2) * gx).sum(-1) / area, (first.sum(-1) * gy).sum(-1) / area], -1)  # (B*C, 1, 2)
+    shift, scale = shift.reshape(b * c * f, 2), scale.reshape(b * c * f, 1)
+    own = own.repeat_interleave(f, 0).reshape(b * c * f, 2)
+    theta = torch.zeros(b * c * f, 2, 3, device=probs.device, dtype=probs.dtype)  # output point -> first-frame point
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale[:, 0]
+    theta[:, :, 2] = own - (shift + own) / scale
+    grid = F.affine_grid(theta, (b * c * f, 1, big_h, big_w), align_corners=False)
+    moved = F.grid_sample(first.repeat_interleave(f, 0), grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    return moved.reshape(b, c, f, big_h, big_w)
+
+
 class LatentHead(torch.nn.Module):
     """Baseline: the mask head on the noisy VAE latents, patchified like the DiT's tokens (no DiT)."""
 
-    def __init__(self, latent_channels: int, max_characters: int, seed: int, first_frame_masks: bool = False):
+    def __init__(self, latent_channels: int, max_characters: int, seed: int, first_frame_masks: bool = False,
+                 appearance_affinity: bool = False):
         super().__init__()
         torch.manual_seed(seed)
         self.head = MaskPredictionHead(dim=4 * latent_channels, latent_channels=latent_channels,
-                                       max_characters=max_characters, first_frame_masks=first_frame_masks)
+                                       max_characters=max_characters, first_frame_masks=first_frame_masks,
+                                       appearance_affinity=appearance_affinity)
         self.seed = seed
 
     def logits(self, xt: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -206,8 +248,8 @@ class LatentHead(torch.nn.Module):
 
 
 def fit_latent_head(cache: Path, config: TrainConfig, latent_channels: int, max_characters: int,
-                    first_frame_masks: bool) -> LatentHead:
-    module = LatentHead(latent_channels, max_characters, config.seed, first_frame_masks)
+                    first_frame_masks: bool, appearance_affinity: bool = False) -> LatentHead:
+    module = LatentHead(latent_channels, max_characters, config.seed, first_frame_masks, appearance_affinity)
     fit(make_accelerator(config), module, list(module.parameters()), CacheDataset(cache, config.clip_ids), config,
         save=lambda folder: torch.save(module.state_dict(), Path(folder) / "latent_head.pt"))
     return module.eval()
@@ -221,11 +263,12 @@ def dit_logits(pipe, xt: torch.Tensor, sigma: float, enc: dict, text: torch.Tens
     return out.mask_logits
 
 
-def with_prior_head(source: Path, out: Path, seed: int = 1) -> Path:
+def with_prior_head(source: Path, out: Path, affinity: bool, seed: int = 1) -> Path:
     """The pipeline at `source` with a fresh mask head that also takes each character's first-frame mask."""
     pipe = AvatarPipeline.from_pretrained(str(source))
     torch.manual_seed(seed)
-    pipe.register_modules(mask_head=MaskPredictionHead(**{**pipe.mask_head.config, "first_frame_masks": True}))
+    pipe.register_modules(mask_head=MaskPredictionHead(**{**pipe.mask_head.config, "first_frame_masks": True,
+                                                                "appearance_affinity": affinity}))
     pipe.save_pretrained(str(out))
     return out
 
@@ -255,6 +298,10 @@ def log(message: str) -> None:
 
 
 FIRST = "_first_frame_masks"  # the heads that also get each character's first-frame mask
+AFFINITY = FIRST + "_affinity"  # ... and also match tokens against each one's first-frame region
+CARRIED = "_carried"  # the first-frame mask moved as the head's mask moves (carry_first_frame_masks)
+OURS = ("ours_dit_features", "ours_dit_features" + CARRIED, "ours_dit_features" + FIRST,
+        "ours_dit_features" + FIRST + CARRIED, "ours_dit_features" + AFFINITY, "ours_dit_features" + AFFINITY + CARRIED)
 BASELINES = {"first_frame_mask": first_frame_mask, "first_frame_mask_shifted_by_tracked_box": first_frame_mask_shifted,
              "box_first_frame": first_frame_box}
 
@@ -287,18 +334,20 @@ def summarise(items: list[dict], methods: list[str]) -> dict:
                  "latent_head_no_dit", "ours_random_frozen_dit"):
         out[f"ratio_ours_over_{base}"] = round(ratio("ours_dit_features", base)(items), 3)
         out[f"ratio_ours_over_{base}_ci95"] = cluster_bootstrap(items, ratio("ours_dit_features", base))
-    for base in ("first_frame_mask", "latent_head_no_dit" + FIRST, "ours_random_frozen_dit" + FIRST):
-        key = f"ratio_ours{FIRST}_over_{base}"
-        out[key] = round(ratio("ours_dit_features" + FIRST, base)(items), 3)
-        out[key + "_ci95"] = cluster_bootstrap(items, ratio("ours_dit_features" + FIRST, base))
+    for suffix in (FIRST, FIRST + CARRIED, AFFINITY, AFFINITY + CARRIED):
+        for base in ("first_frame_mask", "first_frame_mask_shifted_by_tracked_box", "latent_head_no_dit" + suffix,
+                     "ours_random_frozen_dit" + suffix):
+            key = f"ratio_ours{suffix}_over_{base}"
+            out[key] = round(ratio("ours_dit_features" + suffix, base)(items), 3)
+            out[key + "_ci95"] = cluster_bootstrap(items, ratio("ours_dit_features" + suffix, base))
     grid = [m for m in methods if m != "latent_grid_oracle"]
     out["latent_grid"] = {  # every method on the grid the masks gate the audio on (the oracle is 1 there)
         "iou_later_frames": {m: round(mean_of(m, "grid")(items), 4) for m in grid},
         "iou_later_frames_ci95": {m: cluster_bootstrap(items, mean_of(m, "grid")) for m in grid},
         **{f"ratio_{ours}_over_first_frame_mask": round(ratio(ours, "first_frame_mask", "grid")(items), 3)
-           for ours in ("ours_dit_features", "ours_dit_features" + FIRST)},
+           for ours in OURS},
         **{f"ratio_{ours}_over_first_frame_mask_ci95": cluster_bootstrap(items, ratio(ours, "first_frame_mask", "grid"))
-           for ours in ("ours_dit_features", "ours_dit_features" + FIRST)}}
+           for ours in OURS}}
     return out
 
 
@@ -376,19 +425,19 @@ def train_heads(work: Path, base: TrainConfig, dit: Path, start: Path, steps: in
     """Every head, without and then with the characters' first-frame masks: (pipelines by name, latent heads by
     name, seconds each took to train)."""
     heads, latent_heads, seconds = {}, {}, {}
-    for suffix in ("", FIRST):
-        prior = suffix == FIRST
+    for suffix in ("", FIRST, AFFINITY):
+        prior, affinity = suffix != "", suffix == AFFINITY
         for name, begin in (("ours_dit_features", dit), ("ours_random_frozen_dit", start)):
             name += suffix
-            begin = with_prior_head(begin, work / f"{name}_start") if prior else begin
+            begin = with_prior_head(begin, work / f"{name}_start", affinity) if prior else begin
             folder_out, seconds[name] = once(work, name, lambda: train(replace(
                 base, output=str(work / name), stage="mask", steps=steps, seed=1, pretrained=str(begin))))
             heads[name] = AvatarPipeline.from_pretrained(str(folder_out / "pipeline"))
         latent_dir = work / f"latent_head_no_dit{suffix}"
         latent_config = replace(base, output=str(latent_dir), steps=steps, seed=1)
         _, seconds[latent_dir.name] = once(work, latent_dir.name, lambda: torch.save(fit_latent_head(
-            cache, latent_config, z_dim, characters, prior).state_dict(), latent_dir / "final.pt"))
-        latent_heads[latent_dir.name] = LatentHead(z_dim, characters, 1, prior)
+            cache, latent_config, z_dim, characters, prior, affinity).state_dict(), latent_dir / "final.pt"))
+        latent_heads[latent_dir.name] = LatentHead(z_dim, characters, 1, prior, affinity)
         latent_heads[latent_dir.name].load_state_dict(torch.load(latent_dir / "final.pt", weights_only=True))
         latent_heads[latent_dir.name].eval()
     return heads, latent_heads, seconds
@@ -399,7 +448,7 @@ def score_window(heads: dict, latent_heads: dict, enc: dict, target: torch.Tenso
                  seed: int) -> tuple[dict, dict, dict]:
     """One held-out window: IoU (C, F) per method at the data resolution and on the latent grid (the heads' means
     over the noise levels), and every method's masks at noise 0.5 (for face coverage)."""
-    names = [*heads, *latent_heads]
+    names = [n + suffix for n in (*heads, *latent_heads) for suffix in ("", CARRIED)]
     per_sigma, per_sigma_grid, preds = {n: [] for n in names}, {n: [] for n in names}, {}
     grid_target = enc["targets"][0] >= 0.5  # (C, F, h, w): where the masks gate the audio
     for sigma in SIGMAS:
@@ -408,11 +457,15 @@ def score_window(heads: dict, latent_heads: dict, enc: dict, target: torch.Tenso
         logits = {name: dit_logits(p, xt, sigma, enc, text) for name, p in heads.items()}
         logits.update({name: head.logits(xt, enc) for name, head in latent_heads.items()})
         for name, value in logits.items():
-            mask = upsample(torch.sigmoid(value), res) > 0.5
-            per_sigma[name].append(iou(mask, target))
-            per_sigma_grid[name].append(iou(torch.sigmoid(value[0]) >= 0.5, grid_target))
-            if sigma == 0.5:
-                preds[name] = mask
+            prob = torch.sigmoid(value)
+            carried = carry_first_frame_masks(prob, target[None, :, 0])[0] > 0.5
+            carried_grid = carry_first_frame_masks(prob, enc["targets"][:, :, 0])[0] >= 0.5
+            for method, mask, grid_mask in ((name, upsample(prob, res) > 0.5, prob[0] >= 0.5),
+                                            (name + CARRIED, carried, carried_grid)):
+                per_sigma[method].append(iou(mask, target))
+                per_sigma_grid[method].append(iou(grid_mask, grid_target))
+                if sigma == 0.5:
+                    preds[method] = mask
     preds.update({name: make(target) for name, make in BASELINES.items()})
     preds["latent_grid_oracle"] = upsample(enc["targets"], res) > 0.5
     scores = {name: iou(preds[name], target) for name in (*BASELINES, "latent_grid_oracle")}
@@ -488,7 +541,7 @@ def main() -> None:
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     log(f"heads trained: {seconds}")
 
-    methods = [*seconds, *BASELINES, "latent_grid_oracle"]
+    methods = [*seconds, *(name + CARRIED for name in seconds), *BASELINES, "latent_grid_oracle"]
     items, routing, coverage = [], [], []
     step = PrepareStep(str(cache), str(folder), data, {})  # held-out windows, not mirrored
     text = pipe.encode_prompt([""])
@@ -513,7 +566,7 @@ def main() -> None:
                 routing += [{"characters": target.shape[0], **r}
                             for r in confinement(ours, enc, tokens, text, seed=len(routing))]
                 if CONVERSATION in source_of[clip_id]:
-                    coverage += face_coverage({m: preds[m] for m in ("ours_dit_features", *BASELINES)}, target,
+                    coverage += face_coverage({m: preds[m] for m in (*OURS, *BASELINES)}, target,
                                               faces, int(item["start"]), (720, 1280))
     by_count = {str(n): summarise([it for it in items if it["characters"] == n], methods)
                 for n in sorted({it["characters"] for it in items})}
@@ -521,7 +574,7 @@ def main() -> None:
                                   "empty_regions": sum(str(r["characters"]) == n and r["empty_region"] for r in routing)}
                         for n, row in mean_by(routing, "characters", ("share_inside_gated", "share_inside_ungated",
                                                                        "area_share")).items()}
-    coverage_by_face = mean_by(coverage, "face", ("ours_dit_features", *BASELINES))
+    coverage_by_face = mean_by(coverage, "face", (*OURS, *BASELINES))
     overall = summarise(items, methods)
     emit("model_mask_head", {
         "split": split.describe(),
@@ -535,6 +588,8 @@ def main() -> None:
         "dit_pretrain_loss_first_last_50": curve_ends(work / "dit"),
         "mask_iou_held_out": overall,
         "ratio_ours_over_first_frame_mask": overall["ratio_ours_over_first_frame_mask"],
+        **{key: overall[key] for key in (f"ratio_ours{FIRST}{CARRIED}_over_first_frame_mask",
+                                         f"ratio_ours{AFFINITY}_over_first_frame_mask")},
         "mask_iou_by_character_count": by_count,
         "routing_confinement_by_character_count": routing_by_count,
         "conversation_face_coverage_by_face": coverage_by_face,

@@ -8,6 +8,11 @@ Two 3x3 convolutions over each frame's token grid let neighbouring tokens agree 
 not a set of independent tokens); a 1x1 layer turns each token into p_h x p_w logits, so masks live on
 the latent grid (the token grid unpatchified, as Wan's proj_out does for the flow); pooled by the patch
 they gate the audio.
+
+Built with `first_frame_masks`, the head also gets each character's mask in the reference frame and starts as that
+mask held fixed (a residual on it); with `appearance_affinity` as well, each token is told how much it looks like each
+character's first-frame region (a tracker's template match), which is where the DiT features start to matter
+(benchmarks/model_mask_head.py).
 """
 
 from __future__ import annotations
@@ -41,13 +46,18 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, dim: int = 24, hidden_dim: int = 64, heads: int = 4, latent_channels: int = 16,
                  patch_size: tuple[int, int, int] = (1, 2, 2), max_characters: int = 4, box_frequencies: int = 6,
-                 first_frame_masks: bool = False):
+                 first_frame_masks: bool = False, appearance_affinity: bool = False):
         super().__init__()
+        if appearance_affinity and not first_frame_masks:
+            raise ValueError("appearance_affinity compares tokens with each character's first-frame region: it needs "
+                             "first_frame_masks=True")
         self.video_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
         self.box_in = nn.Sequential(nn.Linear(4 * box_frequencies + 1 + int(first_frame_masks), hidden_dim), nn.GELU(),
                                     nn.Linear(hidden_dim, hidden_dim))
         self.identity_in = nn.Conv3d(latent_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
         self.slot = nn.Embedding(max_characters, hidden_dim)
+        if appearance_affinity:  # (similarity, similarity against the best other character) -> hidden
+            self.affinity_in = nn.Sequential(nn.Linear(2, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim))
         self.attn = nn.MultiheadAttention(hidden_dim, heads, batch_first=True)
         self.fuse = nn.Sequential(nn.LayerNorm(hidden_dim * 2), nn.Linear(hidden_dim * 2, hidden_dim))
         self.spatial = nn.Sequential(nn.GELU(), nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.GELU(),
@@ -80,7 +90,10 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
             cells = torch.cat([cells, prior.reshape(b, c, h * w, 1)], -1)
         where = self.box_in(cells.to(self.dtype))  # (B, C, h*w, H)
         video = self.video_in(video_tokens.to(self.dtype)).reshape(b, 1, f, h * w, -1)
-        queries = (video + where[:, :, None]).reshape(b * c, n, -1)
+        queries = video + where[:, :, None]
+        if self.config.appearance_affinity:
+            queries = queries + self.affinity_in(self.affinity(video_tokens, prior.reshape(b, c, h * w), f))
+        queries = queries.reshape(b * c, n, -1)
         ident = self.identity_in(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
         ident = (ident.reshape(b, c, -1, ident.shape[-1]) + self.slot.weight[:c][None, :, None]).flatten(0, 1)
         attended, _ = self.attn(queries, ident, ident, need_weights=False)
@@ -93,6 +106,18 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
                                   mode="area").reshape(b, c, 1, h * ph, w * pw)
             logits = logits + self.prior_scale * (2 * prior - 1)
         return logits
+
+    def affinity(self, video_tokens: torch.Tensor, first_share: torch.Tensor, frames: int) -> torch.Tensor:
+        """How much each token looks like each character's first-frame region, as a tracker's template match:
+        video_tokens (B, F*h*w, dim), first_share (B, C, h*w) each cell's share of the character's first-frame mask
+        -> (B, C, F, h*w, 2): cosine similarity with the character's mean frame-0 token, and that minus the best
+        similarity of any character (0 where this character matches best)."""
+        b, n, dim = video_tokens.shape
+        tokens = F.normalize(F.layer_norm(video_tokens.float(), (dim,)), dim=-1).reshape(b, frames, n // frames, dim)
+        weight = first_share.float()
+        template = torch.einsum("bcn,bnd->bcd", weight, tokens[:, 0]) / weight.sum(-1, keepdim=True).clamp(min=1e-6)
+        sim = torch.einsum("bfnd,bcd->bcfn", tokens, F.normalize(template, dim=-1))
+        return torch.stack([sim, sim - sim.max(1, keepdim=True).values], -1).to(self.dtype)
 
     @staticmethod
     def to_tokens(masks: torch.Tensor, patch_size: tuple[int, int, int]) -> torch.Tensor:

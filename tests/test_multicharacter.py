@@ -132,6 +132,28 @@ def test_a_head_given_first_frame_masks_starts_as_them_and_needs_them():
     assert torch.equal(logits > 0, (first > 0.5)[:, :, None].expand_as(logits))
 
 
+def test_appearance_affinity_finds_where_each_characters_look_went():
+    from model import MaskPredictionHead
+
+    with pytest.raises(ValueError, match="needs first_frame_masks"):
+        MaskPredictionHead(appearance_affinity=True)
+    head = MaskPredictionHead(dim=24, max_characters=SIX, first_frame_masks=True, appearance_affinity=True)
+    gen = torch.Generator().manual_seed(0)
+    looks = torch.randn(SIX, 24, generator=gen)  # one token look per character, on a (2 frames, 4 x 6) grid
+    tokens = torch.randn(2, 4 * 6, 24, generator=gen) * 0.05
+    first_share = torch.zeros(1, SIX, 4 * 6)
+    for c in range(SIX):
+        tokens[0, c] += looks[c]  # frame 0: character c on cell c ...
+        tokens[1, 23 - c] += looks[c]  # ... frame 1: on cell 23 - c
+        first_share[0, c, c] = 1
+    feats = head.affinity(tokens.reshape(1, -1, 24), first_share, frames=2)  # (1, C, F, cells, 2)
+    assert feats.shape == (1, SIX, 2, 24, 2)
+    for c in range(SIX):
+        assert int(feats[0, c, 1, :, 0].argmax()) == 23 - c  # where c's look went in frame 1
+        assert feats[0, c, 1, 23 - c, 1] == 0  # and no other character matches that cell better
+        assert feats[0, c, 1, 23 - c, 0] > 0.9
+
+
 def test_pipelines_give_a_first_frame_mask_head_the_reference_masks(data_dir, weights_dir):
     from PIL import Image
 
