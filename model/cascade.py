@@ -570,14 +570,15 @@ def span_worker_class():
 
 
 def build_cascade(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
-                  audio: dict | None = None, first_frame_masks: bool = False, **geometry) -> CascadeAvatarPipeline:
+                  audio: dict | None = None, first_frame_masks: bool = False, appearance_affinity: bool = False,
+                  **geometry) -> CascadeAvatarPipeline:
     """An untrained cascade of the named size: five AvatarTransformers with Wan's 36-channel first-last-frame
     input, sharing a VAE, text encoder, audio encoder and mask head (`geometry`: CascadeConfig fields)."""
     from .configs import TRANSFORMER, WAN_COMMON, build_pipeline
     from .stages import COND_CHANNELS
 
     base = build_pipeline(size, seed=seed, max_characters=max_characters, vae=vae, audio=audio,
-                          first_frame_masks=first_frame_masks)
+                          first_frame_masks=first_frame_masks, appearance_affinity=appearance_affinity)
     cfg = {**WAN_COMMON, **TRANSFORMER[size], "max_characters": max_characters,
            "in_channels": WAN_COMMON["in_channels"] + COND_CHANNELS}
     stages = {}

@@ -31,10 +31,11 @@ VAE_WIDE = dict(VAE_TINY, base_dim=8)  # for benchmarks that fit it to their cli
 
 
 def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
-                   audio: dict | None = None, first_frame_masks: bool = False):
+                   audio: dict | None = None, first_frame_masks: bool = False, appearance_affinity: bool = False):
     """A complete AvatarPipeline of the named size with freshly initialised weights (`vae`: its config,
     VAE_TINY by default; `audio`: AudioEncoder front-end arguments, e.g. {"whisper": "tiny.en"};
-    `first_frame_masks`: the mask head also takes the characters' masks in the reference frame)."""
+    `first_frame_masks`: the mask head also takes the characters' masks in the reference frame; `appearance_affinity`:
+    and matches every token against each character's first-frame region)."""
     from .audio import AudioEncoder
     from .mask_head import MaskPredictionHead
     from .pipeline import AvatarPipeline, byte_tokenizer
@@ -53,7 +54,8 @@ def build_pipeline(size: str = "tiny", seed: int = 0, max_characters: int = 4, v
                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                           audio_encoder=AudioEncoder(dim=cfg["audio_dim"], **(audio or {})),
                           mask_head=MaskPredictionHead(dim=dim, max_characters=max_characters,
-                                                       first_frame_masks=first_frame_masks))
+                                                       first_frame_masks=first_frame_masks,
+                                                       appearance_affinity=appearance_affinity))
     for module in (vae, text, transformer, pipe.audio_encoder, pipe.mask_head):
         module.eval()  # as from_pretrained leaves them (no dropout at sampling)
     return pipe

@@ -132,8 +132,8 @@ def test_a_head_given_first_frame_masks_starts_as_them_and_needs_them():
     assert torch.equal(logits > 0, (first > 0.5)[:, :, None].expand_as(logits))
 
 
-def test_appearance_affinity_finds_where_each_characters_look_went():
-    from model import MaskPredictionHead
+def test_appearance_affinity_finds_where_each_characters_look_went(tmp_path):
+    from model import AvatarPipeline, MaskPredictionHead
 
     with pytest.raises(ValueError, match="needs first_frame_masks"):
         MaskPredictionHead(appearance_affinity=True)
@@ -152,6 +152,9 @@ def test_appearance_affinity_finds_where_each_characters_look_went():
         assert int(feats[0, c, 1, :, 0].argmax()) == 23 - c  # where c's look went in frame 1
         assert feats[0, c, 1, 23 - c, 1] == 0  # and no other character matches that cell better
         assert feats[0, c, 1, 23 - c, 0] > 0.9
+    build_pipeline("tiny", seed=0, max_characters=2, first_frame_masks=True,
+                   appearance_affinity=True).save_pretrained(str(tmp_path))
+    assert AvatarPipeline.from_pretrained(str(tmp_path)).mask_head.config.appearance_affinity
 
 
 def test_pipelines_give_a_first_frame_mask_head_the_reference_masks(data_dir, weights_dir):
