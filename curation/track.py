@@ -7,7 +7,8 @@ Backends
 - ``ultralytics``: YOLOv8-seg instances + ultralytics' own tracker (ByteTrack). Identities stay fixed to
   the first-frame persons: each frame, instances are assigned to persons (Hungarian) on a score that
   mixes the tracker's id, overlap with the person's motion-predicted box and colour appearance, so a
-  crossing or a re-acquired track does not swap people. Each person's mask is then re-segmented
+  crossing or a re-acquired track does not swap people (``fragment_containment`` can also bar a re-acquired
+  person from a duplicate or part of someone already matched). Each person's mask is then re-segmented
   in a crop around it (the 320 px model sees the person at several times the resolution), and
   pixels claimed twice go to the nearer person. ``association="track_id"`` is the naive baseline
   (a person follows the track id it got on frame 0), kept for benchmarks.
@@ -54,6 +55,10 @@ class TrackerConfig:
     weights: dict = field(default_factory=lambda: {"box": 0.5, "appearance": 0.3, "track_id": 0.3})
     min_match_score: float = 0.3
     min_reacquire_score: float = 0.1  # second pass: unseen persons vs instances nobody took
+    # A person re-acquired (unseen, or on another track id) never takes an instance whose mask lies at least this
+    # much inside another person's instance, a fragment or duplicate of that person. Off (> 1) by default: 0.6 cut
+    # the hard set's ID switches 43 -> 31 but raised the standard set's 6 -> 8 and lowered its J (README).
+    fragment_containment: float = 1.1
     refine_masks: bool = True  # re-segment each person in a crop around it: finer masks, ~1 seg call per person
     refine_margin: float = 0.15
 
@@ -161,7 +166,9 @@ class _Sam2Backend:
 
 # ---------------------------------------------------------------------------------- ultralytics
 @dataclass
-class _Person:
+class TrackedPerson:
+    """One first-frame person as the ultralytics backend follows it: last box, velocity, look, track id."""
+
     box: np.ndarray
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     reference: np.ndarray | None = None  # appearance histogram from frame 0
@@ -216,7 +223,7 @@ class _UltralyticsBackend:
             ids[int(row[-1])] = int(row[4])
         return r.boxes.xyxy.cpu().numpy().astype(np.float32), masks, ids
 
-    def _score(self, persons: list[_Person], boxes, hists, ids) -> np.ndarray:
+    def _score(self, persons: list[TrackedPerson], boxes, hists, ids) -> np.ndarray:
         w = self.config.weights
         iou = box_iou(np.stack([p.predicted_box() for p in persons]), boxes)
         score = w["box"] * iou
@@ -255,8 +262,10 @@ class _UltralyticsBackend:
         out[y0:y1, x0:x1] = candidates[best]
         return out
 
-    def _assign(self, score: np.ndarray) -> list[tuple[int, int]]:
-        """Hungarian on the scores; then persons left unmatched may take instances nobody took."""
+    def _assign(self, score: np.ndarray, persons: list[TrackedPerson], masks: np.ndarray,
+                ids: list) -> list[tuple[int, int]]:
+        """Hungarian on the scores; then persons left unmatched may take instances nobody took; re-acquisitions
+        of another person's fragment are dropped."""
         c = self.config
         if c.association == "track_id":
             return match(score, 0.5)
@@ -266,11 +275,29 @@ class _UltralyticsBackend:
         if rest_p and rest_j:
             sub = score[np.ix_(rest_p, rest_j)]
             pairs += [(rest_p[a], rest_j[b]) for a, b in match(sub, c.min_reacquire_score)]
-        return pairs
+        return drop_reacquired_fragments(pairs, persons, masks, ids, c.fragment_containment)
+
+    def _drop_fragments(self, pairs: list[tuple[int, int]], persons: list[TrackedPerson], masks: np.ndarray,
+                        ids: list) -> list[tuple[int, int]]:
+        """Pairs without re-acquired instances that lie mostly inside an instance another person took."""
+        owner = dict((j, i) for i, j in pairs)
+        areas = masks.reshape(len(masks), -1).sum(1)
+
+        def fragment_of_other(i: int, j: int) -> bool:
+            for k, other in owner.items():
+                if other != i and areas[k] >= areas[j] > 0:
+                    if (masks[j] & masks[k]).sum() >= self.config.fragment_containment * areas[j]:
+                        return True
+            return False
+
+        def reacquired(i: int, j: int) -> bool:
+            return persons[i].missing > 0 or persons[i].track_id is None or persons[i].track_id != ids[j]
+
+        return [(i, j) for i, j in pairs if not (reacquired(i, j) and fragment_of_other(i, j))]
 
     def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
-        persons = [_Person(box=b.copy()) for b in boxes]
+        persons = [TrackedPerson(box=b.copy()) for b in boxes]
         tracker = self._new_tracker()
         for t, frame in enumerate(clip.frames):
             inst_boxes, inst_masks, ids = self._instances(frame, tracker)
@@ -282,7 +309,7 @@ class _UltralyticsBackend:
             if t == 0:  # identities are the given first-frame persons: bind them by overlap
                 pairs = match(box_iou(boxes, inst_boxes), 0.3)
             else:
-                pairs = self._assign(self._score(persons, inst_boxes, hists, ids))
+                pairs = self._assign(self._score(persons, inst_boxes, hists, ids), persons, inst_masks, ids)
             matched = set()
             for i, j in pairs:
                 p = persons[i]
@@ -313,3 +340,21 @@ def _resolve_overlaps(masks: np.ndarray, boxes: list[np.ndarray], present: set[i
     for i in sorted(present, key=lambda i: -boxes[i][3]):
         masks[i] &= ~claimed
         claimed |= masks[i]
+
+
+def drop_reacquired_fragments(pairs: list[tuple[int, int]], persons: list[TrackedPerson], masks: np.ndarray, ids: list,
+                              containment: float) -> list[tuple[int, int]]:
+    """``pairs`` (person, instance) without re-acquisitions of another person's fragment: an instance taken by a
+    person that was unseen or on another track id, whose mask lies at least ``containment`` inside a larger
+    instance another person took (a segmenter's duplicate or part of that person)."""
+    owner = {j: i for i, j in pairs}
+    areas = masks.reshape(len(masks), -1).sum(1)
+
+    def fragment_of_other(i: int, j: int) -> bool:
+        return any(other != i and areas[k] >= areas[j] > 0 and (masks[j] & masks[k]).sum() >= containment * areas[j]
+                   for k, other in owner.items())
+
+    def reacquired(i: int, j: int) -> bool:
+        return persons[i].missing > 0 or persons[i].track_id is None or persons[i].track_id != ids[j]
+
+    return [(i, j) for i, j in pairs if not (reacquired(i, j) and fragment_of_other(i, j))]

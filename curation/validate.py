@@ -3,14 +3,18 @@
 Each (person, frame) gets a verdict with reasons:
 - ``empty_mask``: the mask vanished while nobody stands in front of where it was;
 - ``no_detection``: no detection box overlaps the mask's box well (det_iou), unless the person is
-  partly hidden behind another (a shrunken mask touching someone else's), where detectors fail;
+  partly hidden behind another (a shrunken mask touching someone else's), where detectors fail, or the detector
+  saw nobody there (no detection that no other person claims overlaps the mask) and the mask is carried: it
+  changes smoothly (no temporal or area jump) from a frame at most ``max_carried_frames`` away where a detection
+  did support it, as a tracker coasts through a detector's misses;
 - ``keypoints_outside``: too few of the matched pose's confident keypoints fall inside the mask;
   with whole-body keypoints each part (body with feet, face, each hand) weighs the same, so the face's 68 points
   do not outvote the 23 of the body;
 - ``foreign_keypoints``: another person's keypoints that lie inside that person's own mask also lie
   inside this one (a merge; keypoints hidden behind this person are inside this mask only);
 - ``overlap``: this mask swallows a large part of another person's mask;
-- ``temporal_jump``: the mask barely overlaps its own mask on the previous frame;
+- ``temporal_jump``: the mask barely overlaps its own mask on the previous frame, where it was or moved on at
+  the velocity of the step before or after;
 - ``area_jump``: its area changed by more than a factor between frames;
 - ``identity_swap``: its colours match another person's first-frame look better than its own.
 """
@@ -40,6 +44,7 @@ class ValidationConfig:
     swap_margin: float = 0.08
     occluded_share: float = 0.5  # an empty mask is fine if others cover this much of its last mask
     hidden_area: float = 0.6  # below this share of its median area (and touching another) = partly hidden
+    max_carried_frames: int = 12  # a mask the detector missed stays trusted this many smooth frames from support
     min_quality: float = 0.8  # share of valid frames for a clip to pass
 
 
@@ -104,18 +109,29 @@ def validate(
     typical_area = np.median(np.where(areas > 0, areas, np.nan), axis=0)
     last_seen = [masks[0, i] if areas[0, i] else None for i in range(n)]
 
+    seen_free = np.zeros((t_len, n), bool)  # a detection nobody else claims overlaps the mask
     for t in range(t_len):
-        m = masks[t]
-        boxes[t] = [mask_box(mi) for mi in m]
+        boxes[t] = [mask_box(mi) for mi in masks[t]]
         dets = detections[t]
-        present = areas[t] > 0
         # Masks <-> detections, Hungarian on box IoU.
         iou = box_iou(boxes[t], dets.boxes) if len(dets) else np.zeros((n, 0))
-        iou[~present] = 0
-        for i, j in match(iou, 0.1):
+        iou[areas[t] == 0] = 0
+        pairs = match(iou, 0.1)
+        for i, j in pairs:
             det_boxes[t, i], det_iou[t, i] = dets.boxes[j], iou[i, j]
             if len(poses[t]):
                 kpts[t, i] = poses[t][j]
+        owner = {j: i for i, j in pairs}
+        for i in range(n):
+            seen_free[t, i] = any(iou[i, j] >= 0.1 and owner.get(j, i) == i for j in range(len(dets)))
+    temporal_iou, area_ratio = _transitions(masks, areas)
+    smooth = (temporal_iou >= c.min_temporal_iou) & (area_ratio <= c.max_area_change)
+    smooth[1:] &= (areas[1:] > 0) & (areas[:-1] > 0)  # a mask that vanished carries nothing across the gap
+    carried = _carried(det_iou >= c.min_det_iou, smooth, c.max_carried_frames)
+
+    for t in range(t_len):
+        m = masks[t]
+        present = areas[t] > 0
         dilated = [cv2.dilate(mi.astype(np.uint8), kernel) > 0 if p else mi for mi, p in zip(m, present)]
         confident = kpts[t, :, :, 2] >= c.keypoint_score
         hists = [appearance.hs_histogram(frames[t], mi) if p else None for mi, p in zip(m, present)]
@@ -132,7 +148,7 @@ def validate(
             if det_iou[t, i] < c.min_det_iou:
                 others = m[np.arange(n) != i].any(0) if n > 1 else np.zeros((h, w), bool)
                 partly_hidden = areas[t, i] < c.hidden_area * typical_area[i] and (dilated[i] & others).any()
-                if not partly_hidden:
+                if not partly_hidden and (seen_free[t, i] or not carried[t, i]):
                     r.append("no_detection")
             own = kpts[t, i][confident[i]]
             if len(own) >= c.min_confident_keypoints:
@@ -150,13 +166,10 @@ def validate(
                     if (m[i] & m[j]).sum() > c.max_overlap * areas[t, j]:
                         r.append("overlap")
                         break
-            if t > 0 and areas[t - 1, i] > 0:
-                inter = (m[i] & masks[t - 1, i]).sum()
-                if inter / (areas[t, i] + areas[t - 1, i] - inter) < c.min_temporal_iou:
-                    r.append("temporal_jump")
-                ratio = areas[t, i] / areas[t - 1, i]
-                if max(ratio, 1 / ratio) > c.max_area_change:
-                    r.append("area_jump")
+            if temporal_iou[t, i] < c.min_temporal_iou:
+                r.append("temporal_jump")
+            if area_ratio[t, i] > c.max_area_change:
+                r.append("area_jump")
             if n > 1 and t > 0:
                 sims = [appearance.similarity(ref, hists[i]) for ref in references]
                 best_other = max(s for j, s in enumerate(sims) if j != i)
@@ -165,3 +178,65 @@ def validate(
     valid = np.array([[not reasons[t][i] for i in range(n)] for t in range(t_len)], bool)
     quality = float(valid.all(1).mean()) if t_len else 0.0
     return Validation(boxes, det_boxes, det_iou, kpts, kin, valid, reasons, quality, quality >= c.min_quality)
+
+
+def _transitions(masks: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, N) overlap of each mask with its own on the previous frame, and the area change factor (>= 1); 1 and 1
+    where there is no previous mask (frame 0, or absent on either frame). The overlap is the best IoU with the
+    previous mask where it was, or moved on at the velocity (box centre shift) of the step before or the step after,
+    so a person walking steadily faster than its own width per frame is not a jump, and a mask that leaps is.
+    (Moving it as its matched detection moved was tried: that excuses an identity swap, whose mask follows the
+    other person's detection.)"""
+    t_len, n = areas.shape
+    iou, ratio = np.ones((t_len, n)), np.ones((t_len, n))
+    present = areas > 0
+    centres = np.array([[_centre(masks[t, i]) for i in range(n)] for t in range(t_len)]).reshape(t_len, n, 2)
+    for t in range(1, t_len):
+        for i in np.flatnonzero(present[t] & present[t - 1]):
+            moves = [np.zeros(2)]
+            if t > 1 and present[t - 2, i]:
+                moves.append(centres[t - 1, i] - centres[t - 2, i])
+            if t + 1 < t_len and present[t + 1, i]:
+                moves.append(centres[t + 1, i] - centres[t, i])
+            iou[t, i] = max(_iou(masks[t, i], _shift(masks[t - 1, i], d)) for d in moves)
+            ratio[t, i] = max(areas[t, i] / areas[t - 1, i], areas[t - 1, i] / areas[t, i])
+    return iou, ratio
+
+
+def _centre(mask: np.ndarray) -> np.ndarray:
+    b = mask_box(mask)
+    return (b[:2] + b[2:]) / 2
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = (a & b).sum()
+    return float(inter / max(a.sum() + b.sum() - inter, 1))
+
+
+def _shift(mask: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``mask`` moved by (dx, dy) whole pixels; what leaves the frame is lost."""
+    dx, dy = (int(round(float(v))) for v in offset)
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    if abs(dx) < w and abs(dy) < h:
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def _carried(supported: np.ndarray, smooth: np.ndarray, max_frames: int) -> np.ndarray:
+    """(T, N) whether a supported frame lies at most ``max_frames`` away, forwards or backwards, through smooth
+    transitions only (``smooth[t]``: frame t follows t - 1 without a jump)."""
+    t_len, n = supported.shape
+    carried = supported.copy()
+    for order in (range(t_len), range(t_len - 1, -1, -1)):
+        gap = np.full(n, max_frames + 1)
+        prev = None
+        for t in order:
+            if prev is not None:
+                link = smooth[max(t, prev)]  # the transition between t and prev, stored at the later frame
+                gap = np.where(link, gap + 1, max_frames + 1)
+            gap = np.where(supported[t], 0, gap)
+            carried[t] |= gap <= max_frames
+            prev = t
+    return carried

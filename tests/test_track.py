@@ -7,7 +7,7 @@ import torch
 from conftest import crossing_clips
 
 from curation.errors import CurationError
-from curation.track import PersonTracker, TrackerConfig
+from curation.track import PersonTracker, TrackerConfig, TrackedPerson, drop_reacquired_fragments
 from curation.video import Clip, read_clip
 from evaluation.metrics import jaccard, track_scores
 
@@ -141,3 +141,20 @@ def test_sam2_real_checkpoint(weights_dir, synthetic_clip):
 def test_no_person_to_track(annotator, synthetic_clip):
     with pytest.raises(CurationError, match="no person"):
         annotator.tracker(_as_clip(synthetic_clip), np.zeros((0, 4)))
+
+
+def test_a_reacquired_person_never_takes_another_persons_fragment():
+    """The traced ID switches on the hard set: a person the tracker lost takes a second instance of someone already
+    matched (a duplicate or a part). It may not, unless it holds that instance by its own track id."""
+    masks = np.zeros((3, 40, 40), bool)
+    masks[0, 5:35, 5:15] = True  # person 0's whole body
+    masks[1, 5:18, 5:15] = True  # its upper half, a second instance of the segmenter
+    masks[2, 5:35, 25:35] = True  # somebody else, apart
+    persons = [TrackedPerson(box=np.zeros(4), track_id=1), TrackedPerson(box=np.zeros(4), track_id=2, missing=3)]
+    ids = [1, 7, 2]
+    assert drop_reacquired_fragments([(0, 0), (1, 1)], persons, masks, ids, 0.6) == [(0, 0)]
+    assert drop_reacquired_fragments([(0, 0), (1, 2)], persons, masks, ids, 0.6) == [(0, 0), (1, 2)]
+    persons[1] = TrackedPerson(box=np.zeros(4), track_id=7)  # it followed instance 1's track all along: kept
+    assert drop_reacquired_fragments([(0, 0), (1, 1)], persons, masks, ids, 0.6) == [(0, 0), (1, 1)]
+    persons[1] = TrackedPerson(box=np.zeros(4), track_id=2, missing=3)
+    assert drop_reacquired_fragments([(0, 0), (1, 1)], persons, masks, ids, 1.1) == [(0, 0), (1, 1)]  # turned off

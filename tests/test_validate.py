@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from curation.validate import validate
+from curation.detect import Detections
+from curation.geometry import mask_box
+from curation.validate import ValidationConfig, validate
 from evaluation.faults import FAULTS, inject
 
 
@@ -52,3 +54,42 @@ def test_subtle_faults_are_what_their_strength_says(synthetic_clip):
     for t, i in np.argwhere(bad):
         added = masks[t, i] & ~gt[t, i]
         assert not (added & persons[t]).any() and 0.25 <= added.sum() / gt[t, i].sum() < 0.5
+
+
+def _walker(jump_at: int | None = None, t_len: int = 8) -> np.ndarray:
+    """One 8 px wide person walking 12 px a frame (faster than its own width) on a 64 x 160 frame."""
+    masks = np.zeros((t_len, 1, 64, 160), bool)
+    for t in range(t_len):
+        x = 4 + 12 * t + (60 if t == jump_at else 0)
+        masks[t, 0, 20:50, x:x + 8] = True
+    return masks
+
+
+def _detections(masks: np.ndarray, missed: set[int]) -> list[Detections]:
+    """A detection box on each person's mask box, except on the ``missed`` frames."""
+    out = []
+    for t in range(len(masks)):
+        boxes = [mask_box(m) for m in masks[t]] if t not in missed else []
+        out.append(Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32)))
+    return out
+
+
+def test_a_mask_the_detector_missed_is_carried_only_while_it_moves_smoothly():
+    """A tracker coasting through 3 missed detections is trusted; a leap in the gap, or no support ever, is not.
+    The walker moves faster than its own width each frame: the velocity-aware overlap keeps that from being a jump."""
+    frames = np.full((8, 64, 160, 3), 90, np.uint8)
+    poses = [np.zeros((0, 17, 3), np.float32)] * 8
+    steady = _walker()
+    v = validate(frames, steady, _detections(steady, {3, 4, 5}), poses)
+    assert v.valid.all(), v.reasons
+
+    leap = _walker(jump_at=4)
+    v = validate(frames, leap, _detections(leap, {3, 4, 5}), poses)
+    assert [t for t in range(8) if not v.valid[t, 0]] == [4, 5], v.reasons  # the leap, and the leap back
+    assert {"temporal_jump", "no_detection"} <= set(v.reasons[4][0])
+
+    v = validate(frames, steady, _detections(steady, set(range(8))), poses)
+    assert all(v.reasons[t][0] == ["no_detection"] for t in range(8)), v.reasons
+
+    v = validate(frames, steady, _detections(steady, {3, 4, 5}), poses, ValidationConfig(max_carried_frames=0))
+    assert [t for t in range(8) if not v.valid[t, 0]] == [3, 4, 5]
