@@ -27,6 +27,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
+def shift_mask(mask: np.ndarray, dx: float, dy: float = 0.0) -> np.ndarray:
+    """``mask`` (H, W) moved by (dx, dy), rounded to whole pixels; what leaves the frame is lost, nothing wraps."""
+    dx, dy = int(round(float(dx))), int(round(float(dy)))
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    if abs(dx) < w and abs(dy) < h:
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
 def mask_box(mask: np.ndarray) -> np.ndarray:
     """xyxy box of a boolean mask (pixel edges); zeros for an empty mask."""
     ys = np.flatnonzero(mask.any(1))

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import appearance
 from .detect import Detections
-from .geometry import box_iou, mask_box, match
+from .geometry import box_iou, mask_box, mask_iou, match, shift_mask
 
 
 @dataclass
@@ -157,7 +157,8 @@ def validate(
                     r.append("keypoints_outside")
             shared = [
                 part_share(_inside(f, m[i]) & _inside(f, dilated[j]), groups[confident[j]])
-                for j in range(n) if j != i and present[j] and len(f := kpts[t, j][confident[j]]) >= c.min_confident_keypoints
+                for j in range(n)
+                if j != i and present[j] and len(f := kpts[t, j][confident[j]]) >= c.min_confident_keypoints
             ]
             if shared and max(shared) > c.max_foreign_kpt_in_mask:
                 r.append("foreign_keypoints")
@@ -198,7 +199,8 @@ def _transitions(masks: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.n
                 moves.append(centres[t - 1, i] - centres[t - 2, i])
             if t + 1 < t_len and present[t + 1, i]:
                 moves.append(centres[t + 1, i] - centres[t, i])
-            iou[t, i] = max(_iou(masks[t, i], _shift(masks[t - 1, i], d)) for d in moves)
+            moved = np.stack([shift_mask(masks[t - 1, i], *d) for d in moves])
+            iou[t, i] = float(mask_iou(masks[t, i][None], moved).max())
             ratio[t, i] = max(areas[t, i] / areas[t - 1, i], areas[t - 1, i] / areas[t, i])
     return iou, ratio
 
@@ -206,22 +208,6 @@ def _transitions(masks: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.n
 def _centre(mask: np.ndarray) -> np.ndarray:
     b = mask_box(mask)
     return (b[:2] + b[2:]) / 2
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = (a & b).sum()
-    return float(inter / max(a.sum() + b.sum() - inter, 1))
-
-
-def _shift(mask: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """``mask`` moved by (dx, dy) whole pixels; what leaves the frame is lost."""
-    dx, dy = (int(round(float(v))) for v in offset)
-    h, w = mask.shape
-    out = np.zeros_like(mask)
-    if abs(dx) < w and abs(dy) < h:
-        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-            mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
 
 
 def _carried(supported: np.ndarray, smooth: np.ndarray, max_frames: int) -> np.ndarray:

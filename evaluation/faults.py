@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from curation.geometry import shift_mask
+
 FAULTS = ("id_swap", "dropped_mask", "shifted_mask", "merged_persons")
 STRENGTHS: dict[str, tuple] = {
     "id_swap": (2, None),
@@ -34,15 +36,6 @@ def _visible_pair(masks: np.ndarray, t0: int) -> tuple[int, int]:
     return int(order[0]), int(order[1] if n > 1 else order[0])
 
 
-def _shift(m: np.ndarray, dx: int) -> np.ndarray:
-    out = np.roll(m, dx, axis=1)
-    if dx > 0:
-        out[:, :dx] = False
-    elif dx < 0:
-        out[:, dx:] = False
-    return out
-
-
 def _nearest_part(m: np.ndarray, other: np.ndarray, share: float) -> np.ndarray:
     """The ``share`` of ``other``'s pixels nearest to ``m``'s centroid."""
     ys, xs = np.nonzero(other)
@@ -59,7 +52,7 @@ def _leak(m: np.ndarray, persons: np.ndarray, share: float, direction: int) -> n
     """``m`` smeared ``direction`` (+1 right, -1 left) over background pixels until it grew by ``share``."""
     area, out = m.sum(), m.copy()
     for step in range(1, m.shape[1]):
-        out |= _shift(m, direction * step) & ~persons
+        out |= shift_mask(m, direction * step) & ~persons
         if out.sum() - area >= share * area:
             break
     return out
@@ -91,7 +84,7 @@ def inject(masks: np.ndarray, fault: str, rng: np.random.Generator,
         for t in range(t0, t1):
             xs = np.nonzero(masks[t, a].any(0))[0]
             if len(xs):
-                out[t, a] = _shift(masks[t, a], sign * int(strength or 0.5 * (xs.max() - xs.min() + 1)))
+                out[t, a] = shift_mask(masks[t, a], sign * int(strength or 0.5 * (xs.max() - xs.min() + 1)))
         bad[span, a] = True
     elif fault == "merged_persons":
         for t in range(t0, t1):
