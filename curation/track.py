@@ -277,24 +277,6 @@ class _UltralyticsBackend:
             pairs += [(rest_p[a], rest_j[b]) for a, b in match(sub, c.min_reacquire_score)]
         return drop_reacquired_fragments(pairs, persons, masks, ids, c.fragment_containment)
 
-    def _drop_fragments(self, pairs: list[tuple[int, int]], persons: list[TrackedPerson], masks: np.ndarray,
-                        ids: list) -> list[tuple[int, int]]:
-        """Pairs without re-acquired instances that lie mostly inside an instance another person took."""
-        owner = dict((j, i) for i, j in pairs)
-        areas = masks.reshape(len(masks), -1).sum(1)
-
-        def fragment_of_other(i: int, j: int) -> bool:
-            for k, other in owner.items():
-                if other != i and areas[k] >= areas[j] > 0:
-                    if (masks[j] & masks[k]).sum() >= self.config.fragment_containment * areas[j]:
-                        return True
-            return False
-
-        def reacquired(i: int, j: int) -> bool:
-            return persons[i].missing > 0 or persons[i].track_id is None or persons[i].track_id != ids[j]
-
-        return [(i, j) for i, j in pairs if not (reacquired(i, j) and fragment_of_other(i, j))]
-
     def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
         persons = [TrackedPerson(box=b.copy()) for b in boxes]

@@ -114,6 +114,11 @@ def turns(brief: Brief, config: DirectorConfig) -> list[tuple[float, float, list
     return [(a, b, speakers_in(brief.voices, a, b, config.speaking_share)) for a, b, _ in merged]
 
 
+def turn_bounds(brief: Brief, config: DirectorConfig) -> list[float]:
+    """The times where turns start or end, 0 and the duration included: where a shot may start or end."""
+    return sorted({t for a, b, _ in turns(brief, config) for t in (a, b)})
+
+
 def speaker_changes(brief: Brief, config: DirectorConfig) -> list[float]:
     """Times at which someone else takes the floor: a turn whose speakers differ from the last ones heard (a pause
     inside one person's speech is not a change)."""
@@ -141,7 +146,7 @@ def brief_schema(model: type[Draft], brief: Brief, config: DirectorConfig) -> di
     the characters that exist, at most one shot per turn. Constrained decoding then cannot place a shot off the
     audio's boundaries; it can still leave gaps, overlap, or name a silent speaker (the checks catch those)."""
     schema = model.model_json_schema()
-    bounds = sorted({round(t, 2) for a, b, _ in turns(brief, config) for t in (a, b)})
+    bounds = sorted({round(t, 2) for t in turn_bounds(brief, config)})  # snap_times maps them back to the exact ones
     shot = schema["$defs"][next(k for k in schema["$defs"] if k.endswith("Shot"))]
     shot["properties"]["start_s"] = {"enum": bounds[:-1], "title": "Start S"}
     shot["properties"]["end_s"] = {"enum": bounds[1:], "title": "End S"}
@@ -291,8 +296,7 @@ def repair(draft: Draft, brief: Brief, config: DirectorConfig) -> tuple[list[Sho
     """Shots that follow every rule: times snapped to the turns and split where the speaker changes, speakers from
     voice activity, prompts that repeat the speech rewritten, contradicted words replaced."""
     conflicts, fixes, shots = find_conflicts(brief), [], []
-    bounds = sorted({t for a, b, _ in turns(brief, config) for t in (a, b)})
-    spans = split_at(snap_times(draft.shots, brief.duration_s, bounds, config.min_shot_s),
+    spans = split_at(snap_times(draft.shots, brief.duration_s, turn_bounds(brief, config), config.min_shot_s),
                      speaker_changes(brief, config))
     for a, b, s in spans:
         speakers = speakers_in(brief.voices, a, b, config.speaking_share)
