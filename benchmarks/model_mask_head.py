@@ -35,6 +35,12 @@ Baselines that need no training, from the target masks themselves:
 - first-frame mask shifted by the tracked box: the frame-0 mask moved by how far the character's box centre
   (from the target masks of each frame, so it knows the future motion) moved;
 - the filled first-frame box.
+Two references, no training (template_references), say how much of the motion the token grid shows at all: each
+character's first-frame mask moved by a tracker's template match (the first-frame look under the character's mask,
+matched at offsets of up to 2 token cells) on the clean frames (4 x 4 patches of mean colour per token cell) and on
+the clean VAE latents. A causal VAE codes its first latent frame apart from the later ones (one frame against four;
+`latent_frame_same_cell_cosine` measures it), so the latents' template is the first frame held still for 5 frames,
+encoded, its second latent frame.
 IoU is per (window, character, latent frame) at the data resolution, the head's latent-grid output upsampled and
 thresholded at 0.5, over the noise levels 0.1 / 0.5 / 0.9 with the same noise for every method. Headline numbers are
 over the latent frames after the first (frame 0 is given to the first-frame baselines); confidence intervals are
@@ -225,6 +231,76 @@ def carry_first_frame_masks(probs: torch.Tensor, first_masks: torch.Tensor, max_
     return moved.reshape(b, c, f, big_h, big_w)
 
 
+def unit_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """(F, h, w, D) tokens -> unit vectors, each frame's channels standardised over its cells first (a causal VAE
+    codes its first latent frame apart from the rest: per-frame offsets would outweigh the content)."""
+    f, h, w, d = tokens.shape
+    t = tokens.float().reshape(f, h * w, d)
+    t = (t - t.mean(1, keepdim=True)) / t.std(1, keepdim=True).clamp(min=1e-6)
+    return F.normalize(F.layer_norm(t, (d,)), dim=-1).reshape(f, h, w, d)
+
+
+def template_offsets(tokens: torch.Tensor, template: torch.Tensor, share0: torch.Tensor,
+                     reach: int = 2) -> torch.Tensor:
+    """Where each character's first-frame look went, as a tracker's template match: unit tokens (F, h, w, D), the
+    first frame's unit tokens in the same code (h, w, D), share0 (C, h, w) each cell's share of the character's
+    first-frame mask -> (C, F, 2) the (dx, dy) in cells, within +-reach, at which the template under the character's
+    first-frame cells matches each frame best."""
+    f, h, w, _ = tokens.shape
+    offsets = [(dx, dy) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
+    weight = share0.float() / share0.float().flatten(1).sum(-1).clamp(min=1e-6)[:, None, None]
+    scores = torch.zeros(share0.shape[0], f, len(offsets))
+    for k, (dx, dy) in enumerate(offsets):
+        sim = torch.zeros(f, h, w)  # template cell (y, x) against frame cell (y + dy, x + dx); 0 off the frame
+        y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+        sim[:, y0:y1, x0:x1] = (template[y0:y1, x0:x1] * tokens[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]).sum(-1)
+        scores[:, :, k] = torch.einsum("chw,fhw->cf", weight, sim)
+    return torch.tensor(offsets, dtype=torch.float)[scores.argmax(-1)]
+
+
+def frame_tokens(frames: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """(3, T, H, W) frames -> (F, h, w, 48): the frames the targets score (0, 4, 8, ...), each token cell a 4 x 4
+    patch of mean colours."""
+    f, h, w = grid
+    x = frames.float()[:, [0] + list(range(4, frames.shape[1], 4))]
+    x = F.adaptive_avg_pool2d(x.flatten(0, 1)[:, None], (4 * h, 4 * w))[:, 0].reshape(3, f, h, 4, w, 4)
+    return x.permute(1, 2, 4, 0, 3, 5).reshape(f, h, w, 48)
+
+
+def moved_first_masks(masks: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """(C, F, H, W) masks and (C, F, 2) pixel offsets -> each character's frame-0 mask moved by each offset."""
+    return torch.stack([torch.stack([shifted(masks[c, 0], *(int(round(float(v))) for v in offsets[c, i]))
+                                     for i in range(masks.shape[1])]) for c in range(masks.shape[0])])
+
+
+@torch.no_grad()
+def template_references(pipe, frames: torch.Tensor, x0: torch.Tensor, target: torch.Tensor,
+                        grid_target: torch.Tensor) -> tuple[dict, dict, dict]:
+    """References of how much motion can be read at the token grid, no training: each character's first-frame mask
+    moved by template_offsets on the clean frames (pooled colours) and on the clean VAE latents (the template from the
+    first frame held still for 5 frames, so it is in the code of the later latent frames). -> IoU (C, F) at the data
+    resolution and on the latent grid per reference, and the same-cell cosine of the latents' frames (0 vs 1, 1 vs 2,
+    still first frame vs 1)."""
+    grid = token_grid(x0)
+    f, h, w = grid
+    share0 = F.adaptive_avg_pool2d(grid_target[:, 0, None].float(), (h, w))[:, 0]
+    latents = unit_tokens(patchify(x0)[0].reshape(f, h, w, -1))
+    still = pipe.encode_images(frames[None, :, :1].expand(-1, -1, 5, -1, -1).contiguous())[:, :, 1:2]
+    still = unit_tokens(patchify(still)[0].reshape(1, h, w, -1))[0]
+    rgb = unit_tokens(frame_tokens(frames, grid))
+    scores, grid_scores = {}, {}
+    for name, tokens, template in (("frames", rgb, rgb[0]), ("vae_latents", latents, still)):
+        offsets = template_offsets(tokens, template, share0)
+        offsets[:, 0] = 0  # frame 0 is given
+        key = f"first_frame_mask_moved_by_template_match_on_{name}"
+        scores[key] = iou(moved_first_masks(target, offsets * target.shape[-1] / w), target)
+        grid_scores[key] = iou(moved_first_masks(grid_target, offsets * grid_target.shape[-1] / w), grid_target)
+    same = lambda a, b: float((a * b).sum(-1).mean())  # noqa: E731
+    cosine = {"frame0_vs_frame1": same(latents[0], latents[1]), "frame1_vs_frame2": same(latents[1], latents[2]),
+              "still_first_frame_vs_frame1": same(still, latents[1])}
+    return scores, grid_scores, cosine
+
+
 class LatentHead(torch.nn.Module):
     """Baseline: the mask head on the noisy VAE latents, patchified like the DiT's tokens (no DiT)."""
 
@@ -302,6 +378,8 @@ AFFINITY = FIRST + "_affinity"  # ... and also match tokens against each one's f
 CARRIED = "_carried"  # the first-frame mask moved as the head's mask moves (carry_first_frame_masks)
 OURS = ("ours_dit_features", "ours_dit_features" + CARRIED, "ours_dit_features" + FIRST,
         "ours_dit_features" + FIRST + CARRIED, "ours_dit_features" + AFFINITY, "ours_dit_features" + AFFINITY + CARRIED)
+REFERENCES = ("first_frame_mask_moved_by_template_match_on_frames",  # template_references: no training
+              "first_frame_mask_moved_by_template_match_on_vae_latents")
 BASELINES = {"first_frame_mask": first_frame_mask, "first_frame_mask_shifted_by_tracked_box": first_frame_mask_shifted,
              "box_first_frame": first_frame_box}
 
@@ -334,6 +412,9 @@ def summarise(items: list[dict], methods: list[str]) -> dict:
                  "latent_head_no_dit", "ours_random_frozen_dit"):
         out[f"ratio_ours_over_{base}"] = round(ratio("ours_dit_features", base)(items), 3)
         out[f"ratio_ours_over_{base}_ci95"] = cluster_bootstrap(items, ratio("ours_dit_features", base))
+    for ref in REFERENCES:
+        out[f"ratio_{ref}_over_first_frame_mask"] = round(ratio(ref, "first_frame_mask")(items), 3)
+        out[f"ratio_{ref}_over_first_frame_mask_ci95"] = cluster_bootstrap(items, ratio(ref, "first_frame_mask"))
     for suffix in (FIRST, FIRST + CARRIED, AFFINITY, AFFINITY + CARRIED):
         for base in ("first_frame_mask", "first_frame_mask_shifted_by_tracked_box", "latent_head_no_dit" + suffix,
                      "ours_random_frozen_dit" + suffix):
@@ -541,8 +622,8 @@ def main() -> None:
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     log(f"heads trained: {seconds}")
 
-    methods = [*seconds, *(name + CARRIED for name in seconds), *BASELINES, "latent_grid_oracle"]
-    items, routing, coverage = [], [], []
+    methods = [*seconds, *(name + CARRIED for name in seconds), *BASELINES, *REFERENCES, "latent_grid_oracle"]
+    items, routing, coverage, cosines = [], [], [], []
     step = PrepareStep(str(cache), str(folder), data, {})  # held-out windows, not mirrored
     text = pipe.encode_prompt([""])
     faces = face_boxes(SHARED / "data" / "talking" / "msdwild_00001_faces.csv")
@@ -557,6 +638,11 @@ def main() -> None:
                 target = frame_targets(item["masks"][None])  # (C, F, H, W)
                 scores, grid_scores, preds = score_window(heads, latent_heads, enc, target, text, res,
                                                           seed=10_000 * len(items))
+                refs, grid_refs, cosine = template_references(pipe, item["frames"], enc["x0"], target,
+                                                              enc["targets"][0] >= 0.5)
+                scores.update(refs)
+                grid_scores.update(grid_refs)
+                cosines.append(cosine)
                 for c in range(target.shape[0]):
                     items.append({"clip": clip_id, "characters": target.shape[0],
                                   **{m: {"later": float(scores[m][c, 1:].mean()), "all": float(scores[m][c].mean()),
@@ -590,6 +676,8 @@ def main() -> None:
         "ratio_ours_over_first_frame_mask": overall["ratio_ours_over_first_frame_mask"],
         **{key: overall[key] for key in (f"ratio_ours{FIRST}{CARRIED}_over_first_frame_mask",
                                          f"ratio_ours{AFFINITY}_over_first_frame_mask")},
+        **{f"ratio_{ref}_over_first_frame_mask": overall[f"ratio_{ref}_over_first_frame_mask"] for ref in REFERENCES},
+        "latent_frame_same_cell_cosine": {k: round(float(np.mean([c[k] for c in cosines])), 3) for k in cosines[0]},
         "mask_iou_by_character_count": by_count,
         "routing_confinement_by_character_count": routing_by_count,
         "conversation_face_coverage_by_face": coverage_by_face,

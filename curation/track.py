@@ -7,11 +7,12 @@ Backends
 - ``ultralytics``: YOLOv8-seg instances + ultralytics' own tracker (ByteTrack). Identities stay fixed to
   the first-frame persons: each frame, instances are assigned to persons (Hungarian) on a score that
   mixes the tracker's id, overlap with the person's motion-predicted box and colour appearance, so a
-  crossing or a re-acquired track does not swap people (``fragment_containment`` can also bar a re-acquired
-  person from a duplicate or part of someone already matched). Each person's mask is then re-segmented
-  in a crop around it (the 320 px model sees the person at several times the resolution), and
-  pixels claimed twice go to the nearer person. ``association="track_id"`` is the naive baseline
-  (a person follows the track id it got on frame 0), kept for benchmarks.
+  crossing or a re-acquired track does not swap people: a person re-acquired (unseen, or on another track id)
+  never takes an instance that looks more like another person (``reacquire_look_margin``), and
+  ``fragment_containment`` can also bar it from a duplicate or part of someone already matched. Each
+  person's mask is then re-segmented in a crop around it (the 320 px model sees the person at several
+  times the resolution), and pixels claimed twice go to the nearer person. ``association="track_id"``
+  is the naive baseline (a person follows the track id it got on frame 0), kept for benchmarks.
 - ``auto``: sam2 if a SAM2 checkpoint is found locally, otherwise ultralytics.
 """
 
@@ -59,6 +60,9 @@ class TrackerConfig:
     # much inside another person's instance, a fragment or duplicate of that person. Off (> 1) by default: 0.6 cut
     # the hard set's ID switches 43 -> 31 but raised the standard set's 6 -> 8 and lowered its J (README).
     fragment_containment: float = 1.1
+    # A person re-acquired (unseen, or on another track id) never takes an instance that looks more like another
+    # person's first-frame look than like its own by more than this (appearance similarity); > 1 turns it off.
+    reacquire_look_margin: float = 0.0
     refine_masks: bool = True  # re-segment each person in a crop around it: finer masks, ~1 seg call per person
     refine_margin: float = 0.15
 
@@ -262,7 +266,7 @@ class _UltralyticsBackend:
         out[y0:y1, x0:x1] = candidates[best]
         return out
 
-    def _assign(self, score: np.ndarray, persons: list[TrackedPerson], masks: np.ndarray,
+    def _assign(self, score: np.ndarray, persons: list[TrackedPerson], masks: np.ndarray, hists: list,
                 ids: list) -> list[tuple[int, int]]:
         """Hungarian on the scores; then persons left unmatched may take instances nobody took; re-acquisitions
         of another person's fragment are dropped."""
@@ -275,7 +279,8 @@ class _UltralyticsBackend:
         if rest_p and rest_j:
             sub = score[np.ix_(rest_p, rest_j)]
             pairs += [(rest_p[a], rest_j[b]) for a, b in match(sub, c.min_reacquire_score)]
-        return drop_reacquired_fragments(pairs, persons, masks, ids, c.fragment_containment)
+        pairs = drop_reacquired_fragments(pairs, persons, masks, ids, c.fragment_containment)
+        return drop_reacquired_lookalikes(pairs, persons, hists, ids, c.reacquire_look_margin)
 
     def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
@@ -291,7 +296,7 @@ class _UltralyticsBackend:
             if t == 0:  # identities are the given first-frame persons: bind them by overlap
                 pairs = match(box_iou(boxes, inst_boxes), 0.3)
             else:
-                pairs = self._assign(self._score(persons, inst_boxes, hists, ids), persons, inst_masks, ids)
+                pairs = self._assign(self._score(persons, inst_boxes, hists, ids), persons, inst_masks, hists, ids)
             matched = set()
             for i, j in pairs:
                 p = persons[i]
@@ -324,6 +329,22 @@ def _resolve_overlaps(masks: np.ndarray, boxes: list[np.ndarray], present: set[i
         claimed |= masks[i]
 
 
+def _reacquired(person: TrackedPerson, track_id: int | None) -> bool:
+    return person.missing > 0 or person.track_id is None or person.track_id != track_id
+
+
+def drop_reacquired_lookalikes(pairs: list[tuple[int, int]], persons: list[TrackedPerson], hists: list, ids: list,
+                               margin: float) -> list[tuple[int, int]]:
+    """``pairs`` (person, instance) without re-acquisitions of an instance that looks more like another person's
+    first-frame look than like the re-acquiring person's own, by more than ``margin``."""
+    def looks_like_other(i: int, j: int) -> bool:
+        own = appearance.similarity(persons[i].reference, hists[j])
+        return any(k != i and p.reference is not None and appearance.similarity(p.reference, hists[j]) > own + margin
+                   for k, p in enumerate(persons))
+
+    return [(i, j) for i, j in pairs if not (_reacquired(persons[i], ids[j]) and looks_like_other(i, j))]
+
+
 def drop_reacquired_fragments(pairs: list[tuple[int, int]], persons: list[TrackedPerson], masks: np.ndarray, ids: list,
                               containment: float) -> list[tuple[int, int]]:
     """``pairs`` (person, instance) without re-acquisitions of another person's fragment: an instance taken by a
@@ -336,7 +357,4 @@ def drop_reacquired_fragments(pairs: list[tuple[int, int]], persons: list[Tracke
         return any(other != i and areas[k] >= areas[j] > 0 and (masks[j] & masks[k]).sum() >= containment * areas[j]
                    for k, other in owner.items())
 
-    def reacquired(i: int, j: int) -> bool:
-        return persons[i].missing > 0 or persons[i].track_id is None or persons[i].track_id != ids[j]
-
-    return [(i, j) for i, j in pairs if not (reacquired(i, j) and fragment_of_other(i, j))]
+    return [(i, j) for i, j in pairs if not (_reacquired(persons[i], ids[j]) and fragment_of_other(i, j))]

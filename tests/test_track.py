@@ -7,7 +7,9 @@ import torch
 from conftest import crossing_clips
 
 from curation.errors import CurationError
-from curation.track import PersonTracker, TrackerConfig, TrackedPerson, drop_reacquired_fragments
+from curation import appearance
+from curation.track import (PersonTracker, TrackedPerson, TrackerConfig, drop_reacquired_fragments,
+                            drop_reacquired_lookalikes)
 from curation.video import Clip, read_clip
 from evaluation.metrics import jaccard, track_scores
 
@@ -158,3 +160,24 @@ def test_a_reacquired_person_never_takes_another_persons_fragment():
     assert drop_reacquired_fragments([(0, 0), (1, 1)], persons, masks, ids, 0.6) == [(0, 0), (1, 1)]
     persons[1] = TrackedPerson(box=np.zeros(4), track_id=2, missing=3)
     assert drop_reacquired_fragments([(0, 0), (1, 1)], persons, masks, ids, 1.1) == [(0, 0), (1, 1)]  # turned off
+
+
+def test_a_reacquired_person_never_takes_an_instance_that_looks_like_someone_else():
+    """The other traced ID switch on the hard set: a person lost for a few frames re-appears next to where another
+    person walks and takes that person's instance. A re-acquisition needs the instance to look at least as much like
+    the person's own first-frame look as like anyone else's; a person on its own track keeps its instance."""
+    frame = np.zeros((20, 40, 3), np.uint8)
+    frame[:, :20] = (200, 30, 30)  # red clothes
+    frame[:, 20:] = (30, 30, 200)  # blue clothes
+    left, right = np.zeros((20, 40), bool), np.zeros((20, 40), bool)
+    left[:, :20], right[:, 20:] = True, True
+    red, blue = appearance.hs_histogram(frame, left), appearance.hs_histogram(frame, right)
+    persons = [TrackedPerson(box=np.zeros(4), reference=red, track_id=1, missing=4),
+               TrackedPerson(box=np.zeros(4), reference=blue, track_id=2, missing=4)]
+    hists, ids = [blue, red], [5, 6]  # instance 0 is blue, instance 1 red; both on new track ids
+    assert drop_reacquired_lookalikes([(0, 0), (1, 1)], persons, hists, ids, 0.0) == []  # each took the other's look
+    assert drop_reacquired_lookalikes([(0, 1), (1, 0)], persons, hists, ids, 0.0) == [(0, 1), (1, 0)]
+    persons[0] = TrackedPerson(box=np.zeros(4), reference=red, track_id=5)  # followed instance 0's track all along
+    assert drop_reacquired_lookalikes([(0, 0)], persons, hists, ids, 0.0) == [(0, 0)]
+    persons[0] = TrackedPerson(box=np.zeros(4), reference=red, track_id=1, missing=4)
+    assert drop_reacquired_lookalikes([(0, 0)], persons, hists, ids, 1.1) == [(0, 0)]  # turned off
