@@ -227,7 +227,7 @@ class _UltralyticsBackend:
             ids[int(row[-1])] = int(row[4])
         return r.boxes.xyxy.cpu().numpy().astype(np.float32), masks, ids
 
-    def _score(self, persons: list[TrackedPerson], boxes, hists, ids) -> np.ndarray:
+    def _score(self, persons: list[TrackedPerson], boxes, looks: np.ndarray, ids) -> np.ndarray:
         w = self.config.weights
         iou = box_iou(np.stack([p.predicted_box() for p in persons]), boxes)
         score = w["box"] * iou
@@ -236,7 +236,7 @@ class _UltralyticsBackend:
                              for p in persons], np.float32)
         for i, p in enumerate(persons):
             for j, tid in enumerate(ids):
-                score[i, j] += w["appearance"] * appearance.similarity(p.reference, hists[j])
+                score[i, j] += w["appearance"] * looks[i, j]
                 score[i, j] += w["track_id"] * (p.track_id is not None and p.track_id == tid)
         # An instance far from where the person can be is never theirs, however it looks.
         reach = box_iou(np.stack([p.search_box() for p in persons]), boxes)
@@ -266,7 +266,7 @@ class _UltralyticsBackend:
         out[y0:y1, x0:x1] = candidates[best]
         return out
 
-    def _assign(self, score: np.ndarray, persons: list[TrackedPerson], masks: np.ndarray, hists: list,
+    def _assign(self, score: np.ndarray, persons: list[TrackedPerson], masks: np.ndarray, looks: np.ndarray,
                 ids: list) -> list[tuple[int, int]]:
         """Hungarian on the scores; then persons left unmatched may take instances nobody took; re-acquisitions
         of another person's fragment are dropped."""
@@ -280,7 +280,7 @@ class _UltralyticsBackend:
             sub = score[np.ix_(rest_p, rest_j)]
             pairs += [(rest_p[a], rest_j[b]) for a, b in match(sub, c.min_reacquire_score)]
         pairs = drop_reacquired_fragments(pairs, persons, masks, ids, c.fragment_containment)
-        return drop_reacquired_lookalikes(pairs, persons, hists, ids, c.reacquire_look_margin)
+        return drop_reacquired_lookalikes(pairs, persons, looks, ids, c.reacquire_look_margin)
 
     def track(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         masks = np.zeros((clip.num_frames, len(boxes), clip.height, clip.width), bool)
@@ -296,7 +296,8 @@ class _UltralyticsBackend:
             if t == 0:  # identities are the given first-frame persons: bind them by overlap
                 pairs = match(box_iou(boxes, inst_boxes), 0.3)
             else:
-                pairs = self._assign(self._score(persons, inst_boxes, hists, ids), persons, inst_masks, hists, ids)
+                looks = np.array([[appearance.similarity(p.reference, h) for h in hists] for p in persons])
+                pairs = self._assign(self._score(persons, inst_boxes, looks, ids), persons, inst_masks, looks, ids)
             matched = set()
             for i, j in pairs:
                 p = persons[i]
@@ -333,13 +334,13 @@ def _reacquired(person: TrackedPerson, track_id: int | None) -> bool:
     return person.missing > 0 or person.track_id is None or person.track_id != track_id
 
 
-def drop_reacquired_lookalikes(pairs: list[tuple[int, int]], persons: list[TrackedPerson], hists: list, ids: list,
-                               margin: float) -> list[tuple[int, int]]:
+def drop_reacquired_lookalikes(pairs: list[tuple[int, int]], persons: list[TrackedPerson], looks: np.ndarray,
+                               ids: list, margin: float) -> list[tuple[int, int]]:
     """``pairs`` (person, instance) without re-acquisitions of an instance that looks more like another person's
-    first-frame look than like the re-acquiring person's own, by more than ``margin``."""
+    first-frame look than like the re-acquiring person's own, by more than ``margin``; ``looks`` (persons x
+    instances) is appearance.similarity of each person's first-frame look and each instance."""
     def looks_like_other(i: int, j: int) -> bool:
-        own = appearance.similarity(persons[i].reference, hists[j])
-        return any(k != i and p.reference is not None and appearance.similarity(p.reference, hists[j]) > own + margin
+        return any(k != i and p.reference is not None and looks[k, j] > looks[i, j] + margin
                    for k, p in enumerate(persons))
 
     return [(i, j) for i, j in pairs if not (_reacquired(persons[i], ids[j]) and looks_like_other(i, j))]

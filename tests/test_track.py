@@ -174,10 +174,11 @@ def test_a_reacquired_person_never_takes_an_instance_that_looks_like_someone_els
     red, blue = appearance.hs_histogram(frame, left), appearance.hs_histogram(frame, right)
     persons = [TrackedPerson(box=np.zeros(4), reference=red, track_id=1, missing=4),
                TrackedPerson(box=np.zeros(4), reference=blue, track_id=2, missing=4)]
-    hists, ids = [blue, red], [5, 6]  # instance 0 is blue, instance 1 red; both on new track ids
-    assert drop_reacquired_lookalikes([(0, 0), (1, 1)], persons, hists, ids, 0.0) == []  # each took the other's look
-    assert drop_reacquired_lookalikes([(0, 1), (1, 0)], persons, hists, ids, 0.0) == [(0, 1), (1, 0)]
+    ids = [5, 6]  # instance 0 is blue, instance 1 red; both on new track ids
+    looks = np.array([[appearance.similarity(p.reference, h) for h in (blue, red)] for p in persons])
+    assert drop_reacquired_lookalikes([(0, 0), (1, 1)], persons, looks, ids, 0.0) == []  # each took the other's look
+    assert drop_reacquired_lookalikes([(0, 1), (1, 0)], persons, looks, ids, 0.0) == [(0, 1), (1, 0)]
     persons[0] = TrackedPerson(box=np.zeros(4), reference=red, track_id=5)  # followed instance 0's track all along
-    assert drop_reacquired_lookalikes([(0, 0)], persons, hists, ids, 0.0) == [(0, 0)]
+    assert drop_reacquired_lookalikes([(0, 0)], persons, looks, ids, 0.0) == [(0, 0)]
     persons[0] = TrackedPerson(box=np.zeros(4), reference=red, track_id=1, missing=4)
-    assert drop_reacquired_lookalikes([(0, 0)], persons, hists, ids, 1.1) == [(0, 0)]  # turned off
+    assert drop_reacquired_lookalikes([(0, 0)], persons, looks, ids, 1.1) == [(0, 0)]  # turned off
