@@ -38,7 +38,7 @@ from curation.synthetic import generate_clip, generate_hard_clip  # noqa: E402
 from curation.track import PersonTracker, TrackerConfig  # noqa: E402
 from curation.validate import ValidationConfig, validate  # noqa: E402
 from curation.video import Clip  # noqa: E402
-from evaluation.faults import NEEDS_TWO, STRENGTHS, inject  # noqa: E402
+from curation.faults import NEEDS_TWO, STRENGTHS, inject  # noqa: E402
 from evaluation.metrics import track_scores  # noqa: E402
 
 

@@ -76,7 +76,8 @@ def first_frame(video: Path) -> np.ndarray:
 
 
 def build_cases(work: Path) -> list[Case]:
-    from model.perception import load_audio, take_turns, write_tracks
+    from model.directors.perception import take_turns, write_tracks
+    from model.networks.audio import load_audio
 
     talk, cases = SHARED / "data" / "talking", []
     for stem, instruction, conflict in SINGLE:
@@ -102,7 +103,7 @@ def build_cases(work: Path) -> list[Case]:
 
 def score(result, brief, case: Case) -> dict:
     from evaluation.metrics.storyline import coverage, speaker_accuracy, specific_negatives
-    from model.directors import named
+    from model.directors.draft import named
 
     story = result.storyline
     try:
@@ -174,13 +175,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/avatarkit-directors"))
     args = parser.parse_args()
     setup_env()
-    from model.directors import CoReasoningDirector, DirectorConfig, SingleCallDirector, rule_based_storyline
-    from model.llm import load_llm
-    from model.perception import Listener, Viewer, make_brief
+    from model.directors.co_reasoning import CoReasoningDirector, SingleCallDirector, rule_based_storyline
+    from model.directors.draft import DirectorConfig
+    from model.directors.llm import load_llm
+    from model.directors.perception import Listener, make_brief
+    from pipelines.cli import make_viewer
 
     cases = build_cases(args.work)[:args.briefs]
     tic = time.perf_counter()
-    listener, viewer, llm = Listener(), Viewer(), load_llm(args.llm)
+    listener, viewer, llm = Listener(), make_viewer(), load_llm(args.llm)
     load_s = time.perf_counter() - tic
     config = DirectorConfig(rounds=args.rounds)
     methods = {"co_reasoning": CoReasoningDirector(llm, config).direct,

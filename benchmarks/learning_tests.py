@@ -68,7 +68,7 @@ def measure(names: list[str], seeds: int, threads: int) -> dict:
                     out.setdefault(f"crossing_{k}", []).append(s[k])
             if "distill" in names:
                 if seed == 0:
-                    from model.cascade import build_cascade
+                    from model.sampling.presets import build_cascade
 
                     talking = make_talking_dataset(root / "talking", weights, data)
                     build_cascade("tiny", seed=0).save_pretrained(str(root / "teacher"))

@@ -3,8 +3,8 @@ with log-mel and with Whisper features in one run.
 
 The talking-head clip of ../shared/data (25 fps, one speaker, 16 kHz audio) is curated by the real annotator as
 two clips: frames before `--split` train, frames after it are held out. Each front end gets a training cache
-(`model.prepare`: windows every 2 frames, cut around the mouth `--face-crop` eye distances wide, the mouth's flow
-loss weighted by 1 + `--mouth-weight`) and the model trains with the one training loop (`model.train.train`,
+(`model.training.prepare`: windows every 2 frames, cut around the mouth `--face-crop` eye distances wide, the mouth's flow
+loss weighted by 1 + `--mouth-weight`) and the model trains with the one training loop (`model.training.clip.train`,
 stage `full`: no Wan weights here). The held-out clip is prepared with the same model into windows that do not
 overlap (stride = window length), so each is an independent sample of the clip. On each held-out window, at fixed
 noise levels and noise, the flow-matching error of the model's prediction is measured with the window's true
@@ -33,11 +33,13 @@ from scipy.stats import wilcoxon
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
-from model.configs import build_pipeline  # noqa: E402
-from model.data import CacheDataset, DataConfig  # noqa: E402
-from model.pipeline import AvatarPipeline  # noqa: E402
-from model.prepare import PrepareConfig, prepare  # noqa: E402
-from model.train import TrainConfig, read_loss_curve, stage_loss, train  # noqa: E402
+from model.sampling.presets import build_pipeline  # noqa: E402
+from model.training.cache import CacheDataset  # noqa: E402
+from model.training.windows import DataConfig  # noqa: E402
+from model.sampling.clip import AvatarPipeline  # noqa: E402
+from model.training.prepare import PrepareConfig, prepare  # noqa: E402
+from model.training.clip import TrainConfig, task_loss, train  # noqa: E402
+from model.training.engine import read_loss_curve  # noqa: E402
 
 SIGMAS = (0.25, 0.5, 0.75, 0.9)
 
@@ -81,7 +83,7 @@ def held_out_errors(pipe, held: CacheDataset) -> dict:
             for j, sigma in enumerate(SIGMAS):
                 noise = torch.randn(enc["x0"].shape, generator=torch.Generator().manual_seed(i))
                 for name, src in (("true", item), ("shuffled", other)):
-                    pred, target = stage_loss(pipe, enc, text, pipe.audio_encoder.project(src["audio"]), "full", None,
+                    pred, target = task_loss(pipe, enc, text, pipe.audio_encoder.project(src["audio"]), "full", None,
                                               sigma=torch.tensor([sigma]), noise=noise, return_prediction=True)
                     err = (pred - target) ** 2
                     errors[name][i, j] = err.mean().item()
@@ -163,7 +165,7 @@ def main() -> None:
         prepare_s = time.perf_counter() - tic
         log(f"caches ready ({prepare_s:.0f} s); training {args.steps} steps")
         tic = time.perf_counter()
-        final = train(TrainConfig(dataset=str(cache), output=str(tmp / f"run_{front_end}"), stage="full",
+        final = train(TrainConfig(dataset=str(cache), output=str(tmp / f"run_{front_end}"), task="full",
                                   steps=args.steps, save_every=args.steps, lr=args.lr, batch_size=1),
                       progress=lambda s, n, loss: s % 500 == 0 and log(f"step {s}: loss {loss:.4f}"))
         train_s = time.perf_counter() - tic

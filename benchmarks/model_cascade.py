@@ -42,8 +42,10 @@ BOX = [[0.0, 0.0, 96.0, 96.0]]
 def chained(pipe, image: np.ndarray, wave: np.ndarray, duration_s: float, steps: int, seed: int = 0) -> np.ndarray:
     """InfiniteTalk-style chained chunks with the cascade's own stages: chunk j's sub-clip is anchored only on its
     first frame, the previous chunk's last output frame decoded and encoded again; the same interpolation and SR."""
-    from model.cascade import SAMPLE_RATE, stage_seed, stream_decode
-    from model.stages import end_anchors, spatial_guide, temporal_guide
+    from model.networks.audio import SAMPLE_RATE
+    from model.sampling.cascade import stage_seed
+    from model.sampling.media import stream_decode
+    from model.sampling.conditioning import end_anchors, spatial_guide, temporal_guide
 
     c = pipe.cascade
     frames, spans = c.timeline(duration_s)
@@ -85,9 +87,9 @@ def chained(pipe, image: np.ndarray, wave: np.ndarray, duration_s: float, steps:
 def single_pass(pipe, wave: np.ndarray, duration_s: float, steps: int) -> np.ndarray:
     """One denoising run over the whole video at the output rate and size (a transformer whose rotary table holds
     every latent frame), then one decode: attention over all tokens at once."""
-    from model.configs import TRANSFORMER, WAN_COMMON
-    from model.stages import COND_CHANNELS
-    from model.transformer import AvatarTransformer
+    from model.sampling.presets import TRANSFORMER, WAN_COMMON
+    from model.sampling.conditioning import COND_CHANNELS
+    from model.networks.transformer import AvatarTransformer
 
     c = pipe.cascade
     frames = int(round(duration_s * c.fps)) // 4 * 4 + 1
@@ -103,7 +105,7 @@ def single_pass(pipe, wave: np.ndarray, duration_s: float, steps: int) -> np.nda
 
 def cost_run(method: str, seconds: float, steps: int) -> dict:
     """One cost measurement in this (fresh) process: wall seconds and peak RSS (VmHWM)."""
-    from model.cascade import build_cascade
+    from model.sampling.presets import build_cascade
 
     torch.manual_seed(0)
     pipe = build_cascade("tiny")
@@ -163,8 +165,9 @@ def measure_cost(durations: list[float], steps: int, limit_s: float, repeats: in
 
 # ------------------------------------------------------------------------------------------- drift and seams
 def train_cascade(dataset: Path, out: Path, steps: int, vae_steps: int) -> Path:
-    from model.data import DataConfig
-    from model.train import TrainConfig, train_stage
+    from model.training.windows import DataConfig
+    from model.training.cascade import train_stage
+    from model.training.clip import TrainConfig
 
     previous, seconds = None, {}
     for stage in ("subclip", "blueprint", "keyframe", "interpolate", "sr"):
@@ -234,7 +237,7 @@ def held_out_inputs(held_ds: Path, seconds: float) -> tuple[np.ndarray, np.ndarr
     import soundfile as sf
 
     from curation.dataset import CuratedDataset
-    from model.data import face_square
+    from model.training.windows import face_square
 
     held = CuratedDataset(str(held_ds))
     record = held.load(held.done(passed_only=False)["clip_id"].iloc[0])
@@ -258,7 +261,7 @@ def measure_drift(args, tmp: Path) -> dict:
     train_ds, held_ds = curate_talking_heads(["talking_head_infinitetalk"], args.split, 0.25, tmp / "curated")
     curate_s = time.perf_counter() - tic
     pipe_dir, train_s = train_cascade(train_ds, tmp / "train", args.train_steps, args.vae_steps)
-    from model.cascade import CascadeAvatarPipeline
+    from model.sampling.cascade import CascadeAvatarPipeline
 
     reference, wave = held_out_inputs(held_ds, args.seconds)
     pipe = CascadeAvatarPipeline.from_pretrained(str(pipe_dir))
@@ -283,7 +286,7 @@ def measure_drift(args, tmp: Path) -> dict:
                          "sample_chained": round(chain_s, 1)}
     out = Path(args.video_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from model.pipeline import export_to_mp4
+    from model.sampling.media import export_to_mp4
 
     export_to_mp4(ours, pipe.cascade.fps, out / "cascade.mp4", wave[:int(args.seconds * 16000)])
     export_to_mp4(chain, pipe.cascade.fps, out / "chained.mp4", wave[:int(args.seconds * 16000)])
@@ -292,7 +295,8 @@ def measure_drift(args, tmp: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------- parallel and Wan size
 def measure_parallel(seconds: float, steps: int, tmp: Path) -> dict:
-    from model.cascade import CascadeAvatarPipeline, build_cascade
+    from model.sampling.cascade import CascadeAvatarPipeline
+    from model.sampling.presets import build_cascade
 
     build_cascade("tiny").save_pretrained(str(tmp / "tiny"))
     pipe = CascadeAvatarPipeline.from_pretrained(str(tmp / "tiny"))
@@ -321,9 +325,10 @@ def measure_parallel(seconds: float, steps: int, tmp: Path) -> dict:
 def wan_shaped() -> dict:
     from accelerate import init_empty_weights
 
-    from model.configs import CASCADE, TRANSFORMER, WAN_COMMON
-    from model.stages import COND_CHANNELS, CascadeConfig
-    from model.transformer import AvatarTransformer
+    from model.sampling.presets import CASCADE, TRANSFORMER, WAN_COMMON
+    from model.sampling.conditioning import COND_CHANNELS
+    from model.sampling.geometry import CascadeConfig
+    from model.networks.transformer import AvatarTransformer
 
     with init_empty_weights():
         model = AvatarTransformer(**{**WAN_COMMON, **TRANSFORMER["wan-1.3b"], "in_channels": 16 + COND_CHANNELS})

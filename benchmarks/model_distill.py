@@ -1,4 +1,4 @@
-"""Few-step students (model/distill.py) against their teacher with the same steps, on held-out windows, in one run.
+"""Few-step students (model/training/distill.py) against their teacher with the same steps, on held-out windows, in one run.
 
 Teacher: a tiny cascade trained stage by stage on the talking head of ../shared/data (frames before `--split`, as
 benchmarks/model_cascade.py trains it), or `--teacher DIR`. Held out: windows of the talking head's tail (frames from
@@ -49,9 +49,9 @@ class HeldOut:
     """A stage's held-out conditions and the teacher's 50-step samples from them (computed once)."""
 
     def __init__(self, teacher, stage: str, dataset: str, data, windows: int, noises: int, config):
-        from model.distill import held_out_conditions, solve, teacher_flow
-        from model.schedulers import shifted_schedule
-        from model.stages import stage_data_config
+        from model.training.distill import held_out_conditions, solve, teacher_flow
+        from model.sampling.schedulers import shifted_schedule
+        from model.training.cascade import stage_data_config
 
         span = stage_data_config(teacher.cascade, stage, data).span
         self.teacher, self.stage, self.config = teacher, stage, config
@@ -68,7 +68,7 @@ class HeldOut:
 
     @torch.no_grad()
     def psnr(self, flow, schedule) -> float:
-        from model.distill import solve
+        from model.training.distill import solve
 
         errs = [float(((self.decode(solve(flow, c, schedule)) - frames) ** 2).mean())
                 for c, frames in zip(self.conditions, self.reference_frames)]
@@ -79,8 +79,8 @@ class HeldOut:
 
     def compare(self, student, steps: int) -> dict:
         """Student (its saved schedule) vs the teacher with the same steps, shifted and fitted."""
-        from model.distill import schedule_error, teacher_flow
-        from model.schedulers import TimeSchedule, shifted_schedule
+        from model.training.distill import schedule_error, teacher_flow
+        from model.sampling.schedulers import TimeSchedule, shifted_schedule
 
         flow = teacher_flow(student, self.stage, self.config)
         ours = student.schedules[self.stage]
@@ -113,7 +113,7 @@ class HeldOut:
 
 def distil(teacher_dir: Path, train_ds: Path, out: Path, stages: tuple[str, ...], steps: int, args, data,
            lora_rank: int | None = None) -> tuple[Path, float]:
-    from model.distill import DistillConfig, distill
+    from model.training.distill import DistillConfig, distill
 
     tic = time.perf_counter()
     config = DistillConfig(teacher=str(teacher_dir), dataset=str(train_ds), output=str(out), student_steps=steps,
@@ -156,9 +156,9 @@ def main() -> None:
     torch.set_num_threads(2)
     from benchmarks.model_audio import curate_talking_heads
     from benchmarks.model_cascade import held_out_inputs, train_cascade
-    from model.cascade import CascadeAvatarPipeline
-    from model.data import DataConfig
-    from model.distill import DistillConfig
+    from model.sampling.cascade import CascadeAvatarPipeline
+    from model.training.windows import DataConfig
+    from model.training.distill import DistillConfig
 
     tmp = Path(tempfile.mkdtemp())
     seconds: dict[str, float | dict] = {}

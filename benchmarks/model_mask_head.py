@@ -4,7 +4,7 @@ and how well each character's audio stays inside its own region.
 The data: a curated dataset made by the Ray pipeline (`pipelines.curate`) from hard synthetic composites with 2-6
 people (`curation.synthetic.generate_hard_clip`) and real clips (bedroom, crosswalk, and the three-person
 conversation talking/msdwild_00001); its curated masks are the targets. The split is by source clip
-(`model.split.split_by_source`): the crosswalk (its people and its plate), two talking-head people and the
+(`model.training.split.split_by_source`): the crosswalk (its people and its plate), two talking-head people and the
 conversation are test sources; training composites are made only of the judo, bedroom and two other talking-head
 people over the bedroom plate, test composites only of test people over the crosswalk plate. So no person and no
 background of the test set is seen in training (the split is printed in the JSON). Half of the composites, in
@@ -12,13 +12,13 @@ training and in test, are street scenes, half conversations.
 
 There are no Wan VAE weights here and a random VAE keeps little of the image, so a wider tiny Wan VAE
 (configs.VAE_WIDE) is first fitted to the training clips only (`--vae-steps`, fit_vae). `avatar model prepare`'s
-code (model.prepare) then turns the dataset into a training cache with that VAE (training windows also mirrored).
-Everything trains with the one training loop (model.train):
+code (model.training.prepare) then turns the dataset into a training cache with that VAE (training windows also mirrored).
+Everything trains with the one training loop (model.training):
 - ours: MaskPredictionHead on the deep features (block `mask_layer`) of a frozen DiT: the DiT is first trained on
-  the training clips with flow matching (`train(stage="full")`; no Wan weights to start from), then the head
-  (`train(stage="mask")`).
+  the training clips with flow matching (`train(task="full")`; no Wan weights to start from), then the head
+  (`train(task="mask")`).
 - ours on a random frozen DiT: the same head stage on the untrained DiT.
-- latent head: the same head on the noisy VAE latents (patchified like the DiT's tokens), no DiT (model.train.fit
+- latent head: the same head on the noisy VAE latents (patchified like the DiT's tokens), no DiT (model.training.engine.fit
   with the baseline's loss module).
 Each of these three is trained a second time as a head that also gets each character's frame-0 mask
 (`MaskPredictionHead(first_frame_masks=True)`, keys ending `_first_frame_masks`): it starts as the first-frame mask
@@ -78,13 +78,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
-from model.configs import VAE_WIDE, build_pipeline  # noqa: E402
-from model.pipeline import AvatarPipeline  # noqa: E402
-from model.data import AvatarClipDataset, CacheDataset, DataConfig  # noqa: E402
-from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.prepare import PrepareConfig, PrepareStep, prepare  # noqa: E402
-from model.split import split_by_source  # noqa: E402
-from model.train import TrainConfig, fit, fit_vae, make_accelerator, read_loss_curve, train, window_noise  # noqa: E402
+from model.sampling.presets import VAE_WIDE, build_pipeline  # noqa: E402
+from model.sampling.clip import AvatarPipeline  # noqa: E402
+from model.training.cache import CacheDataset  # noqa: E402
+from model.training.windows import AvatarClipDataset, DataConfig  # noqa: E402
+from model.networks.mask_head import MaskPredictionHead  # noqa: E402
+from model.training.prepare import PrepareConfig, PrepareStep, prepare  # noqa: E402
+from model.training.split import split_by_source  # noqa: E402
+from model.training.clip import TrainConfig, train  # noqa: E402
+from model.training.engine import fit, read_loss_curve, window_noise  # noqa: E402
+from model.training.vae import fit_vae  # noqa: E402
 
 SIGMAS = (0.1, 0.5, 0.9)
 
@@ -326,7 +329,7 @@ class LatentHead(torch.nn.Module):
 def fit_latent_head(cache: Path, config: TrainConfig, latent_channels: int, max_characters: int,
                     first_frame_masks: bool, appearance_affinity: bool = False) -> LatentHead:
     module = LatentHead(latent_channels, max_characters, config.seed, first_frame_masks, appearance_affinity)
-    fit(make_accelerator(config), module, list(module.parameters()), CacheDataset(cache, config.clip_ids), config,
+    fit(module, list(module.parameters()), CacheDataset(cache, config.clip_ids), config.loop(),
         save=lambda folder: torch.save(module.state_dict(), Path(folder) / "latent_head.pt"))
     return module.eval()
 
@@ -512,7 +515,7 @@ def train_heads(work: Path, base: TrainConfig, dit: Path, start: Path, steps: in
             name += suffix
             begin = with_prior_head(begin, work / f"{name}_start", affinity) if prior else begin
             folder_out, seconds[name] = once(work, name, lambda: train(replace(
-                base, output=str(work / name), stage="mask", steps=steps, seed=1, pretrained=str(begin))))
+                base, output=str(work / name), task="mask", steps=steps, seed=1, pretrained=str(begin))))
             heads[name] = AvatarPipeline.from_pretrained(str(folder_out / "pipeline"))
         latent_dir = work / f"latent_head_no_dit{suffix}"
         latent_config = replace(base, output=str(latent_dir), steps=steps, seed=1)
@@ -613,7 +616,7 @@ def main() -> None:
     log(f"cache: {cache_windows} windows in {prepare_s:.0f} s")
 
     base = TrainConfig(dataset=str(cache), output="", lr=args.lr, batch_size=1, clip_ids=trained, save_every=10**6)
-    dit, pretrain_s = once(work, "dit", lambda: train(replace(base, output=str(work / "dit"), stage="full",
+    dit, pretrain_s = once(work, "dit", lambda: train(replace(base, output=str(work / "dit"), task="full",
                                                               steps=args.pretrain_steps)))
     log(f"DiT trained {args.pretrain_steps} steps in {pretrain_s:.0f} s")
     heads, latent_heads, seconds = train_heads(work, base, dit / "pipeline", start, args.steps, args.characters,
@@ -668,7 +671,7 @@ def main() -> None:
                     "held_out_sources": sorted({Path(source_of[c]).name for c in held}),
                     "curate_seconds": round(curate_s, 1), "prepare_seconds": round(prepare_s, 1)},
         "size": args.size, "resolution": args.resolution, "characters": args.characters,
-        "loop": "model.train.train / model.train.fit",
+        "loop": "model.training.clip.train / model.training.engine.fit",
         "head_steps": args.steps, "vae_steps": args.vae_steps, "vae_seconds": round(vae_s, 1),
         "dit_pretrain_steps": args.pretrain_steps, "dit_pretrain_seconds": round(pretrain_s, 1),
         "dit_pretrain_loss_first_last_50": curve_ends(work / "dit"),

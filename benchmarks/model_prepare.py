@@ -1,10 +1,10 @@
 """The training cache: how fast it is made, what it saves training, and whether training memory stays flat.
 
-- prepare: clips/s of `model.prepare` on a curated dataset (synthetic two-person crossings + the talking head),
+- prepare: clips/s of `model.training.prepare` on a curated dataset (synthetic two-person crossings + the talking head),
   with the in-process executor and with Ray Data (local), side by side.
 - data per training step: a batch read from the cache against the same windows decoded from the videos and
   VAE-encoded on the fly (what training did before the cache); the model's own step time comes from the real loop
-  (`model.train.train`, the seconds column of loss.csv), so steps/s = 1 / (data + step) for each, and their ratio.
+  (`model.training.clip.train`, the seconds column of loss.csv), so steps/s = 1 / (data + step) for each, and their ratio.
 - memory: peak RSS of a training run (its own process) on the cache and on a cache of 10x the clips (the shards
   copied under new ids): the loop keeps two shards in memory, so the peak should not grow with the data.
 
@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import SHARED, emit, setup_env  # noqa: E402
-from model.data import AvatarClipDataset, CacheDataset, DataConfig  # noqa: E402
-from model.prepare import PrepareConfig, prepare  # noqa: E402
+from model.training.cache import CacheDataset  # noqa: E402
+from model.training.windows import AvatarClipDataset, DataConfig  # noqa: E402
+from model.training.prepare import PrepareConfig, prepare  # noqa: E402
 
 DATA = DataConfig(passed_only=False, num_frames=9, max_characters=1, stride=4, size=(128, 128))
 
@@ -52,9 +53,9 @@ def curate(out: Path, synthetic: int, frames: int) -> Path:
 
 TRAIN_CHILD = """
 import sys
-from model.train import TrainConfig, train
+from model.training.clip import TrainConfig, train
 cache, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-train(TrainConfig(dataset=cache, output=out, stage="full", steps=steps, save_every=steps, lr=1e-3, batch_size=1))
+train(TrainConfig(dataset=cache, output=out, task="full", steps=steps, save_every=steps, lr=1e-3, batch_size=1))
 # VmHWM: this process's own peak. ru_maxrss is not: exec keeps the high-water mark of the spawning process's memory
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print("PEAK_MB", int(hwm.split()[1]) / 1024)
@@ -92,7 +93,7 @@ def shards_mb(cache: Path) -> float:
 
 def data_seconds(dataset: Path, cache: Path, windows: int = 12) -> dict:
     """Seconds to produce one window for training: from the cache, or decoded and VAE-encoded on the fly."""
-    from model.pipeline import AvatarPipeline
+    from model.sampling.clip import AvatarPipeline
 
     pipe = AvatarPipeline.from_pretrained(str(cache / "model"))
     fly = AvatarClipDataset(str(dataset), DATA)

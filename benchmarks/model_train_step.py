@@ -1,6 +1,6 @@
 """Train-step time and peak memory of the avatar model, per size and training stage.
 
-tiny and small: real optimizer steps of the one training loop (model.train.train on a synthetic cache; median
+tiny and small: real optimizer steps of the one training loop (model.training.clip.train on a synthetic cache; median
 after a warm-up), side by side for the three stages (mask head only, audio layers only, full DiT), and the full
 stage at a global batch of 2 in one process against two (CPU processes, gloo). wan-1.3b: built on the meta device (no memory),
 reporting parameter counts and the memory a training step needs for weights, gradients and AdamW
@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import emit  # noqa: E402
-from model.configs import TEXT, TRANSFORMER, WAN_COMMON, build_pipeline  # noqa: E402
-from model.data import DataConfig  # noqa: E402
-from model.mask_head import MaskPredictionHead  # noqa: E402
-from model.prepare import write_cache  # noqa: E402
-from model.train import TrainConfig, train  # noqa: E402
-from model.transformer import AvatarTransformer  # noqa: E402
+from model.sampling.presets import TEXT, TRANSFORMER, WAN_COMMON, build_pipeline  # noqa: E402
+from model.training.windows import DataConfig  # noqa: E402
+from model.networks.mask_head import MaskPredictionHead  # noqa: E402
+from model.training.cache import write_cache  # noqa: E402
+from model.training.clip import TrainConfig, train  # noqa: E402
+from model.networks.transformer import AvatarTransformer  # noqa: E402
 
 
 def synthetic_cache(folder: Path, size: str, frames: int, res: int, windows: int = 8) -> Path:
@@ -61,10 +61,10 @@ def step_seconds(output: Path) -> float:
 
 
 def time_steps(cache: Path, out: Path, stage: str, steps: int, device) -> dict:
-    """Real optimizer steps of the one training loop (model.train.train) on the cache."""
+    """Real optimizer steps of the one training loop (model.training.clip.train) on the cache."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    train(TrainConfig(dataset=str(cache), output=str(out), stage=stage, steps=steps + 2, save_every=10**9,
+    train(TrainConfig(dataset=str(cache), output=str(out), task=stage, steps=steps + 2, save_every=10**9,
                       batch_size=1, lr=1e-4, mixed_precision="bf16" if device.type == "cuda" else "no"))
     result = {"step_seconds_median": round(step_seconds(out), 4)}
     if device.type == "cuda":
@@ -79,7 +79,7 @@ def processes(cache: Path, out: Path, steps: int) -> dict:
     for n in (1, 2):
         folder = out / f"p{n}"
         proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "model", "train", str(cache), "--out",
-                               str(folder), "--stage", "full", "--steps", str(steps + 2), "--batch-size", "2",
+                               str(folder), "--task", "full", "--steps", str(steps + 2), "--batch-size", "2",
                                "--save-every", str(10**9), "--num-processes", str(n)],
                               cwd=ROOT, capture_output=True, text=True)
         if proc.returncode:
@@ -136,7 +136,7 @@ def main() -> None:
             entry["step_time_ratio_full_over_mask"] = round(full / entry["mask"]["step_seconds_median"], 2)
         results[size] = entry
     emit("model_train_step", {"device": str(device), "frames": args.frames, "resolution": args.resolution,
-                              "loop": "model.train.train on a synthetic cache", "sizes": results})
+                              "loop": "model.training.clip.train on a synthetic cache", "sizes": results})
     shutil.rmtree(tmp, ignore_errors=True)
 
 

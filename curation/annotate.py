@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import __version__, provenance, schema
+from . import provenance, schema
 from .detect import DetectorConfig, Detections, PersonDetector
 from .errors import CurationError
 from .overlay import draw
 from .pose import PoseConfig, PoseEstimator
 from .track import PersonTracker, TrackerConfig
 from .validate import Validation, ValidationConfig, validate
+from .version import __version__
 from .video import Clip, check_complete, read_clip, write_video
 from .weights import file_sha256
 

@@ -93,6 +93,11 @@ class PersonTracker:
         self.weights_path = self._impl.weights_path
         self.model_name = self._impl.model_name
 
+    def segment_image(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """(N, H, W) bool masks of the N persons boxed in one RGB still image (a one-frame clip)."""
+        clip = Clip("the reference image", image[None], 25.0, np.zeros(1, int), (image.shape[1], image.shape[0]))
+        return self(clip, boxes)[0]
+
     def __call__(self, clip: Clip, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> np.ndarray:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes) == 0:

@@ -1,17 +1,25 @@
-"""The avatar model on diffusers: Wan DiT + audio conditioning + multi-character mask head, its data and training.
+"""The avatar model on diffusers: Wan DiT + audio conditioning + multi-character mask head, its sampling,
+training and directors.
 
-Classes load lazily so that `avatar --help` does not import torch and diffusers.
+Four folders, imports pointing one way (cli -> training -> sampling | directors -> networks):
+networks/ (the modules), sampling/ (inference only), training/ (the one loop and what it trains), directors/
+(storylines from an image, audio and an instruction). Names load lazily so that `avatar --help` imports no torch.
 """
 
-from importlib import import_module
+from .lazy import lazy_exports
 
-_EXPORTS = {"AudioEncoder": "audio", "AvatarPipeline": "pipeline", "AvatarTransformer": "transformer",
-            "MaskPredictionHead": "mask_head", "CascadeAvatarPipeline": "cascade", "CascadeConfig": "stages",
-            "Storyline": "storyline", "TimeSchedule": "schedulers"}
-__all__ = sorted(_EXPORTS)
+_EXPORTS = {
+    "AudioEncoder": "networks.audio",
+    "AvatarTransformer": "networks.transformer",
+    "MaskPredictionHead": "networks.mask_head",
+    "AvatarPipeline": "sampling.clip",
+    "CascadeAvatarPipeline": "sampling.cascade",
+    "CascadeConfig": "sampling.geometry",
+    "TimeSchedule": "sampling.schedulers",
+    "Storyline": "storyline",
+    "AvatarInputError": "errors",
+    "build_pipeline": "sampling.presets",
+    "build_cascade": "sampling.presets",
+}
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'model' has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

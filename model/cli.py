@@ -40,9 +40,10 @@ def prepare(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="prepare clips that failed before again"),
 ) -> None:
     """Turn a curated dataset into a training cache once (latents, masks, identity crops, audio features)."""
-    from .data import DataConfig
     from .errors import AvatarInputError
-    from .prepare import PrepareConfig, prepare as run
+    from .training.prepare import PrepareConfig
+    from .training.prepare import prepare as run
+    from .training.windows import DataConfig
 
     if resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
@@ -70,8 +71,10 @@ def train(
     dataset: Path = typer.Argument(..., help="a training cache (avatar model prepare), or a curated dataset "
                                              "(prepared into OUT/cache first)"),
     out: Path = typer.Option(..., "--out", "-o", help="checkpoints, loss.csv and the trained pipeline/"),
-    stage: str = typer.Option("mask", help="mask (head on the frozen DiT) | audio (audio layers) | full; of a cascade: "
-                                           "blueprint | keyframe | subclip | interpolate | sr (from a curated dataset)"),
+    task: str = typer.Option("mask", help="single-clip training: mask (head on the frozen DiT) | audio (audio "
+                                          "layers) | full"),
+    stage: Optional[str] = typer.Option(None, help="train a cascade's stage instead: blueprint | keyframe | subclip | "
+                                                   "interpolate | sr (DATASET: a curated dataset)"),
     pretrained: Optional[Path] = typer.Option(None, help="AvatarPipeline folder to start from (default: the cache's); "
                                                          "for a cascade stage the cascade folder (avatar model init)"),
     size: str = typer.Option("tiny", help="preparing a dataset from scratch: model size (tiny | small)"),
@@ -97,20 +100,28 @@ def train(
     fresh: bool = typer.Option(False, "--fresh", help="ignore checkpoints in OUT (default: resume)"),
 ) -> None:
     """Train one stage; rerun to resume from the latest checkpoint (under any number of processes)."""
-    from .data import DataConfig
     from .errors import AvatarInputError
-    from .train import CASCADE_STAGES, TrainConfig, train as run, train_stage
+    from .sampling.geometry import CASCADE_STAGES
+    from .training.cascade import train_stage
+    from .training.clip import TASKS, TrainConfig
+    from .training.clip import train as run
+    from .training.windows import DataConfig
 
-    if stage in CASCADE_STAGES:
+    if stage is not None:
+        if stage not in CASCADE_STAGES:
+            raise AvatarInputError(f"--stage {stage!r}", f"use one of {', '.join(CASCADE_STAGES)} (a cascade's stages), "
+                                   f"or --task {' | '.join(TASKS)} for single-clip training")
         run = train_stage  # windows at the stage's own rate and size (the cascade's config), from the curated dataset
+    elif task not in TASKS:
+        raise AvatarInputError(f"--task {task!r}", f"use one of {', '.join(TASKS)}, or --stage for a cascade's stages")
     if resolution < 16 or resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
     if num_processes > 1:
         raise typer.Exit(relaunch(num_processes))
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
-                      min_characters=characters if stage == "mask" else 1, passed_only=not all_clips,
+                      min_characters=characters if task == "mask" and stage is None else 1, passed_only=not all_clips,
                       mouth_weight=mouth_weight, face_crop=face_crop, buckets=not square)
-    config = TrainConfig(dataset=str(dataset), output=str(out), stage=stage, steps=steps, batch_size=batch_size,
+    config = TrainConfig(dataset=str(dataset), output=str(out), task=task, stage=stage, steps=steps, batch_size=batch_size,
                          lr=lr, pretrained=str(pretrained) if pretrained else None, size=size, data=data,
                          save_every=save_every, resume=not fresh, vae=vae, vae_steps=vae_steps, audio=audio,
                          captions=str(captions) if captions else None, mixed_precision=mixed_precision,
@@ -119,8 +130,8 @@ def train(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, disable=worker) as bar:
         fit = bar.add_task("fit vae", total=vae_steps, loss="-", visible=vae_steps > 0)
-        task = bar.add_task(f"train {stage}", total=steps, loss="-")
-        final = run(config, progress=lambda s, n, loss: bar.update(task, completed=s, loss=f"{loss:.4f}"),
+        shown = bar.add_task(f"train {stage or task}", total=steps, loss="-")
+        final = run(config, progress=lambda s, n, loss: bar.update(shown, completed=s, loss=f"{loss:.4f}"),
                     vae_progress=lambda s, n, loss: bar.update(fit, completed=s, loss=f"{loss:.4f}"))
     if not worker:
         console.print(f"pipeline: {final}   loss curve: {out / 'loss.csv'}")
@@ -151,8 +162,7 @@ def init(
     seed: int = typer.Option(0),
 ) -> None:
     """Write an untrained CascadeAvatarPipeline (every stage, random weights) to train stage by stage."""
-    from .cascade import build_cascade
-    from .configs import CASCADE
+    from .sampling.presets import CASCADE, build_cascade
 
     if size not in CASCADE:
         raise typer.BadParameter(f"{size!r}: one of {sorted(CASCADE)}", param_hint="--size")
@@ -189,19 +199,20 @@ def sample(
     (`avatar model init`, trained stages) any duration; OUT.json says keyframe times, sub-clip spans and seeds."""
     import torch
 
-    from .configs import build_pipeline
-    from .pipeline import AvatarPipeline, saved_pipeline
+    from .errors import AvatarInputError
+    from .sampling.clip import AvatarPipeline
+    from .sampling.presets import build_pipeline
+    from .sampling.saved import is_cascade, saved_pipeline
 
     if pipeline is not None and is_cascade(saved_pipeline(pipeline, "--pipeline")):
         return sample_cascade(reference, audio, prompt, out, pipeline, steps, guidance, seed, duration, storyline,
                               ray_address, workers, run_dir)
     if duration is not None or storyline is not None:
-        from .errors import AvatarInputError
-
         raise AvatarInputError("--duration / --storyline need a cascade", "pass --pipeline with a cascade folder "
                                "(`avatar model init --out DIR`, then train its stages)")
     pipe = AvatarPipeline.from_pretrained(saved_pipeline(pipeline, "--pipeline")) if pipeline \
         else build_pipeline("tiny", seed=seed)
+    add_character_finders(pipe)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         steps = steps or 10
@@ -217,21 +228,26 @@ def sample(
                   + (f", silent: {silent}" if silent else ""))
 
 
-def is_cascade(folder: str) -> bool:
-    import json
+def add_character_finders(pipe) -> None:
+    """Give a pipeline curation's person detector and segmenter (the CLI wires packages; model/ does not import the
+    curation models), so that the characters are found in the reference image."""
+    from curation.detect import PersonDetector
+    from curation.track import PersonTracker, TrackerConfig
 
-    return json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name") == "CascadeAvatarPipeline"
+    pipe.character_detector = PersonDetector()
+    pipe.character_segmenter = PersonTracker(TrackerConfig(backend="ultralytics"))
 
 
 def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int | None,
                    guidance: float, seed: int, duration: float | None, storyline: Path | None, ray_address: str | None,
                    workers: int, run_dir: Path | None) -> None:
     """`avatar model sample` with a cascade folder: the whole duration, sub-clips resumable from the run folder."""
-    from .cascade import CascadeAvatarPipeline
-    from .train import saved_cascade
+    from .sampling.cascade import CascadeAvatarPipeline
+    from .sampling.saved import saved_cascade
 
     pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"))
     pipe.set_progress_bar_config(disable=True)
+    add_character_finders(pipe)
     run_dir = run_dir or out.with_name(out.stem + ".run")
     with Progress(TextColumn("sub-clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
@@ -275,20 +291,21 @@ def distill(
                                                            "OUT/trajectories; runs of one teacher can share them)"),
     fresh: bool = typer.Option(False, "--fresh", help="ignore checkpoints in OUT (default: resume)"),
 ) -> None:
-    """Few-step students of a cascade's stages (phased consistency distillation, model/distill.py): OUT/pipeline
+    """Few-step students of a cascade's stages (phased consistency distillation, model/training/distill.py): OUT/pipeline
     samples in --student-steps steps by default (`avatar model sample ... --pipeline OUT/pipeline`)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from .data import DataConfig
-    from .distill import DistillConfig, distill as run
-    from .stages import STAGES
+    from .sampling.geometry import CASCADE_STAGES
+    from .training.distill import DistillConfig
+    from .training.distill import distill as run
+    from .training.windows import DataConfig
 
     diffusers_logging.disable_progress_bar()  # loading / saving bars: the rich display below shows the work
     transformers_logging.disable_progress_bar()
 
     config = DistillConfig(teacher=str(teacher), dataset=str(dataset), output=str(out), student_steps=student_steps,
-                           stages=tuple(stage) or STAGES, lora_rank=lora_rank, schedule=schedule,
+                           stages=tuple(stage) or CASCADE_STAGES, lora_rank=lora_rank, schedule=schedule,
                            teacher_steps=teacher_steps, noises=noises, max_windows=windows, guidance=guidance,
                            prompt=prompt, negative_prompt=negative_prompt, steps=steps, batch_size=batch_size, lr=lr,
                            save_every=save_every, resume=not fresh, seed=seed,

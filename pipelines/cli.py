@@ -172,13 +172,14 @@ def direct(
     out: Path = typer.Option(Path("plan.json"), help="the storyline (for `avatar model sample --storyline`)"),
 ) -> None:
     """Write a storyline: shots over the audio timeline with prompts and per-shot negative prompts."""
-    from model.directors import CoReasoningDirector, DirectorConfig
-    from model.llm import load_llm
-    from model.perception import Listener, Viewer, make_brief
+    from model.directors.co_reasoning import CoReasoningDirector
+    from model.directors.draft import DirectorConfig
+    from model.directors.llm import load_llm
+    from model.directors.perception import Listener, make_brief
 
     log = log_path_for(str(out.parent), "direct")
     with QuietConsole(log) as quiet, quiet.status("perceiving the image and the audio..."):
-        brief = make_brief(image, [str(a) for a in audio], prompt, Listener(), Viewer())
+        brief = make_brief(image, [str(a) for a in audio], prompt, Listener(), make_viewer())
         quiet.log(f"{len(brief.voices)} track(s), {brief.duration_s:.1f} s, {len(brief.scene.persons)} person(s)")
         director = CoReasoningDirector(load_llm(llm, llm_timeout), DirectorConfig(rounds=rounds))
         result = director.direct(brief)
@@ -196,6 +197,15 @@ def direct(
         console.print(f"conflict: {line}")
     console.print(f"valid on the first try: {not result.first_try.problems}; repairs: {len(result.storyline.repairs)}"
                   f"; log: {log}", soft_wrap=True)
+
+
+def make_viewer(weights_dir: Path | None = None):
+    """The directors' Viewer on curation's YOLO pose weights (model/ takes the pose model as an argument)."""
+    from curation.weights import resolve_weights
+    from curation.yolo import load_yolo
+    from model.directors.perception import POSE_WEIGHTS, Viewer
+
+    return Viewer(load_yolo(resolve_weights(POSE_WEIGHTS, weights_dir), "pose", 640))
 
 
 # Everything `avatar demo` writes into its folder: a rerun replaces these and never touches anything else.
@@ -227,11 +237,11 @@ def demo_model(out: Path, data_root: Path, bar: Progress, weights_dir: Path | No
     """Train the tiny model's mask head on the demo dataset, then sample the two-speaker conversation;
     returns the trained pipeline's folder, the sample's MP4 and the AvatarPipelineOutput."""
     from curation.detect import PersonDetector
-    from model.data import DataConfig
-    from model.pipeline import AvatarPipeline
-    from model.train import TrainConfig, train
+    from model.training.windows import DataConfig
+    from model.sampling.clip import AvatarPipeline
+    from model.training.clip import TrainConfig, train
 
-    config = TrainConfig(dataset=str(out), output=str(out / "model"), stage="mask", steps=steps, save_every=steps,
+    config = TrainConfig(dataset=str(out), output=str(out / "model"), task="mask", steps=steps, save_every=steps,
                          lr=3e-3, batch_size=1, data=DataConfig(passed_only=False, min_characters=2), resume=False)
     task = bar.add_task("training the mask head (tiny model)", total=steps)
     final = train(config, progress=lambda s, n, loss: bar.update(task, completed=s))

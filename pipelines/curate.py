@@ -39,6 +39,7 @@ from curation import provenance, schema
 from curation.annotate import AnnotatorConfig, ClipAnnotator, ClipWork, dataset_info
 from curation.errors import CurationError
 from curation.weights import WEIGHTS_ENV
+from runtime import start_ray
 
 from .manifest import ManifestItem, read_manifest
 
@@ -270,18 +271,8 @@ def _reason(error: str) -> str:
 
 
 def _init_ray(config: CurateConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
     env = {k: v for k in (WEIGHTS_ENV, "AVATAR_DATA_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL") if (v := os.environ.get(k))}
-    # address "local" starts an instance of our own: None would join whatever cluster RAY_ADDRESS or the last
-    # `ray start` on this machine names, even a dead one.
-    kwargs = dict(address=config.ray_address or "local", include_dashboard=False, log_to_driver=False,
-                  logging_level="WARNING", runtime_env={"env_vars": env})
-    if config.ray_address is None:
-        kwargs["num_cpus"] = config.num_cpus
-    ray.init(**kwargs)
+    start_ray(config.ray_address, config.num_cpus, env)
 
 
 def _map(ds, stage, resources: StageResources, config: AnnotatorConfig, **kwargs):

@@ -11,11 +11,14 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
-from model.cascade import CascadeAvatarPipeline, build_cascade
+from model.sampling.cascade import CascadeAvatarPipeline
+
+from model.sampling.presets import build_cascade
 from model.errors import AvatarInputError
-from model.stages import CascadeConfig, condition, end_anchors
+from model.sampling.conditioning import condition, end_anchors
+from model.sampling.geometry import CascadeConfig
 from model.storyline import Shot, Storyline
-from model.transformer import AvatarTransformer
+from model.networks.transformer import AvatarTransformer
 
 BOX = [[8.0, 4.0, 88.0, 92.0]]
 
@@ -190,7 +193,7 @@ def test_bad_input_is_named(cascade, cascade_dir, inputs, tmp_path):
         cascade(image, [wave], duration_s=2.0, storyline=story, character_boxes=BOX)
     import shutil
 
-    from model.train import saved_cascade
+    from model.sampling.saved import saved_cascade
 
     broken = tmp_path / "broken"
     shutil.copytree(cascade_dir, broken)

@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 
 from evaluation.metrics.storyline import coverage, speaker_accuracy, specific_negatives
-from model.directors import (GLOBAL_NEGATIVE, CoReasoningDirector, Draft, DirectorConfig, DraftShot, find_conflicts,
-                             problems, repair, rule_based_storyline)
+from model.directors.co_reasoning import CoReasoningDirector, rule_based_storyline
+from model.directors.draft import DirectorConfig, Draft, DraftShot, find_conflicts, problems, repair
+from model.directors.negative import GLOBAL_NEGATIVE
 from model.errors import AvatarInputError
-from model.perception import Listener, Viewer, load_audio, make_brief, take_turns, write_tracks
+from model.directors.perception import Listener, make_brief, take_turns, write_tracks
+from pipelines.cli import make_viewer
+from model.networks.audio import load_audio
 from model.storyline import Storyline
 
 SMOL = DirectorConfig(rounds=1, expert_tokens=24)
@@ -32,7 +35,7 @@ SMOL = DirectorConfig(rounds=1, expert_tokens=24)
 
 @pytest.fixture(scope="module")
 def senses(weights_dir):
-    return Listener(), Viewer()
+    return Listener(), make_viewer()
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def smollm2_folder(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model.llm import resolve_llm
+    from model.directors.llm import resolve_llm
 
     folder, gguf = resolve_llm()
     out = tmp_path_factory.mktemp("smollm2")
@@ -136,7 +139,7 @@ def test_a_real_openai_compatible_server_through_the_url_backend(smollm2_folder,
     """`transformers serve` ignores the JSON schema: the directors parse, re-ask and repair what it says."""
     import httpx
 
-    from model.llm import OpenAILLM, ServerConfig
+    from model.directors.llm import OpenAILLM, ServerConfig
 
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", str(smollm2_folder),
@@ -185,7 +188,7 @@ def test_more_tracks_than_people_is_refused(senses, conversation):
 
 
 def test_an_unreachable_server_fails_clearly_after_a_bounded_wait():
-    from model.llm import OpenAILLM, ServerConfig
+    from model.directors.llm import OpenAILLM, ServerConfig
 
     tic = time.perf_counter()
     with pytest.raises(AvatarInputError, match="did not answer in 2 tries"):
@@ -195,7 +198,7 @@ def test_an_unreachable_server_fails_clearly_after_a_bounded_wait():
 
 def test_a_slow_server_times_out_clearly():
     """A real HTTP server that answers after 5 s, asked with a 0.5 s timeout."""
-    from model.llm import OpenAILLM, ServerConfig
+    from model.directors.llm import OpenAILLM, ServerConfig
 
     class Slow(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -219,7 +222,7 @@ def test_a_slow_server_times_out_clearly():
 def test_negative_prompts_are_the_shots_own(brief):
     story = rule_based_storyline(brief).storyline
     assert specific_negatives([s.negative_prompt for s in story.shots], GLOBAL_NEGATIVE) == 0.0  # the baseline's
-    from model.directors import NegativeDirector
+    from model.directors.negative import NegativeDirector
 
     NegativeDirector(None, DirectorConfig())(story.shots, brief, [])
     assert specific_negatives([s.negative_prompt for s in story.shots], GLOBAL_NEGATIVE) == 1.0
@@ -227,7 +230,7 @@ def test_negative_prompts_are_the_shots_own(brief):
 
 
 def test_llm_weights_resolve_path_then_env_then_wheel(tmp_path, monkeypatch):
-    from model.llm import SMOLLM2_GGUF, resolve_llm
+    from model.directors.llm import SMOLLM2_GGUF, resolve_llm
 
     monkeypatch.delenv("AVATAR_WEIGHTS_DIR", raising=False)
     folder, gguf = resolve_llm()
@@ -241,7 +244,7 @@ def test_llm_weights_resolve_path_then_env_then_wheel(tmp_path, monkeypatch):
 
 
 def test_replies_are_read_through_prose_and_fences_or_refused():
-    from model.directors import parse_json
+    from model.directors.draft import parse_json
 
     assert parse_json('Sure! ```json\n{"a": [1, {"b": 2}]}\n``` hope it helps') == {"a": [1, {"b": 2}]}
     for bad in ("no json here", '{"a": [1, 2'):
@@ -250,7 +253,7 @@ def test_replies_are_read_through_prose_and_fences_or_refused():
 
 
 def test_an_unreadable_reply_falls_back_to_the_voice_timeline_and_says_so(brief, conversation):
-    from model.directors import FirstTry
+    from model.directors.co_reasoning import FirstTry
 
     result = CoReasoningDirector(None).finish(brief, None, FirstTry(["the reply is not a storyline"], []), [],
                                               time.perf_counter())

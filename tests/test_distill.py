@@ -12,12 +12,14 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from model.cascade import CascadeAvatarPipeline, build_cascade
-from model.data import DataConfig
-from model.distill import (DistillConfig, apply_lora, distill, held_out_conditions, schedule_error, solve,
-                           teacher_flow)
+from model.sampling.cascade import CascadeAvatarPipeline
+
+from model.sampling.presets import build_cascade
+from model.training.windows import DataConfig
+from model.sampling.lora import apply_lora
+from model.training.distill import DistillConfig, distill, held_out_conditions, schedule_error, solve, teacher_flow
 from model.errors import AvatarInputError
-from model.schedulers import TimeSchedule, fit_schedule, load_schedules, shifted_schedule
+from model.sampling.schedulers import TimeSchedule, fit_schedule, load_schedules, shifted_schedule
 
 DATA = DataConfig(max_characters=1, passed_only=False)
 
@@ -79,7 +81,7 @@ def teacher_dir(tmp_path_factory):
 def test_distillation_solves_the_ode_the_pipeline_samples(talking_81, teacher_dir):
     """The teacher's trajectories (distill.solve on a stage's training windows) and CascadeAvatarPipeline.denoise
     give the same latents for the same noise, anchors and audio: students learn the path sampling takes."""
-    from model.stages import StageWindows
+    from model.training.cascade import StageWindows
 
     pipe = CascadeAvatarPipeline.from_pretrained(str(teacher_dir))
     item = StageWindows(pipe, str(talking_81), "subclip", DATA)[3]

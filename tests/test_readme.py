@@ -29,3 +29,14 @@ def test_slow_tests_are_mentioned_only_if_there_are_some():
     files = [p for p in (ROOT / "tests").glob("test_*.py") if p.name != Path(__file__).name]
     marked = any("mark.slow" in p.read_text() for p in files)
     assert ("-m slow" in README) == marked
+
+
+def test_relative_links_of_the_readme_docs_and_benchmarks_point_at_files():
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # links only, not code
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.partition("#")[0]
+            if re.match(r"[a-z]+:", target) or not path:
+                continue
+            assert (page.parent / path).exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"

@@ -12,10 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from model.data import CacheDataset, DataConfig
+from model.training.cache import CacheDataset
+
+from model.training.windows import DataConfig
 from model.errors import AvatarInputError
-from model.prepare import PrepareConfig, prepare
-from model.train import TrainConfig, read_loss_curve, text_parameters, train
+from model.training.prepare import PrepareConfig, prepare
+from model.training.clip import TrainConfig, text_parameters, train
+from model.training.engine import read_loss_curve
 
 REPO = Path(__file__).resolve().parents[1]
 ONE = DataConfig(passed_only=False, num_frames=9, max_characters=1, stride=2)  # every window: one character
@@ -61,34 +64,34 @@ def test_a_killed_prepare_resumes_and_keeps_each_clips_aspect_ratio(curated_data
     assert all((out / "shards" / n).stat().st_mtime_ns == t for n, t in first.items())  # not redone
     rows = pd.read_parquet(out / "clips.parquet")
     assert sorted(rows.bucket) == ["3x6x10/1", "3x8x8/1"]  # latent frames x h x w / characters (VAE: 8x smaller)
-    from model.train import GlobalBatches, ShardBlockSampler
+    from model.training.engine import GlobalBatches, ShardBlockSampler
 
     data = CacheDataset(out)
     batches = iter(GlobalBatches(ShardBlockSampler(data), size=3, rank=0, world=1))
     for _ in range(12):
         assert len({data.buckets[i % len(data)] for i in next(batches)}) == 1
-    train(TrainConfig(dataset=str(out), output=str(tmp_path / "run"), stage="full", steps=3, batch_size=3))
+    train(TrainConfig(dataset=str(out), output=str(tmp_path / "run"), task="full", steps=3, batch_size=3))
     assert len(read_loss_curve(tmp_path / "run")) == 3
 
 
 def test_two_processes_give_the_loss_curve_of_one_at_the_same_global_batch(cache, tmp_path, weights_dir):
     one = tmp_path / "one"
-    train(TrainConfig(dataset=str(cache), output=str(one), stage="full", steps=6, save_every=6, lr=2e-3, batch_size=2))
+    train(TrainConfig(dataset=str(cache), output=str(one), task="full", steps=6, save_every=6, lr=2e-3, batch_size=2))
     two = tmp_path / "two"
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "model", "train", str(cache), "--out", str(two),
-                           "--stage", "full", "--steps", "6", "--save-every", "3", "--lr", "2e-3", "--batch-size", "2",
+                           "--task", "full", "--steps", "6", "--save-every", "3", "--lr", "2e-3", "--batch-size", "2",
                            "--num-processes", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = read_loss_curve(one)[:, 1], read_loss_curve(two)[:, 1]
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(a, b, rtol=1e-4)  # gloo's all-reduce sums in another order: float tolerance
     # the 2-process run's checkpoint resumes in one process
-    train(TrainConfig(dataset=str(cache), output=str(two), stage="full", steps=8, save_every=8, lr=2e-3, batch_size=2))
+    train(TrainConfig(dataset=str(cache), output=str(two), task="full", steps=8, save_every=8, lr=2e-3, batch_size=2))
     assert len(read_loss_curve(two)) == 8
 
 
 def test_captions_train_the_text_cross_attention_and_no_captions_leave_it(curated_dataset, tmp_path):
-    from model.pipeline import AvatarPipeline
+    from model.sampling.clip import AvatarPipeline
 
     captions = tmp_path / "captions.csv"
     rows = pd.read_parquet(curated_dataset / "clips.parquet")
@@ -96,7 +99,7 @@ def test_captions_train_the_text_cross_attention_and_no_captions_leave_it(curate
         captions, index=False)
     moved = {}
     for name, extra in (("with", str(captions)), ("without", None)):
-        final = train(TrainConfig(dataset=str(curated_dataset), output=str(tmp_path / name), stage="full", steps=4,
+        final = train(TrainConfig(dataset=str(curated_dataset), output=str(tmp_path / name), task="full", steps=4,
                                   save_every=4, lr=2e-3, batch_size=1, data=ONE, captions=extra))
         start = AvatarPipeline.from_pretrained(str(tmp_path / name / "cache" / "model")).transformer
         end = AvatarPipeline.from_pretrained(str(final)).transformer
@@ -105,7 +108,7 @@ def test_captions_train_the_text_cross_attention_and_no_captions_leave_it(curate
 
 
 def test_whisper_features_follow_the_real_speech_in_latent_frames(data_dir):
-    from model.audio import AudioEncoder, load_audio
+    from model.networks.audio import AudioEncoder, load_audio
 
     enc = AudioEncoder(dim=16, whisper="tiny.en")
     wave = load_audio(data_dir / "talking_head_infinitetalk" / "ref_video_audio_16k.wav")
@@ -120,16 +123,16 @@ def test_whisper_features_follow_the_real_speech_in_latent_frames(data_dir):
 
 
 def test_training_refuses_inputs_it_cannot_use(cache, curated_dataset, tmp_path):
-    from model.configs import VAE_WIDE, build_pipeline
+    from model.sampling.presets import VAE_WIDE, build_pipeline
 
     other = build_pipeline("tiny", seed=1, max_characters=2, vae=VAE_WIDE)
     other.save_pretrained(str(tmp_path / "other"))
     with pytest.raises(AvatarInputError, match="another VAE"):
         train(TrainConfig(dataset=str(cache), output=str(tmp_path / "a"), pretrained=str(tmp_path / "other"), steps=1))
-    train(TrainConfig(dataset=str(cache), output=str(tmp_path / "full"), stage="full", steps=1, save_every=1))
-    with pytest.raises(AvatarInputError, match="checkpoint .* trained other weights than this run .stage 'mask'"):
-        train(TrainConfig(dataset=str(cache), output=str(tmp_path / "full"), stage="mask", steps=2))
-    from model.prepare import write_cache
+    train(TrainConfig(dataset=str(cache), output=str(tmp_path / "full"), task="full", steps=1, save_every=1))
+    with pytest.raises(AvatarInputError, match="checkpoint .* trained other weights than this run .the mask task"):
+        train(TrainConfig(dataset=str(cache), output=str(tmp_path / "full"), task="mask", steps=2))
+    from model.training.cache import write_cache
 
     big = write_cache(tmp_path / "big", build_pipeline("tiny", max_characters=2),
                       [{"x0": torch.zeros(1, 16, 3, 40, 80), "clip_id": "big", "has_audio": False, "num_characters": 1}],
@@ -137,7 +140,7 @@ def test_training_refuses_inputs_it_cannot_use(cache, curated_dataset, tmp_path)
     with pytest.raises(AvatarInputError, match="windows this model cannot train on: resolution 320x640 is more"):
         train(TrainConfig(dataset=str(big), output=str(tmp_path / "e"), steps=1))
     with pytest.raises(AvatarInputError, match="cannot be split over"):
-        from model.train import GlobalBatches, ShardBlockSampler
+        from model.training.engine import GlobalBatches, ShardBlockSampler
 
         GlobalBatches(ShardBlockSampler(CacheDataset(cache)), size=1, rank=0, world=2)
     bad = tmp_path / "captions.csv"

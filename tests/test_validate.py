@@ -4,7 +4,7 @@ import pytest
 from curation.detect import Detections
 from curation.geometry import mask_box
 from curation.validate import ValidationConfig, validate
-from evaluation.faults import FAULTS, inject
+from curation.faults import FAULTS, inject
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from curation.errors import CurationError
 from curation.pose import PoseConfig, PoseEstimator
 from curation.video import read_clip
 from curation.wholebody import FACE, LEFT_HAND, RIGHT_HAND
-from model.data import mouth_box
+from model.training.windows import mouth_box
 
 COCO_LEFT_WRIST, COCO_RIGHT_WRIST = 9, 10
 

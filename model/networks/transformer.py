@@ -26,7 +26,7 @@ from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnP
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
 from .mask_head import MaskPredictionHead
 
 

@@ -1,28 +1,18 @@
-"""Training cache: a curated dataset turned once into training shards, so that training never decodes a video.
+"""`avatar model prepare`: a curated dataset turned once into a training cache (cache.py says what it holds).
 
     avatar model prepare DATASET --out CACHE [--pipeline P | --size tiny --vae wide --vae-steps 150] [--audio whisper]
 
-A cache folder holds
-- `cache.json`: how it was made (the VAE's hash and config, resolution, frames per window, the audio front end and
-  its window settings, the data settings, whether it has captions);
-- `model/`: the AvatarPipeline whose VAE made the latents (a VAE built from scratch is fitted first); training
-  starts from it unless given another pipeline with the same VAE and audio front end;
-- `shards/<clip_id>.pt`: one file per clip with every training window of it: VAE latents of the frames and of the
-  reference frame, identity-crop latents and the boxes they were cut from, person masks and mouth loss weights on
-  the latent grid, per-character audio feature windows (the fixed part of AudioEncoder), the caption;
-- `clips.parquet`: one row per clip of the dataset, `done` (with its window count) or `failed` with the reason.
-
 Clips are prepared by `PrepareStep` (one clip in, one shard out), run by an executor: Ray Data (actors that load
 the VAE once; local, or a cluster by address) or a plain loop in this process. A rerun skips clips whose shard
-exists and (with retry_failed) retries failures, as curation does.
+exists and (with retry_failed) retries failures, as curation does. A VAE built from scratch is fitted first.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -31,11 +21,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import AvatarClipDataset, DataConfig, mirrored
-from .errors import AvatarInputError
+from curation.dataset import CuratedDataset
+from curation.errors import CurationError
+from curation.schema import canonical_source
+from runtime import start_ray
 
-CACHE_FORMAT = 1
-CACHE_FILE, MODEL_DIR, SHARD_DIR, CLIPS_FILE, JOURNAL_DIR = "cache.json", "model", "shards", "clips.parquet", "_journal"
+from ..errors import AvatarInputError
+from ..networks.audio import WHISPER_DEFAULT
+from ..networks.mask_head import MaskPredictionHead
+from ..sampling.clip import AvatarPipeline
+from ..sampling.presets import VAE_TINY, VAE_WIDE, build_pipeline
+from ..sampling.saved import saved_pipeline
+from .cache import CACHE_FILE, CLIPS_FILE, JOURNAL_DIR, MODEL_DIR, SHARD_DIR, cache_info, shard_row
+from .vae import fit_vae
+from .windows import AvatarClipDataset, DataConfig, mirrored
+
 AUDIO_FRONT_ENDS = ("log_mel", "whisper")
 
 
@@ -45,7 +45,7 @@ class PrepareConfig:
     output: str
     pipeline: str | None = None  # an AvatarPipeline folder: its VAE and audio front end make the cache
     size: str = "tiny"  # from scratch: the model size
-    vae: str = "tiny"  # from scratch: configs.VAE_TINY or "wide"
+    vae: str = "tiny"  # from scratch: presets.VAE_TINY or "wide"
     vae_steps: int = 0  # from scratch: fit the VAE to the dataset first (fit_vae on up to 16 clips)
     audio: str = "log_mel"  # from scratch: log_mel | whisper | whisper:<name or CTranslate2 folder>
     data: DataConfig = field(default_factory=DataConfig)
@@ -69,23 +69,12 @@ class PrepareSummary:
     failed_by_reason: dict[str, int]
 
 
-# ------------------------------------------------------------------------------------------- the model it uses
-def tensor_hash(module: torch.nn.Module) -> str:
-    """sha256 of a module's state (names and values): the identity of a VAE in cache.json."""
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def audio_front_end(spec: str) -> dict:
     """AudioEncoder keyword arguments for --audio (log_mel | whisper | whisper:NAME_OR_FOLDER)."""
     kind, _, name = spec.partition(":")
     if kind not in AUDIO_FRONT_ENDS:
         raise AvatarInputError(f"audio front end {spec!r}", "use log_mel, whisper or whisper:<name or folder>")
     if kind == "whisper":
-        from .audio import WHISPER_DEFAULT
 
         return {"whisper": name or WHISPER_DEFAULT}
     return {}
@@ -93,9 +82,6 @@ def audio_front_end(spec: str) -> dict:
 
 def build_cache_model(config: PrepareConfig, fit_progress: Callable | None = None):
     """The pipeline whose VAE and audio front end make the cache: loaded, or built from scratch (VAE fitted)."""
-    from .configs import VAE_TINY, VAE_WIDE, build_pipeline
-    from .pipeline import AvatarPipeline, saved_pipeline
-    from .train import fit_vae
 
     if config.pipeline is not None:
         return AvatarPipeline.from_pretrained(saved_pipeline(config.pipeline, "--pipeline"))
@@ -111,37 +97,8 @@ def build_cache_model(config: PrepareConfig, fit_progress: Callable | None = Non
     return pipe
 
 
-def cache_info(pipe, config: PrepareConfig, has_captions: bool) -> dict:
-    a = pipe.audio_encoder.config
-    return {"format": CACHE_FORMAT, "dataset": str(Path(config.dataset).resolve()) if "://" not in config.dataset
-            else config.dataset, "vae_sha256": tensor_hash(pipe.vae), "vae_config": dict(pipe.vae.config),
-            "audio_front_end": pipe.audio_encoder.front_end,
-            "audio_windows": {"context_frames": a.context_frames, "window_mels": a.window_mels,
-                              "sample_rate": a.sample_rate},
-            "resolution": list(config.data.size), "num_frames": config.data.num_frames, "data": asdict(config.data),
-            "captions": has_captions, "started_from": config.pipeline}
-
-
-def matches(pipe, info: dict) -> list[str]:
-    """What of a cache's making differs from the pipeline about to train on it (empty: it fits)."""
-    a = pipe.audio_encoder.config
-    differ = []
-    if tensor_hash(pipe.vae) != info["vae_sha256"]:
-        differ.append("VAE")
-    if pipe.audio_encoder.front_end != info["audio_front_end"]:
-        differ.append(f"audio front end ({info['audio_front_end']} in the cache, {pipe.audio_encoder.front_end} in "
-                      "the model)")
-    if [a.context_frames, a.window_mels, a.sample_rate] != list(info["audio_windows"].values()):
-        differ.append("audio windows")
-    return differ
-
-
-# --------------------------------------------------------------------------------------------- captions
 def read_captions(path: str | None, dataset: str) -> dict[str, str]:
     """clip_id -> caption, from a file keyed by clip_id or source (and from the dataset's own caption column)."""
-    from curation.dataset import CuratedDataset
-    from curation.schema import canonical_source
-
     clips = CuratedDataset(dataset).clips
     out = {}
     if "caption" in clips.columns:
@@ -172,14 +129,10 @@ def read_captions(path: str | None, dataset: str) -> dict[str, str]:
     return out
 
 
-# ------------------------------------------------------------------------------------------------- the step
 class PrepareStep:
     """One clip -> its shard of training windows (the model loads once per step object)."""
 
     def __init__(self, cache: str, dataset: str, data: DataConfig, captions: dict[str, str]):
-        from curation.dataset import CuratedDataset
-
-        from .pipeline import AvatarPipeline
 
         self.cache, self.dataset, self.data, self.captions = Path(cache), dataset, data, captions
         self.curated = CuratedDataset(dataset)  # opened once, not per clip
@@ -209,7 +162,6 @@ class PrepareStep:
                 items.append(mirrored(item))
         out: dict[str, list] = {k: [] for k in ("x0", "reference", "identity", "boxes", "targets", "weights",
                                                  "audio", "start", "flipped")}
-        from .mask_head import MaskPredictionHead
 
         for item in items:
             x0 = pipe.encode_images(item["frames"][None])[0]
@@ -239,19 +191,6 @@ class PrepareStep:
         return windows.cpu()
 
 
-def shard_row(shard: dict) -> dict:
-    """The clips.parquet row of a written shard; `bucket` (latent frames x height x width, characters) says which
-    windows can share a batch."""
-    return {"clip_id": shard["clip_id"], "status": "done", "windows": len(shard["x0"]), "error": None,
-            "has_audio": shard["has_audio"], "bucket": bucket_key(shard), "seconds": 0.0}
-
-
-def bucket_key(shard: dict) -> str:
-    f, h, w = shard["x0"].shape[2:]
-    return f"{f}x{h}x{w}/{shard['num_characters']}"
-
-
-# ----------------------------------------------------------------------------------------------- executors
 def run_local(step_args: tuple, clip_ids: list[str], progress=None) -> list[dict]:
     step, rows = PrepareStep(*step_args), []
     for n, clip_id in enumerate(clip_ids, 1):
@@ -273,12 +212,7 @@ class _RayPrepare:
 def run_ray(step_args: tuple, clip_ids: list[str], config: PrepareConfig, progress=None) -> list[dict]:
     import ray
 
-    if not ray.is_initialized():
-        kwargs = dict(address=config.ray_address or "local", include_dashboard=False, log_to_driver=False,
-                      logging_level="WARNING")
-        if config.ray_address is None:
-            kwargs["num_cpus"] = config.num_cpus
-        ray.init(**kwargs)
+    start_ray(config.ray_address, config.num_cpus)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress is None
     ds = ray.data.from_items([{"clip_id": c} for c in clip_ids], override_num_blocks=len(clip_ids))
@@ -293,13 +227,9 @@ def run_ray(step_args: tuple, clip_ids: list[str], config: PrepareConfig, progre
     return rows
 
 
-# ------------------------------------------------------------------------------------------------- driver
 def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None = None,
             fit_progress: Callable | None = None) -> PrepareSummary:
     """Build (or resume) the cache; every done clip of the dataset ends as a shard or a failed row."""
-    from curation.dataset import CuratedDataset
-    from curation.errors import CurationError
-
     tic = time.perf_counter()
     out = Path(config.output)
     try:
@@ -308,7 +238,6 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
         raise AvatarInputError(exc.what, "make one with `avatar curate run MANIFEST --out FOLDER`") from exc
     captions = read_captions(config.captions, config.dataset)
     if (out / CACHE_FILE).is_file():  # resume: the cache's own model, and the same making
-        from .pipeline import AvatarPipeline
 
         info = json.loads((out / CACHE_FILE).read_text())
         wanted = asdict(config.data)
@@ -319,7 +248,7 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
         pipe = build_cache_model(config, fit_progress)
         (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         pipe.save_pretrained(str(out / MODEL_DIR))
-        info = cache_info(pipe, config, bool(captions))
+        info = cache_info(pipe, config.dataset, config.data, config.pipeline, bool(captions))
         (out / CACHE_FILE).write_text(json.dumps(info, indent=1, default=str))
     known = read_clip_rows(out)
     every = list(dataset.clips["clip_id"])
@@ -359,8 +288,6 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
         reasons = "; ".join(sorted(set(failed.error))[:3])
         raise AvatarInputError(f"no clip of {config.dataset} could be prepared ({reasons})",
                                "see each clip's reason in " + str(out / CLIPS_FILE))
-    from collections import Counter
-
     return PrepareSummary(str(out), len(table), int((table.status == "done").sum()), len(failed),
                           int(table.windows.sum()), time.perf_counter() - tic,
                           dict(Counter(e.split(". Fix:")[0][:80] for e in failed.error)))
@@ -375,21 +302,3 @@ def read_clip_rows(out: Path) -> dict[str, dict]:
         row = json.loads(f.read_text())
         rows[row["clip_id"]] = row
     return rows
-
-
-def write_cache(folder: str | Path, pipe, shards: list[dict], data: DataConfig, captions: bool = False) -> Path:
-    """A cache made by the caller rather than from a curated dataset (synthetic data in tests and benchmarks):
-    `pipe` is saved as its model, each shard dict holds the tensors PrepareStep writes (x0, reference, identity,
-    boxes, targets, weights, audio, with a leading window axis) plus clip_id, caption, num_characters, has_audio."""
-    out = Path(folder)
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(out / MODEL_DIR))
-    rows = []
-    for shard in shards:
-        torch.save(shard, out / SHARD_DIR / f"{shard['clip_id']}.pt")
-        rows.append(shard_row(shard))
-    pd.DataFrame(rows).to_parquet(out / CLIPS_FILE, index=False)
-    info = cache_info(pipe, PrepareConfig(dataset=str(out), output=str(out), data=data), captions)
-    info["has_audio"] = any(r["has_audio"] for r in rows)
-    (out / CACHE_FILE).write_text(json.dumps(info, indent=1, default=str))
-    return out

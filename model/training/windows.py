@@ -9,7 +9,6 @@ from, xyxy in [0, 1]), the first frame as reference, and the audio under the win
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,8 @@ from torch.utils.data import Dataset
 from curation.dataset import CuratedDataset
 from curation.errors import CurationError
 
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
+from ..sampling.geometry import SIDE_MULTIPLE
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,6 @@ class DataConfig:
 
 
 ASPECT_BUCKETS = (1 / 2, 9 / 16, 2 / 3, 3 / 4, 1, 4 / 3, 3 / 2, 16 / 9, 2)  # width / height
-SIDE_MULTIPLE = 16  # VAE downsampling 8 x DiT patch 2
 
 
 def bucket_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
@@ -223,98 +222,4 @@ def collate(items: list[dict]) -> dict:
         raise AvatarInputError(f"a batch mixes {sorted(n)} characters", "use batch_size=1 or group clips by persons")
     out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "boxes", "reference", "weights")}
     out.update({k: [it[k] for it in items] for k in ("clip_id", "start", "audio", "fps")})
-    return out
-
-
-# ------------------------------------------------------------------------------ the training cache (model/prepare.py)
-class CacheDataset(Dataset):
-    """Training windows of a prepared cache, read shard by shard: at most `keep` shards are in memory at once,
-    so a dataset of any size streams (pair it with ShardBlockSampler, which visits one shard at a time)."""
-
-    def __init__(self, cache: str | Path, clip_ids: tuple[str, ...] | None = None, keep: int = 2):
-        import json
-
-        import pandas as pd
-
-        from .prepare import CACHE_FILE, CLIPS_FILE, SHARD_DIR
-
-        self.cache = Path(cache)
-        if not (self.cache / CACHE_FILE).is_file():
-            raise AvatarInputError(f"{cache} is not a training cache (no {CACHE_FILE})",
-                                   "make one with `avatar model prepare DATASET --out CACHE`")
-        self.info = json.loads((self.cache / CACHE_FILE).read_text())
-        rows = pd.read_parquet(self.cache / CLIPS_FILE)
-        rows = rows[(rows.status == "done") & (rows.windows > 0)]
-        if clip_ids is not None:
-            rows = rows[rows.clip_id.isin(clip_ids)]
-        if rows.empty:
-            raise AvatarInputError(f"{cache} has no prepared window" + (" of the clips asked for" if clip_ids else ""),
-                                   "prepare a dataset with done clips (see the cache's clips.parquet for reasons)")
-        self.shard_dir = self.cache / SHARD_DIR
-        self.captions: list[str] = [""]  # batches carry caption numbers (tensors split across processes; text does not)
-        self.index = [(cid, w) for cid, n in zip(rows.clip_id, rows.windows) for w in range(int(n))]
-        bucket = dict(zip(rows.clip_id, rows.bucket))
-        self.buckets = [bucket[cid] for cid, _ in self.index]  # windows of one bucket can share a batch
-        self.shards = {cid: [i for i, (c, _) in enumerate(self.index) if c == cid] for cid in rows.clip_id}
-        self.keep, self._loaded = keep, {}
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def shard(self, clip_id: str) -> dict:
-        if clip_id not in self._loaded:
-            if len(self._loaded) >= self.keep:
-                self._loaded.pop(next(iter(self._loaded)))
-            self._loaded[clip_id] = torch.load(self.shard_dir / f"{clip_id}.pt", weights_only=False)
-        return self._loaded[clip_id]
-
-    def __getitem__(self, i: int) -> dict:
-        clip_id, w = self.index[i]
-        s = self.shard(clip_id)
-        if s["caption"] not in self.captions:
-            self.captions.append(s["caption"])
-        return {"index": i, "x0": s["x0"][w], "reference": s["reference"][w], "identity": s["identity"][w],
-                "boxes": s["boxes"][w], "targets": s["targets"][w], "weights": s["weights"][w],
-                "audio": None if s["audio"] is None else s["audio"][w], "caption": self.captions.index(s["caption"]),
-                "num_characters": s["num_characters"], "clip_id": clip_id}
-
-
-class ShardBlockSampler(torch.utils.data.Sampler):
-    """Each epoch: the shards in a random order, the windows of each shard in a random order, shard after shard
-    (so few shards need to be in memory), the same for a seed and epoch whatever the number of processes."""
-
-    def __init__(self, dataset: CacheDataset, seed: int = 0):
-        self.dataset, self.seed = dataset, seed
-
-    def epoch(self, epoch: int) -> list[int]:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = []
-        for cid in rng.permutation(list(self.dataset.shards)):
-            order += [self.dataset.shards[cid][j] for j in rng.permutation(len(self.dataset.shards[cid]))]
-        return order
-
-    def __iter__(self):
-        epoch = 0
-        while True:  # the training loop stops it after its last step
-            yield from self.epoch(epoch)
-            epoch += 1
-
-
-def collate_cache(items: list[dict]) -> dict:
-    """A batch of cache windows (the same number of characters); `index` seeds each window's noise, so a window
-    draws the same noise whichever process trains it."""
-    n = {it["num_characters"] for it in items}
-    if len(n) != 1:
-        raise AvatarInputError(f"a batch mixes windows of {sorted(n)} characters",
-                               "use --batch-size 1, or prepare clips with the same --characters")
-    out = {k: torch.stack([it[k] for it in items]) for k in ("x0", "reference", "identity", "boxes", "targets",
-                                                             "weights")}
-    audio = [it["audio"] for it in items]
-    like = next((a for a in audio if a is not None), None)
-    # windows without sound get zeros (and has_audio False); a batch with none has an empty audio tensor
-    out["audio"] = torch.stack([a if a is not None else torch.zeros_like(like) for a in audio]) if like is not None \
-        else torch.zeros(len(items), 0)
-    out["has_audio"] = torch.tensor([a is not None for a in audio])
-    out["index"] = torch.tensor([it["index"] for it in items])
-    out["caption"] = torch.tensor([it["caption"] for it in items])
     return out

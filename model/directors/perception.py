@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio, resolve_whisper
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
+from ..networks.audio import SAMPLE_RATE, load_audio, resolve_whisper
 
-SAMPLE_RATE = 16000
 POSE_WEIGHTS = "yolov8n-pose_int8_openvino_model"
 
 
@@ -228,14 +227,13 @@ def person_facts(box: np.ndarray, kpts: np.ndarray, width: int, height: int) -> 
 
 
 class Viewer:
-    """The visual side of perception: persons with keypoints by the YOLO pose model, plus image statistics."""
+    """The visual side of perception: persons with keypoints by a YOLO pose model, plus image statistics.
 
-    def __init__(self, weights: str | Path = POSE_WEIGHTS, weights_dir: str | Path | None = None, conf: float = 0.4):
-        from curation.weights import resolve_weights
-        from curation.yolo import load_yolo
+    `model` is an ultralytics pose model (POSE_WEIGHTS by default, e.g. `curation.yolo.load_yolo(path, "pose", 640)`);
+    model/ does not load curation's detectors itself."""
 
-        self.model = load_yolo(resolve_weights(weights, weights_dir), "pose", 640)
-        self.conf = conf
+    def __init__(self, model, conf: float = 0.4):
+        self.model, self.conf = model, conf
 
     def __call__(self, image: np.ndarray) -> SceneFacts:
         r = self.model.predict(np.ascontiguousarray(image[..., ::-1]), imgsz=640, conf=self.conf, classes=[0],

@@ -23,7 +23,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
 
 
 def box_features(boxes: torch.Tensor, grid_hw: tuple[int, int], frequencies: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
 
 
 @dataclass(frozen=True)

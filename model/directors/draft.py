@@ -1,42 +1,24 @@
-"""The Co-Reasoning Director and the Negative Director: a Storyline from a brief (KlingAvatar 2.0, sec. 3.1).
-
-Three experts talk in rounds: the audio expert reads the transcript and the prosody of each track, the visual
-expert the reference image's persons and look, the text expert the user's instruction and the others' messages.
-The text expert then writes the draft storyline as JSON of `Draft` (constrained decoding where the backend allows
-it). A draft that breaks a rule (unparseable, gaps or overlaps, a shot past the audio, a speaker who is silent in
-that span) is re-asked once with the problems named, then repaired: never passed on broken. Conflicts between the
-instruction and what the audio says (singing asked of speech, a speaker told to stay silent, an emotion the voice
-contradicts) are checked from the measured facts; the storyline names each one and how it was resolved (the audio
-decides timing, who speaks and how the voice sounds; the instruction decides the rest). The Negative Director then
-writes each shot's negative prompt from the shot itself: its emotion, motion speed, silent characters and camera.
-
-Two baselines share the facts, the schema and the repair: `SingleCallDirector` (one LLM call, no experts, no rounds)
-and `rule_based_storyline` (shots from voice activity alone).
+"""The storyline draft an LLM writes: its schema (narrowed to the brief's turns), the facts it is given, the rule
+checks, and the repair that makes any draft a valid storyline.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from .llm import LLM
+from ..storyline import Shot
 from .perception import Brief, VoiceFacts
-from .storyline import Character, Shot, Storyline
 
 EMOTIONS = ("neutral", "calm", "happy", "excited", "sad", "angry", "surprised", "serious")
-# no spaces: the constrained decoder allows no whitespace outside free text (model/llm.py)
+
+
+# no spaces: the constrained decoder allows no whitespace outside free text (llm.py)
 CAMERAS = ("static", "slow-push-in", "slow-pull-back", "pan-left", "pan-right", "close-up", "medium-shot", "wide-shot")
-GLOBAL_NEGATIVE = "blurry, distorted face, extra fingers, flicker, identity drift, watermark, text"
-HIGH_AROUSAL = {"excited", "angry", "surprised"}
-OPPOSITE_EMOTION = {"neutral": "exaggerated grimace", "calm": "agitated shouting face", "happy": "frowning, crying",
-                    "excited": "bored, motionless face", "sad": "broad smile, laughing",
-                    "angry": "smiling, relaxed face", "surprised": "blank, indifferent face",
-                    "serious": "giggling, goofy expression"}
 
 
 class DraftShot(BaseModel):
@@ -66,10 +48,6 @@ class SingleCallDraft(Draft):
     shots: list[SingleCallShot] = Field(min_length=1, max_length=6)
 
 
-class ShotNegative(BaseModel):
-    negative: str = Field(min_length=8, max_length=120)
-
-
 @dataclass
 class DirectorConfig:
     rounds: int = 2  # rounds of the three experts before the storyline is written
@@ -81,7 +59,6 @@ class DirectorConfig:
     speaking_share: float = 0.3  # a character speaks in a shot when its VAD covers this share of it (or 1 s)
 
 
-# ---------------------------------------------------------------------------------------------- facts as text
 def voice_lines(brief: Brief) -> str:
     lines = []
     for i, v in enumerate(brief.voices):
@@ -156,7 +133,6 @@ def brief_schema(model: type[Draft], brief: Brief, config: DirectorConfig) -> di
     return schema
 
 
-# ---------------------------------------------------------------------------------------------- conflicts
 CUES = {
     "singing": r"\bsing(s|ing)?\b|\bsong\b|\bsung\b",
     "silent": r"\b(stays?|remains?|keeps?|is)\s+(silent|quiet)\b|\bsilent(ly)?\b|\bquiet(ly)?\b|\bsays? nothing\b"
@@ -184,6 +160,8 @@ def find_conflicts(brief: Brief) -> list[str]:
 
 
 RESOLUTION = "the audio decides timing, who speaks and how the voice sounds; the instruction decides setting and style"
+
+
 CONTRADICTS = {"the instruction asks for singing": (CUES["singing"], "speaks"),
                "the instruction asks for silence": (CUES["silent"], "speaks"),
                "the instruction asks for a heated": (CUES["high"], "calm"),
@@ -197,7 +175,6 @@ def named(conflict: str, names: list[str]) -> bool:
     return any(re.search(key[word], n.lower()) for n in names)
 
 
-# ---------------------------------------------------------------------------------------------- checks and repair
 def parse_json(text: str) -> dict:
     """The first JSON object in a reply (servers that ignore the schema wrap it in prose or code fences)."""
     start = text.find("{")
@@ -313,200 +290,6 @@ def repair(draft: Draft, brief: Brief, config: DirectorConfig) -> tuple[list[Sho
     return shots, fixes
 
 
-# ---------------------------------------------------------------------------------------------- negative prompts
-def shot_negative_terms(shot: Shot, brief: Brief) -> list[str]:
-    """What would be wrong in this shot in particular: the opposite emotion, the wrong motion speed, mouths moving
-    on the characters who are silent here, a camera that does the opposite."""
-    terms = [OPPOSITE_EMOTION.get(shot.emotion, "")]
-    rate = max((brief.voices[k].rate_wps for k in shot.speakers), default=0.0)
-    terms.append("frozen face, still lips" if shot.speakers else "lips moving, talking")
-    terms.append("jerky fast head motion" if rate < 3 or shot.emotion not in HIGH_AROUSAL else "sluggish motion")
-    silent = [i for i in range(len(brief.voices)) if i not in shot.speakers]
-    if shot.speakers and silent:
-        terms.append(", ".join(f"character {i} talking" for i in silent))
-    if shot.camera == "static":
-        terms.append("camera shake, zoom")
-    return [t for t in terms if t]
-
-
-def not_the_prompt(negative: str, prompt: str, limit: int = 3) -> str:
-    """A model's negative terms without those that repeat the shot's own prompt (a small model copies it, and a
-    negative prompt that negates the shot would push the video away from what was asked) or run past six words
-    (sentences, not terms)."""
-    words = set(re.findall(r"[a-z]+", prompt.lower()))
-    keep = []
-    for term in re.split(r"[,;\n]", negative):
-        own = re.findall(r"[a-z]+", term.lower())
-        if 0 < len(own) <= 6 and sum(w in words for w in own) / len(own) < 0.5 and term.strip() not in keep:
-            keep.append(term.strip())
-    return ", ".join(keep[:limit])
-
-
-class NegativeDirector:
-    """Per-shot negative prompts: the LLM's words for this shot plus the terms the shot's facts imply."""
-
-    def __init__(self, llm: LLM | None, config: DirectorConfig):
-        self.llm, self.config = llm, config
-
-    def __call__(self, shots: list[Shot], brief: Brief, dialogue: list[dict]) -> None:
-        for shot in shots:
-            terms = shot_negative_terms(shot, brief)
-            said = shot.negative_prompt
-            if self.llm is not None and not said:
-                said = self.ask(shot, brief, dialogue)
-            said = not_the_prompt(said, shot.prompt)
-            shot.negative_prompt = ", ".join(t for t in [said, *terms, GLOBAL_NEGATIVE] if t)
-
-    def ask(self, shot: Shot, brief: Brief, dialogue: list[dict]) -> str:
-        user = (f"Shot {shot.start_s:.1f}-{shot.end_s:.1f}s: {shot.prompt} Emotion {shot.emotion}, camera "
-                f"{shot.camera}, speaking characters {shot.speakers}. List what must NOT appear in this shot "
-                f"(wrong emotion, wrong motion speed, implausible poses, artifacts), as JSON.")
-        reply = self.llm.chat([{"role": "system", "content": "You are the Negative Director of a video shoot."},
-                               {"role": "user", "content": user}], self.config.negative_tokens,
-                              ShotNegative.model_json_schema())
-        dialogue.append({"expert": "negative", "text": reply})
-        try:
-            return ShotNegative.model_validate(parse_json(reply)).negative
-        except (ValueError, ValidationError):
-            return ""
-
-
-# ---------------------------------------------------------------------------------------------- the directors
-EXPERTS = {
-    "audio": "You are the audio expert. From the transcript and the voice measurements, say the emotion, the "
-             "speaking intent and the rhythm of each character, in two sentences.",
-    "visual": "You are the visual expert. From the image facts, say who is where, how they look and what camera "
-              "framing suits them, in two sentences.",
-    "text": "You are the text expert. Compare the instruction with the audio and visual experts. Name any conflict "
-            "(the audio decides timing, who speaks and the voice) and propose the actions and camera moves, in two "
-            "sentences.",
-}
-
-
-@dataclass
-class FirstTry:
-    """How the model's first storyline came out, before any re-ask or repair."""
-
-    problems: list[str]  # rules it broke (empty: valid as written)
-    shots: list[tuple[float, float, list[int]]]  # its (start, end, speakers); empty: unparseable
-    reasked: bool = False
-
-
-@dataclass
-class DirectionResult:
-    storyline: Storyline
-    first_try: FirstTry
-    model_conflicts: list[str]  # the conflicts the model itself named
-    seconds: float
-
-
-class CoReasoningDirector:
-    """Audio, visual and text experts in rounds, then the storyline, then the Negative Director."""
-
-    draft_schema = Draft
-
-    def __init__(self, llm: LLM, config: DirectorConfig | None = None):
-        self.llm, self.config = llm, config or DirectorConfig()
-        self.negative = NegativeDirector(llm, self.config)
-
-    def facts(self, brief: Brief) -> dict[str, str]:
-        return {"audio": voice_lines(brief) + "\nTimeline:\n" + timeline_lines(brief, self.config),
-                "visual": scene_lines(brief), "text": f"Instruction: {brief.instruction or '(none)'}"}
-
-    def discuss(self, brief: Brief) -> list[dict]:
-        facts, dialogue = self.facts(brief), []
-        for r in range(self.config.rounds):
-            for expert, role in EXPERTS.items():
-                heard = "\n".join(f"{t['expert']} expert: {t['text']}" for t in dialogue[-6:])
-                user = f"{facts[expert]}\n\nDiscussion so far:\n{heard or '(you speak first)'}\n\nYour message:"
-                text = self.llm.chat([{"role": "system", "content": role}, {"role": "user", "content": user}],
-                                     self.config.expert_tokens).strip()
-                dialogue.append({"expert": expert, "round": r, "text": text})
-        return dialogue
-
-    def writer_messages(self, brief: Brief, dialogue: list[dict]) -> list[dict]:
-        facts = self.facts(brief)
-        heard = "\n".join(f"{t['expert']} expert: {t['text']}" for t in dialogue)
-        return [{"role": "system", "content": "You write a video storyline as JSON: shots that cover the audio "
-                 f"timeline from 0 to {brief.duration_s:.1f} s without gaps, each with its speakers, emotion, camera "
-                 "and a one-sentence prompt. List any conflict between the instruction and the audio."},
-                {"role": "user", "content": f"{facts['text']}\n{facts['audio']}\n{facts['visual']}\n\n"
-                 f"The experts said:\n{heard}\n\nThe storyline JSON:"}]
-
-    def draft(self, messages: list[dict], brief: Brief) -> tuple[Draft | None, FirstTry]:
-        """The model's storyline (None when no reply could be read) and how its first reply came out."""
-        first: FirstTry | None = None
-        schema = brief_schema(self.draft_schema, brief, self.config)
-        for attempt in range(self.config.reasks + 1):
-            reply = self.llm.chat(messages, self.budget(schema), schema)
-            try:
-                draft = self.draft_schema.model_validate(parse_json(reply))
-                found = problems(draft, brief, self.config)
-            except (ValueError, ValidationError) as exc:
-                draft, found = None, [f"the reply is not a storyline of the schema ({str(exc).splitlines()[0]})"]
-            first = first or FirstTry(found, [(x.start_s, x.end_s, x.speakers) for x in draft.shots] if draft else [])
-            first.reasked = attempt > 0
-            if not found:
-                break
-            messages = messages + [{"role": "assistant", "content": reply[:1500]},
-                                   {"role": "user", "content": "Fix these problems and answer with the whole JSON "
-                                    "again: " + "; ".join(found[:4])}]
-        return draft, first
-
-    def budget(self, schema: dict) -> int:
-        """Tokens the storyline may take."""
-        return self.config.storyline_tokens
-
-    def direct(self, brief: Brief) -> DirectionResult:
-        tic = time.perf_counter()
-        dialogue = self.discuss(brief)
-        draft, first = self.draft(self.writer_messages(brief, dialogue), brief)
-        return self.finish(brief, draft, first, dialogue, tic)
-
-    def finish(self, brief: Brief, draft: Draft | None, first: FirstTry, dialogue: list[dict], tic: float
-               ) -> DirectionResult:
-        model_conflicts = list(draft.conflicts) if draft else []
-        fallback = draft is None
-        draft = draft or fallback_draft(brief, self.config)
-        shots, fixes = repair(draft, brief, self.config)
-        conflicts = find_conflicts(brief)
-        missed = [c for c in conflicts if not named(c, model_conflicts)]
-        self.negative(shots, brief, dialogue)
-        story = Storyline(
-            duration_s=brief.duration_s, prompt=strip_contradictions(
-                brief.instruction if copies_transcript(draft.prompt, brief) else draft.prompt, conflicts),
-            negative_prompt=GLOBAL_NEGATIVE, shots=shots,
-            characters=[Character(box=b, audio=i) for i, b in enumerate(brief.characters)],
-            transcript=" | ".join(v.transcript() for v in brief.voices), dialogue=dialogue,
-            conflicts=model_conflicts + missed, resolution=(draft.resolution or RESOLUTION) if conflicts else
-            draft.resolution, repairs=(["the draft could not be used: shots from voice activity"] if fallback
-                                       else []) + fixes)
-        story.check(brief.duration_s)
-        return DirectionResult(story, first, model_conflicts, time.perf_counter() - tic)
-
-
-class SingleCallDirector(CoReasoningDirector):
-    """Baseline: one LLM call with the same facts and schema (negative prompts included), no experts, no rounds;
-    the same re-ask and repair."""
-
-    draft_schema = SingleCallDraft
-
-    def __init__(self, llm: LLM, config: DirectorConfig | None = None):
-        super().__init__(llm, config)
-        self.negative = NegativeDirector(None, self.config)
-
-    def budget(self, schema: dict) -> int:
-        """The storyline's tokens plus, for each shot it may have, those the Negative Director gets for one."""
-        return self.config.storyline_tokens + self.config.negative_tokens * schema["properties"]["shots"]["maxItems"]
-
-    def direct(self, brief: Brief) -> DirectionResult:
-        tic = time.perf_counter()
-        messages = self.writer_messages(brief, [])
-        messages[0]["content"] += " Give each shot its negative prompt."
-        draft, first = self.draft(messages, brief)
-        return self.finish(brief, draft, first, [], tic)
-
-
 def fallback_draft(brief: Brief, config: DirectorConfig) -> Draft:
     """The voice-activity timeline with the instruction as every shot's prompt (also the rule-based baseline)."""
     arousal = max((v.arousal for v in brief.voices), key=["low", "medium", "high"].index, default="low")
@@ -517,18 +300,3 @@ def fallback_draft(brief: Brief, config: DirectorConfig) -> Draft:
                                               else "everyone listens"))[:100].ljust(12))
              for a, b, who in turns(brief, config)]
     return Draft(conflicts=[], resolution="", prompt=base.ljust(12)[:120], shots=shots)
-
-
-def rule_based_storyline(brief: Brief, config: DirectorConfig | None = None) -> DirectionResult:
-    """Baseline: shots from voice activity alone, one global negative prompt."""
-    config, tic = config or DirectorConfig(), time.perf_counter()
-    draft = fallback_draft(brief, config)
-    shots, _ = repair(draft, brief, config)
-    for shot in shots:
-        shot.negative_prompt = GLOBAL_NEGATIVE
-    story = Storyline(duration_s=brief.duration_s, prompt=draft.prompt, negative_prompt=GLOBAL_NEGATIVE, shots=shots,
-                      characters=[Character(box=b, audio=i) for i, b in enumerate(brief.characters)],
-                      transcript=" | ".join(v.transcript() for v in brief.voices))
-    story.check(brief.duration_s)
-    first = FirstTry(problems(draft, brief, config), [(x.start_s, x.end_s, x.speakers) for x in draft.shots])
-    return DirectionResult(story, first, [], time.perf_counter() - tic)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from .errors import AvatarInputError
+from ..errors import AvatarInputError
 
 SCHEDULES_FILE = "schedules.json"
 SOURCES = ("shifted", "fitted", "distilled")

@@ -1,0 +1,68 @@
+"""The cascade's geometry: its stage names, sizes, frame rates and timeline (stored in model_index.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import AvatarInputError
+
+CASCADE_STAGES = ("blueprint", "keyframe", "subclip", "interpolate", "sr")  # the one list of the cascade's stages
+
+
+SIDE_MULTIPLE = 16  # frame sides: VAE downsampling 8 x DiT patch 2
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """The geometry of a cascade (stored in the pipeline folder's model_index.json)."""
+
+    height: int = 64  # output frames
+    width: int = 64
+    fps: float = 25.0  # output frame rate
+    subclip_frames: int = 9  # frames of one sub-clip at fps / interpolation (4k+1)
+    interpolation: int = 2  # output frames per sub-clip frame
+    sr_scale: int = 2  # output side / sub-clip side
+    blueprint_scale: int = 2  # keyframe side / blueprint side
+    max_keyframes: int = 9  # keyframes one blueprint pass holds; more are built hierarchically
+
+    def __post_init__(self):
+        if (self.subclip_frames - 1) % 4 or self.subclip_frames < 9:
+            raise AvatarInputError(f"subclip_frames={self.subclip_frames} breaks the 4k+1 frame rule",
+                                   "use 9, 13, 17, ... frames per sub-clip (a sub-clip needs a frame between its ends)")
+        if self.max_keyframes < 3:
+            raise AvatarInputError(f"max_keyframes={self.max_keyframes}", "use at least 3 keyframes per blueprint pass")
+        for name, (h, w) in (("output", (self.height, self.width)), ("keyframe", self.keyframe_size),
+                             ("blueprint", self.blueprint_size)):
+            if h % SIDE_MULTIPLE or w % SIDE_MULTIPLE or h <= 0 or w <= 0:
+                raise AvatarInputError(
+                    f"the {name} size {h}x{w} of a {self.height}x{self.width} cascade (sr_scale {self.sr_scale}, "
+                    f"blueprint_scale {self.blueprint_scale})",
+                    f"use output sides that are multiples of {SIDE_MULTIPLE * self.sr_scale * self.blueprint_scale}")
+
+    @property
+    def spacing(self) -> int:
+        """Output frames from one keyframe to the next (one sub-clip)."""
+        return (self.subclip_frames - 1) * self.interpolation
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        return self.height // self.sr_scale, self.width // self.sr_scale
+
+    @property
+    def blueprint_size(self) -> tuple[int, int]:
+        h, w = self.keyframe_size
+        return h // self.blueprint_scale, w // self.blueprint_scale
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def timeline(self, duration_s: float) -> tuple[int, int]:
+        """(output frames, sub-clips) for a duration: duration x fps frames, covered by whole sub-clips (the last
+        one is cut)."""
+        frames = int(round(duration_s * self.fps))
+        if frames < self.spacing + 1:
+            raise AvatarInputError(
+                f"a duration of {duration_s:g} s ({frames} frames at {self.fps:g} fps) is shorter than one sub-clip "
+                f"({self.spacing + 1} frames, {(self.spacing + 1) / self.fps:.2f} s)",
+                f"ask for at least {(self.spacing + 1) / self.fps:.2f} s, or sample a short clip with an AvatarPipeline")
+        return frames, -(-(frames - 1) // self.spacing)

@@ -1,0 +1,39 @@
+"""Checks that a folder holds a saved pipeline of the kind a command needs, naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import AvatarInputError
+from .geometry import CASCADE_STAGES
+
+
+def saved_pipeline(folder: str | Path, name: str = "") -> str:
+    """`folder` if it holds a saved AvatarPipeline, else an AvatarInputError naming it (`name`: the option given)."""
+    path = Path(folder)
+    if not (path / "model_index.json").is_file():
+        raise AvatarInputError(f"{name + ' ' if name else ''}{path} is not a saved AvatarPipeline folder"
+                               + ("" if path.exists() else " (it does not exist)"),
+                               "give a folder written by `avatar model train` (OUT/pipeline) or save_pretrained")
+    return str(path)
+
+
+def saved_cascade(folder: str | Path, name: str = "") -> str:
+    """`folder` if it holds a saved CascadeAvatarPipeline, else an AvatarInputError naming it and what is missing."""
+
+    path = Path(saved_pipeline(folder, name))
+    index = json.loads((path / "model_index.json").read_text())
+    if index.get("_class_name") != "CascadeAvatarPipeline":
+        raise AvatarInputError(f"{name + ' ' if name else ''}{path} holds a {index.get('_class_name')}, not a cascade",
+                               "give a folder written by `avatar model init` or a cascade stage's training")
+    missing = [s for s in CASCADE_STAGES if s not in index or not (path / s / "config.json").is_file()]
+    if missing:
+        raise AvatarInputError(f"the cascade folder {path} is missing the stage(s) {', '.join(missing)}",
+                               "save the whole cascade (save_pretrained) or make a new one with `avatar model init`")
+    return str(path)
+
+
+def is_cascade(folder: str | Path) -> bool:
+    """Whether a saved pipeline folder holds a CascadeAvatarPipeline."""
+    return json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name") == "CascadeAvatarPipeline"

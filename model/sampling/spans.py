@@ -1,0 +1,123 @@
+"""A cascade's spans: what each needs (the plan), where finished ones are kept (the resumable run folder), and the
+Ray actors that render them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from runtime import start_ray
+
+from ..errors import AvatarInputError
+
+
+@dataclass
+class CascadePlan:
+    """What every span needs once the keyframes exist (small: it goes to each Ray worker and into the run folder)."""
+
+    frames: int  # output frames
+    spans: int
+    seed: int
+    steps: int | None
+    guidance: float
+    keyframes: torch.Tensor  # (1, 16, K, hk, wk) HR keyframe latents
+    sr_keyframes: torch.Tensor  # (1, 16, K, h, w) at the output size
+    waves: list[np.ndarray]  # per character, padded to the spans' end
+    texts: list[tuple[torch.Tensor, torch.Tensor | None]]  # per span: prompt (and negative) embeddings
+    references: dict[str, torch.Tensor]  # reference latents at "keyframe" and "sr" sizes
+    identity: torch.Tensor  # (1, C, 16, 1, hc, wc)
+    boxes: torch.Tensor  # (1, C, 4) in [0, 1]
+    identity_masks: torch.Tensor | None = None  # (1, C, H, W) in the reference image, for heads that take them
+    seconds: dict[str, float] = field(default_factory=dict)  # planning time per stage
+    blueprint_passes: int = 0
+
+
+class RunFolder:
+    """A run's plan and finished spans on disk (or nowhere, without a folder)."""
+
+    def __init__(self, folder: str | Path | None, signature: str):
+        self.folder = None if folder is None else Path(folder)
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = self.folder / "run.json"
+        if stamp.is_file():
+            old = json.loads(stamp.read_text()).get("signature")
+            if old != signature:
+                raise AvatarInputError(f"the run folder {self.folder} holds a run of other inputs or settings",
+                                       "give a new --run-dir, or the same inputs to resume that run")
+        else:
+            stamp.write_text(json.dumps({"signature": signature}))
+
+    def plan(self) -> CascadePlan | None:
+        path = None if self.folder is None else self.folder / "plan.pt"
+        return torch.load(path, weights_only=False) if path is not None and path.is_file() else None
+
+    def save_plan(self, plan: CascadePlan) -> CascadePlan:
+        if self.folder is not None:
+            tmp = self.folder / "plan.pt.tmp"
+            torch.save(plan, tmp)
+            tmp.replace(self.folder / "plan.pt")
+        return plan
+
+    def span(self, j: int) -> torch.Tensor | None:
+        path = None if self.folder is None else self.folder / f"span_{j:05d}.pt"
+        return torch.load(path, weights_only=True) if path is not None and path.is_file() else None
+
+    def save_span(self, j: int, latents: torch.Tensor) -> torch.Tensor:
+        if self.folder is not None:
+            tmp = self.folder / f"span_{j:05d}.pt.tmp"
+            torch.save(latents, tmp)
+            tmp.replace(self.folder / f"span_{j:05d}.pt")
+        return latents
+
+
+def ray_spans(pipe, plan: CascadePlan, todo: list[int], workers: int,
+              ray_address: str | None, run: RunFolder):
+    """(span, frames) as Ray actors finish them: each actor loads the pipeline once (one GPU each where there are
+    GPUs); the plan goes to the object store once."""
+    import ray
+    from ray.util import ActorPool
+
+    folder = Path(str(pipe.name_or_path or ""))
+    if not (folder / "model_index.json").is_file():  # built in memory: the actors load a saved copy
+        if run.folder is None:
+            raise AvatarInputError("Ray workers need the pipeline on disk", "load it with from_pretrained, or pass a "
+                                   "run_dir (the pipeline is saved there)")
+        folder = run.folder / "model"
+        pipe.save_pretrained(str(folder))
+    start_ray(ray_address)
+    gpus = 1 if torch.cuda.is_available() else 0
+    worker = span_worker_class(type(pipe))
+    actors = [worker.options(num_gpus=gpus, num_cpus=1).remote(str(folder), torch.get_num_threads() // workers or 1)
+              for _ in range(min(workers, len(todo)))]
+    plan_ref = ray.put(plan)
+    try:
+        yield from ActorPool(actors).map_unordered(lambda actor, j: actor.render.remote(plan_ref, j), todo)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def span_worker_class(pipeline_class):
+    """The Ray actor class that renders spans of a `pipeline_class` folder (made on demand: importing this module does
+    not import Ray)."""
+    import ray
+
+    @ray.remote
+    class SpanWorker:
+        def __init__(self, folder: str, threads: int):
+            torch.set_num_threads(threads)
+            self.pipe = pipeline_class.from_pretrained(folder)
+            if torch.cuda.is_available():
+                self.pipe.to("cuda")
+            self.pipe.set_progress_bar_config(disable=True)
+
+        def render(self, plan: CascadePlan, j: int) -> tuple[int, torch.Tensor]:
+            return j, self.pipe.render_span(plan, j)
+
+    return SpanWorker
