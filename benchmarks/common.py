@@ -42,8 +42,19 @@ class Stopwatch:
         return {k: round(self.items[k] / v, 2) for k, v in self.seconds.items() if v > 0}
 
 
+def commit() -> str:
+    """The commit the benchmark ran on ("+dirty" when the working tree had uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    head = run("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def emit(name: str, result: dict) -> Path:
-    result = {"benchmark": name, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    result = {"benchmark": name, "commit": commit(),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "peak_rss_mb": round(peak_rss_mb(), 1), **result}
     text = json.dumps(result, indent=2)
     print(text)
