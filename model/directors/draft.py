@@ -160,8 +160,6 @@ def find_conflicts(brief: Brief) -> list[str]:
 
 
 RESOLUTION = "the audio decides timing, who speaks and how the voice sounds; the instruction decides setting and style"
-
-
 CONTRADICTS = {"the instruction asks for singing": (CUES["singing"], "speaks"),
                "the instruction asks for silence": (CUES["silent"], "speaks"),
                "the instruction asks for a heated": (CUES["high"], "calm"),

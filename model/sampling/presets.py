@@ -20,8 +20,6 @@ from .geometry import CASCADE_STAGES
 
 WAN_COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, freq_dim=256, cross_attn_norm=True,
                   qk_norm="rms_norm_across_heads", eps=1e-6)
-
-
 TRANSFORMER = {
     "tiny": dict(num_attention_heads=2, attention_head_dim=12, text_dim=32, ffn_dim=48, num_layers=3,
                  rope_max_seq_len=32, audio_dim=32, mask_layer=1),
@@ -30,21 +28,13 @@ TRANSFORMER = {
     "wan-1.3b": dict(num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960, num_layers=30,
                      rope_max_seq_len=1024, audio_dim=768, mask_layer=20),
 }
-
-
 TEXT = {"tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
         "small": dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
         "wan-1.3b": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)}
-
-
 CASCADE = {"tiny": dict(height=64, width=64), "small": dict(height=128, width=128),  # CascadeConfig per size
            "wan-1.3b": dict(height=832, width=832, subclip_frames=21, interpolation=2, sr_scale=2, blueprint_scale=2,
                             max_keyframes=21)}
-
-
 VAE_TINY = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
-
-
 VAE_WIDE = dict(VAE_TINY, base_dim=8)  # for benchmarks that fit it to their clips (model.training.vae.fit_vae)
 
 

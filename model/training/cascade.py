@@ -49,7 +49,6 @@ def stage_data_config(cascade: CascadeConfig, stage: str, base: DataConfig) -> D
     return replace(base, num_frames=frames, frame_step=step, size=size, buckets=False, hflip=False)
 
 
-
 class StageWindows(torch.utils.data.Dataset):
     """Training windows of one cascade stage, cut from a curated dataset at the stage's rate and size and encoded
     as that stage sees them when sampling (targets, guides, anchors, audio per latent frame). Encoded once, kept."""

@@ -107,8 +107,7 @@ def full_parameters(pipe, text: bool) -> list[torch.nn.Parameter]:
     return [p for p in pipe.transformer.parameters() if id(p) not in frozen] + list(pipe.audio_encoder.parameters())
 
 
-def mask_loss(pipe, enc: dict, xt: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
-              audio_tokens: torch.Tensor | None) -> torch.Tensor:
+def mask_loss(pipe, enc: dict, xt: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """The mask-head loss on the frozen DiT's features (against the curated masks)."""
     out = pipe.transformer(xt, timestep, text, reference_latents=enc["reference"], identity_latents=enc["identity"],
                            identity_boxes=enc["boxes"], mask_head=pipe.mask_head, stop_after_mask_layer=True,
@@ -169,7 +168,7 @@ def task_loss(pipe, enc: dict, text: torch.Tensor, audio_tokens: torch.Tensor | 
     xt = (1 - sigma) * x0 + sigma * noise
     timestep, text = sigma.flatten() * 1000, text.expand(b, -1, -1)
     if not task_of(task).flow:
-        return mask_loss(pipe, enc, xt, timestep, text, audio_tokens)
+        return mask_loss(pipe, enc, xt, timestep, text)
     flow = flow_prediction(pipe, enc, xt, timestep, text, audio_tokens)
     if return_prediction:
         return flow, noise - x0
