@@ -6,12 +6,26 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = ROOT.parent / "shared"
+
+
+def use_this_tree() -> None:
+    """Import curation, model, ... from the tree this file is in, not from wherever an editable install points:
+    a benchmark run from a git worktree of another commit (`git worktree add ../bench COMMIT`) measures that
+    commit, and its JSON records it. Runs when this module is imported, before any package of ours is."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+use_this_tree()
 
 
 def setup_env() -> None:
@@ -46,8 +60,7 @@ def commit() -> str:
     """The commit the benchmark ran on ("+dirty" when the working tree had uncommitted changes)."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
-    run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    run = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     head = run("rev-parse", "--short", "HEAD") or "unknown"
     return head + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
 
