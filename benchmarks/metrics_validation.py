@@ -3,14 +3,22 @@
 - lip sync, offsets: each single-speaker clip with its own audio delayed or advanced by k = -12..12 frames; a shift
   is recovered when the measured offset moves by k (+-1 frame) from the clip's own. Shifts that push the true
   offset past the +-15-frame search are counted apart.
-- lip sync, confidence: non-overlapping 4 s windows of every clip, scored with their own audio, with the same
-  window of another speaker's clip, and with silence: ROC AUC of own against other / silence (windows do not
-  overlap, so they are independent samples of a clip; clips differ in speaker).
+- lip sync, confidence: non-overlapping 4 s windows of every clip, scored with their own audio against three
+  non-trivial negatives: another speaker's audio (the same window of another clip), the same speaker's audio at
+  another time (another window of the same clip) and the own audio shifted beyond the +-15-frame search; ROC AUC of
+  own against each (windows do not overlap, so they are independent samples of a clip; clips differ in speaker).
+  Silence is scored too, as a sanity check only: silent audio has no variance, `sync` returns None and scores 0, so
+  its AUC is 1.0 by construction.
 - speaker assignment: msdwild_00001 (three people, two who talk), its audio split into one track per speaker by
   the annotated who-speaks-when; is each track given to the face of its speaker (face boxes annotated per frame)?
   And per 4 s window where one person talks, is the face with the best sync against the mixed audio theirs?
-- identity: dlib embeddings of faces sampled across each clip: same clip (same person) against different clips,
-  ROC AUC and equal error rate of the cosine similarity.
+- identity: dlib embeddings of one person's face in distant frames of a recording (first and last 30% of the frames
+  where it is seen), one side of each pair degraded (darker light, half scale, JPEG compression, or none), against
+  other people: in other recordings (degraded the same way), and the three people of one recording
+  (msdwild_00001: same camera and light, so only the person differs). No person appears in two of these
+  recordings, so "same person" pairs come from one recording; the augmentations stand in for other conditions.
+  ROC AUC and equal error rate of the cosine similarity. `frames_of_one_clip_vs_other_clips` is the older, weaker
+  figure (frames of one clip against frames of other clips): it measures same clip vs other clip.
 - temporal and drift: the talking head with injected flicker, colour drift and frozen frames at graded strengths,
   and cross-faded into another speaker over the clip (identity drift); Spearman correlation of each metric with
   the strength (1.0 = moves monotonically with it).
@@ -102,37 +110,77 @@ def offsets(clips: list[dict], config: SyncConfig) -> dict:
             "per_clip": per_clip}
 
 
+def window_audio(clip, start: int, frames: int) -> np.ndarray:
+    """The clip's audio under video frames [start, start + frames)."""
+    a0 = int(start / clip.fps * SR)
+    return clip.audio[a0:a0 + int(frames / clip.fps * SR)]
+
+
+def negatives(clips: list[dict], i: int, start: int, n: int, config: SyncConfig) -> dict[str, np.ndarray | None]:
+    """The negatives for clip i's window at `start`: another speaker's audio under the same frames, the same clip's
+    audio of another non-overlapping window, and its own audio shifted by twice the search range (None where the
+    clip is too short for one)."""
+    clip, donor = clips[i]["clip"], clips[(i + 1) % len(clips)]["clip"]
+    out: dict[str, np.ndarray | None] = {"other_speaker": None, "same_speaker_other_time": None,
+                                         "own_shifted_beyond_search": None}
+    d0 = int(start / clip.fps * SR) % max(1, len(donor.audio) - n + 1)
+    if len(donor.audio) >= n:
+        out["other_speaker"] = donor.audio[d0:d0 + n]
+    later = [s for s in (start + WINDOW, start - WINDOW) if 0 <= s and s + WINDOW <= clip.num_frames]
+    if later:
+        out["same_speaker_other_time"] = window_audio(clip, later[0], WINDOW)[:n]
+    shift = 2 * config.max_offset
+    moved = [s for s in (start + shift, start - shift) if 0 <= s and s + WINDOW <= clip.num_frames]
+    if moved:
+        out["own_shifted_beyond_search"] = window_audio(clip, moved[0], WINDOW)[:n]
+    return out
+
+
+NEGATIVES = ("other_speaker", "same_speaker_other_time", "own_shifted_beyond_search")
+
+
 def confidence_auc(clips: list[dict], config: SyncConfig) -> dict:
-    """Window confidences with the own audio, another speaker's and silence; AUC on all clips and on each half of
-    the clips by name (the audio feature and the high-pass window were chosen on `tuning`; `held_out` never
-    informed a choice)."""
+    """Window confidences with the own audio and each negative (and silence, a sanity check); AUC on all clips and on
+    each half of the clips by name (the audio feature and the high-pass window were chosen on `tuning`, with the
+    other-speaker negative; `held_out` never informed a choice)."""
     names = sorted(c["name"] for c in clips)
     halves = {"tuning": set(names[::2]), "held_out": set(names[1::2])}
-    scores = {name: {"own": [], "other": [], "silence": []} for name in names}
+    kinds = ("own", *NEGATIVES, "silence")
+    scores = {name: {k: [] for k in kinds} for name in names}
+
+    def confidence(mouth, audio) -> float:
+        r = sync(mouth, audio_feature(audio, SR, clip.fps, WINDOW, config), config)
+        return r.confidence if r is not None else 0.0
+
     for i, c in enumerate(clips):
-        clip, donor = c["clip"], clips[(i + 1) % len(clips)]["clip"]
+        clip = c["clip"]
         for start in range(0, clip.num_frames - WINDOW + 1, WINDOW):
-            mouth = c["mouth"][start:start + WINDOW]
-            a0 = int(start / clip.fps * SR)
-            wave = clip.audio[a0:a0 + int(WINDOW / clip.fps * SR)]
-            if len(donor.audio) < len(wave):
-                continue
-            b0 = a0 % max(1, len(donor.audio) - len(wave) + 1)
-            for kind, audio in (("own", wave), ("other", donor.audio[b0:b0 + len(wave)]),
-                                ("silence", np.zeros_like(wave))):
-                r = sync(mouth, audio_feature(audio, SR, clip.fps, WINDOW, config), config)
-                scores[c["name"]][kind].append(r.confidence if r is not None else 0.0)
+            mouth, wave = c["mouth"][start:start + WINDOW], window_audio(clip, start, WINDOW)
+            scores[c["name"]]["own"].append(confidence(mouth, wave))
+            scores[c["name"]]["silence"].append(confidence(mouth, np.zeros_like(wave)))
+            for kind, audio in negatives(clips, i, start, len(wave), config).items():
+                if audio is not None and len(audio) == len(wave):
+                    scores[c["name"]][kind].append(confidence(mouth, audio))
 
     def summary(keep: set) -> dict:
-        own, other, silence = ([v for n in keep for v in scores[n][k]] for k in ("own", "other", "silence"))
-        return {"windows": len(own), "auc_own_vs_other_speaker": auc(own, other), "auc_own_vs_silence": auc(own, silence),
-                "confidence_own_median": float(np.median(own)), "confidence_other_median": float(np.median(other))}
+        got = {k: [v for n in sorted(keep) for v in scores[n][k]] for k in kinds}
+        out = {"windows": len(got["own"]), "confidence_own_median": float(np.median(got["own"]))}
+        for k in NEGATIVES:
+            out[f"auc_own_vs_{k}"] = auc(got["own"], got[k]) if got[k] else None
+            out[f"windows_{k}"] = len(got[k])
+            out[f"confidence_{k}_median"] = float(np.median(got[k])) if got[k] else None
+        out["sanity_auc_own_vs_silence"] = auc(got["own"], got["silence"])
+        return out
 
-    return {"window_frames": WINDOW, "all": summary(set(names)), "tuning_clips": sorted(halves["tuning"]),
+    return {"window_frames": WINDOW, "shift_beyond_search_frames": 2 * config.max_offset,
+            "note": "sanity_auc_own_vs_silence is 1.0 by construction (silence scores 0); the negatives are what "
+                    "the measure is judged on",
+            "all": summary(set(names)), "tuning_clips": sorted(halves["tuning"]),
             **{half: summary(keep) for half, keep in halves.items()}}
 
 
-def speaker_assignment(analyzer: FaceAnalyzer, config: SyncConfig) -> dict:
+def load_conversation(analyzer: FaceAnalyzer) -> dict:
+    """msdwild_00001 at 1280 px with our face tracks, its who-speaks-when and the annotated face boxes."""
     path = DATA / "talking" / "msdwild_00001.mp4"
     clip = read_clip(path, max_side=1280)
     faces = analyzer.track(clip.frames)
@@ -145,6 +193,11 @@ def speaker_assignment(analyzer: FaceAnalyzer, config: SyncConfig) -> dict:
     annotated = {k: np.median(v, 0) * clip.scale for k, v in boxes.items()}
     ours = [np.nanmedian(f.boxes, 0) for f in faces]
     name = [min(annotated, key=lambda k: np.linalg.norm(annotated[k] - b)) for b in ours]  # our face -> annotated id
+    return {"clip": clip, "faces": faces, "turns": turns, "name": name}
+
+
+def speaker_assignment(conversation: dict, config: SyncConfig) -> dict:
+    clip, faces, turns, name = (conversation[k] for k in ("clip", "faces", "turns", "name"))
     speakers = sorted({s for _, _, s in turns if sum(e - b for b, e, s2 in turns if s2 == s) > 3.0})
     t = np.arange(len(clip.audio)) / SR
     tracks = [np.where(np.any([(t >= b) & (t < e) for b, e, s2 in turns if s2 == s], axis=0), clip.audio, 0)
@@ -171,27 +224,96 @@ def speaker_assignment(analyzer: FaceAnalyzer, config: SyncConfig) -> dict:
             "windows_speaker_found": hits}
 
 
-def identity(analyzer: FaceAnalyzer, clips: list[dict], per_clip: int = 6) -> dict:
-    emb, tic, n = {}, time.perf_counter(), 0
+def degrade(frame: np.ndarray, kind: str) -> np.ndarray:
+    """The frame under other conditions: darker light (gamma 1.8, 0.7 gain), half scale (down and up again), JPEG at
+    quality 20; "none" leaves it."""
+    import cv2
+
+    if kind == "light":
+        return np.clip(255 * 0.7 * (frame / 255.0) ** 1.8, 0, 255).astype(np.uint8)
+    if kind == "scale":
+        h, w = frame.shape[:2]
+        return cv2.resize(cv2.resize(frame, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h))
+    if kind == "compression":
+        ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 20])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return frame
+
+
+DEGRADATIONS = ("none", "light", "scale", "compression")
+
+
+def distant_faces(analyzer: FaceAnalyzer, clip, face, per_side: int) -> dict[str, list]:
+    """Unit embeddings of `per_side` faces from the first and from the last 30% of the frames where `face` is seen,
+    the late ones under each degradation."""
+    present = np.nonzero(face.present)[0]
+    cut = max(1, int(0.3 * len(present)))
+    picks = {"early": present[:cut][np.linspace(0, cut - 1, per_side).astype(int)],
+             "late": present[-cut:][np.linspace(0, cut - 1, per_side).astype(int)]}
+    out: dict[str, list] = {"early": [], **{f"late_{d}": [] for d in DEGRADATIONS}}
+
+    def unit(frame, box):
+        e = analyzer.embed(frame, box)
+        return None if e is None else e / np.linalg.norm(e)
+
+    for t in picks["early"]:
+        out["early"].append(unit(clip.frames[t], face.boxes[t]))
+    for t in picks["late"]:
+        for d in DEGRADATIONS:
+            out[f"late_{d}"].append(unit(degrade(clip.frames[t], d), face.boxes[t]))
+    return {k: [e for e in v if e is not None] for k, v in out.items()}
+
+
+def pair_stats(same: list[float], different: list[float]) -> dict:
+    return {"same_pairs": len(same), "different_pairs": len(different), "roc_auc": round(auc(same, different), 4),
+            "equal_error_rate": round(equal_error_rate(same, different), 4),
+            "similarity_same_median": round(float(np.median(same)), 4),
+            "similarity_different_median": round(float(np.median(different)), 4)}
+
+
+def identity(analyzer: FaceAnalyzer, clips: list[dict], conversation: dict, per_side: int = 4) -> dict:
+    """Same person in distant frames (one side degraded) against other people, in other recordings and in one
+    recording; and the older same-clip vs other-clip figure, named for what it measures."""
+    tic, n = time.perf_counter(), 0
+    people = {}
     for c in clips:
-        present = np.nonzero(c["face"].present)[0]
-        for t in present[np.linspace(0, len(present) - 1, per_clip).astype(int)]:
-            e = analyzer.embed(c["clip"].frames[t], c["face"].boxes[t])
-            emb.setdefault(c["name"], []).append(e / np.linalg.norm(e))
-            n += 1
+        people[c["name"]] = distant_faces(analyzer, c["clip"], c["face"], per_side)
+    conv = conversation
+    for k in np.argsort([f.present.sum() for f in conv["faces"]]):  # a person split in two tracks: the longest
+        face = conv["faces"][k]
+        if face.present.sum() >= 50:
+            people[f"msdwild_00001_face{conv['name'][k]}"] = distant_faces(analyzer, conv["clip"], face, per_side)
+    n = sum(len(v) for p in people.values() for v in p.values())
     seconds = time.perf_counter() - tic
-    names = list(emb)
-    same, different = [], []
-    for i, a in enumerate(names):
-        for j, b in enumerate(names[i:], i):
-            sims = np.array(emb[a]) @ np.array(emb[b]).T
-            if i == j:
-                same += list(sims[np.triu_indices(len(sims), 1)])
-            else:
-                different += list(sims.ravel())
-    return {"clips": len(names), "faces_per_clip": per_clip, "same_pairs": len(same), "different_pairs": len(different),
-            "roc_auc": auc(same, different), "equal_error_rate": equal_error_rate(same, different),
-            "similarity_same_median": float(np.median(same)), "similarity_different_median": float(np.median(different)),
+    sim = lambda a, b: [float(x @ y) for x in a for y in b]  # noqa: E731
+    by_degradation, same_all, other_all = {}, [], []
+    for d in DEGRADATIONS:
+        same = [v for p in people.values() for v in sim(p["early"], p[f"late_{d}"])]
+        other = [v for a, pa in people.items() for b, pb in people.items() if a != b
+                 for v in sim(pa["early"], pb[f"late_{d}"])]
+        by_degradation[d] = pair_stats(same, other)
+        same_all += same
+        other_all += other
+    conv_people = [p for name, p in people.items() if name.startswith("msdwild_00001_face")]
+    conv_same = [v for p in conv_people for d in DEGRADATIONS for v in sim(p["early"], p[f"late_{d}"])]
+    conv_other = [v for i, pa in enumerate(conv_people) for j, pb in enumerate(conv_people) if i != j
+                  for d in DEGRADATIONS for v in sim(pa["early"], pb[f"late_{d}"])]
+    # the older figure: frames of one clip (6 across the clip) against frames of other clips
+    old_same, old_other = [], []
+    for a, pa in people.items():
+        ea = pa["early"] + pa["late_none"]
+        old_same += [float(x @ y) for i, x in enumerate(ea) for y in ea[i + 1:]]
+        for b, pb in people.items():
+            if a < b:
+                old_other += sim(ea, pb["early"] + pb["late_none"])
+    return {"people": len(people), "faces_per_side": per_side,
+            "note": "same person = the same face in the first vs the last 30% of its frames, the late one degraded; "
+                    "no person of shared/data appears in two recordings",
+            "same_person_distant_vs_other_people": {"pooled": pair_stats(same_all, other_all), **by_degradation},
+            "same_person_distant_vs_other_people_same_recording": {
+                "recording": "msdwild_00001", "people": len(conv_people),
+                **(pair_stats(conv_same, conv_other) if conv_other else {})},
+            "frames_of_one_clip_vs_other_clips": pair_stats(old_same, old_other),
             "embeddings_per_s": n / seconds}
 
 
@@ -291,6 +413,7 @@ def main() -> None:
     analyzer = FaceAnalyzer(FaceConfig())
     sync_config, temporal_config = SyncConfig(), TemporalConfig()
     clips = load_talking(analyzer)
+    conversation = load_conversation(analyzer)
     frames = sum(c["clip"].num_frames for c in clips)
     cost = {"faces_fps": frames / sum(c["seconds"] for c in clips)}
     head = next(c for c in clips if c["name"] == "ref_video")["clip"]
@@ -306,8 +429,8 @@ def main() -> None:
         "clips": [c["name"] for c in clips],
         "lip_sync_offsets": offsets(clips, sync_config),
         "lip_sync_confidence": confidence_auc(clips, sync_config),
-        "speaker_assignment": speaker_assignment(analyzer, sync_config),
-        "identity": identity(analyzer, clips),
+        "speaker_assignment": speaker_assignment(conversation, sync_config),
+        "identity": identity(analyzer, clips, conversation),
         "injected_faults": injected_faults(head, temporal_config),
         "identity_drift": identity_drift(analyzer, head, next(c for c in clips if c["name"] == "edtalk_uncrop_obama")["clip"]),
         "hands_under_blur": hands_under_blur(["latentsync_demo1_video", "latentsync_demo2_video",
