@@ -104,14 +104,15 @@ def main() -> None:
         if proc.returncode or line is None:
             sys.exit(f"child with {n} threads failed:\n{proc.stderr[-4000:]}")
         per_threads[n] = json.loads(line[len("RESULT "):])
-    stats = {}
+    from benchmarks.common import RESULTS, commit, emit
+
+    stats, made_at = {}, commit()
     for name in per_threads[args.threads[0]]:
         values = [v for n in args.threads for v in per_threads[n][name]]
-        stats[name] = {"min": round(min(values), 4), "max": round(max(values), 4),
+        stats[name] = {"min": round(min(values), 4), "max": round(max(values), 4), "commit": made_at,
                        "by_threads": {str(n): [round(v, 4) for v in per_threads[n][name]] for n in args.threads}}
-    from benchmarks.common import RESULTS, emit
 
-    previous = RESULTS / "learning_tests.json"  # a partial run (--only) keeps the other statistics
+    previous = RESULTS / "learning_tests.json"  # a partial run (--only) keeps the other statistics, each with its commit
     if set(args.only) != set(MEASURES) and previous.exists():
         stats = {**json.loads(previous.read_text())["statistics"], **stats}
     emit("learning_tests", {"seeds": args.seeds, "threads": args.threads, "statistics": stats})

@@ -1,8 +1,10 @@
 """The long-video cascade against a single pass over the whole clip and against chained chunks, in one run.
 
 - cost: wall time and peak memory (VmHWM of a fresh process per run) for 5 ... 160 s of output, tiny size, untrained
-  weights (cost does not depend on them), `--cost-steps` steps per stage. The fitted exponent of time in duration
-  for the cascade, a single pass (the sr-stage transformer, rotary table widened, over every output latent frame at
+  weights (cost does not depend on them), `--cost-steps` steps per stage, `--cost-repeats` fresh processes per
+  method and duration (interleaved). The fitted exponent of time in duration (on the median per duration, with a
+  bootstrap 95% CI over the repeats, and the CI of the difference between methods) and the absolute times, for the
+  cascade, a single pass (the sr-stage transformer, rotary table widened, over every output latent frame at
   once: quadratic attention) and chained chunks (InfiniteTalk-style, below).
 - drift and seams: a tiny cascade trained stage by stage on the talking head of ../shared/data (frames before
   `--split`; the reference image is a held-out frame), sampling `--seconds` of video on held-out audio (the talking
@@ -129,37 +131,68 @@ def exponent(durations: list[float], seconds: list[float]) -> float:
     return round(float(np.polyfit(np.log(durations), np.log(seconds), 1)[0]), 3)
 
 
-def one_cost(method: str, seconds: float, steps: int, limit_s: float, repeats: int) -> dict:
-    """The fastest of `repeats` fresh-process runs (timings on shared machines are noisy; the minimum is the least
-    disturbed), with its peak RSS."""
-    best = None
+def one_cost(method: str, seconds: float, steps: int, limit_s: float) -> dict:
+    """One run in a fresh process (wall seconds, peak RSS), or why there is none."""
+    cmd = [sys.executable, __file__, "--cost-run", method, str(seconds), "--cost-steps", str(steps)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"over {limit_s:g} s"}
+    if done.returncode:
+        return {"failed": done.stderr.strip().splitlines()[-1][:300]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def exponent_ci(durations: list[float], runs: list[list[float]], draws: int = 2000, seed: int = 0) -> np.ndarray:
+    """Bootstrap draws of the time exponent: at each duration, its repeated runs resampled and their median taken."""
+    rng = np.random.default_rng(seed)
+    x = np.log(durations)
+    out = np.empty(draws)
+    for k in range(draws):
+        y = [np.median(rng.choice(r, len(r))) for r in runs]
+        out[k] = np.polyfit(x, np.log(y), 1)[0]
+    return out
+
+
+def interval(values: np.ndarray) -> list[float]:
+    return [round(float(v), 3) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def measure_cost(durations: list[float], steps: int, limit_s: float, repeats: int) -> dict:
+    """Every method at every duration `repeats` times, each run a fresh process, the methods interleaved (so a
+    change of load on the machine falls on all three alike). The exponent is fitted to the median time per
+    duration; its 95% CI resamples the repeats (exponent_ci); differences of exponents likewise."""
+    methods = ("cascade", "chained", "single_pass")
+    runs = {m: {d: [] for d in durations} for m in methods}
     for _ in range(repeats):
-        cmd = [sys.executable, __file__, "--cost-run", method, str(seconds), "--cost-steps", str(steps)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            return {"duration_s": seconds, "skipped": f"over {limit_s:g} s"}
-        if done.returncode:
-            return {"duration_s": seconds, "failed": done.stderr.strip().splitlines()[-1][:300]}
-        run = json.loads(done.stdout.strip().splitlines()[-1])
-        best = run if best is None or run["seconds"] < best["seconds"] else best
-    return {"duration_s": seconds, **best}
-
-
-def measure_cost(durations: list[float], steps: int, limit_s: float, repeats: int = 2) -> dict:
-    out = {}
-    for method in ("cascade", "chained", "single_pass"):
-        rows = []
         for d in durations:
-            row = one_cost(method, d, steps, limit_s, repeats)
-            rows.append(row)
-            if "seconds" not in row:
-                break
-        ok = [r for r in rows if "seconds" in r]
-        out[method] = {"runs": rows, "time_exponent": exponent([r["duration_s"] for r in ok], [r["seconds"] for r in ok])
-                       if len(ok) > 1 else None,
-                       "memory_ratio_longest_over_shortest": round(ok[-1]["peak_rss_mb"] / ok[0]["peak_rss_mb"], 3)
-                       if len(ok) > 1 else None}
+            for m in methods:
+                runs[m][d].append(one_cost(m, d, steps, limit_s))
+    out, draws = {}, {}
+    for m in methods:
+        ok = [d for d in durations if all("seconds" in r for r in runs[m][d])]
+        rows = [{"duration_s": d, "seconds": [r.get("seconds") for r in runs[m][d]],
+                 "seconds_median": round(float(np.median([r["seconds"] for r in runs[m][d]])), 3) if d in ok else None,
+                 "peak_rss_mb": max((r["peak_rss_mb"] for r in runs[m][d] if "peak_rss_mb" in r), default=None),
+                 **({"problem": next(r for r in runs[m][d] if "seconds" not in r)} if d not in ok else {})}
+                for d in durations]
+        out[m] = {"runs": rows}
+        if len(ok) > 1:
+            times = [[r["seconds"] for r in runs[m][d]] for d in ok]
+            draws[m] = exponent_ci(ok, times)
+            out[m]["time_exponent"] = exponent(ok, [float(np.median(t)) for t in times])
+            out[m]["time_exponent_ci95"] = interval(draws[m])
+            out[m]["memory_ratio_longest_over_shortest"] = round(rows[durations.index(ok[-1])]["peak_rss_mb"] /
+                                                                 rows[0]["peak_rss_mb"], 3)
+            if len(ok) >= 2 and ok[-2:] == durations[-2:]:
+                a, b = (float(np.median(t)) for t in times[-2:])
+                out[m]["exponent_between_last_two"] = round(float(np.log(b / a) / np.log(ok[-1] / ok[-2])), 3)
+    for a, b in (("cascade", "chained"), ("cascade", "single_pass")):
+        if a in draws and b in draws:
+            diff = draws[a] - draws[b]
+            out[f"exponent_{a}_minus_{b}"] = {"value": round(out[a]["time_exponent"] - out[b]["time_exponent"], 3),
+                                              "ci95": interval(diff)}
+    out["repeats"] = repeats
     return out
 
 
@@ -349,6 +382,7 @@ def main() -> None:
     parser.add_argument("--cost-steps", type=int, default=2)
     parser.add_argument("--durations", type=float, nargs="+", default=[5, 10, 20, 40, 80, 160])
     parser.add_argument("--cost-limit", type=float, default=600, help="seconds a cost run may take")
+    parser.add_argument("--cost-repeats", type=int, default=3, help="fresh processes per method and duration")
     parser.add_argument("--split", type=int, default=250)
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--vae-steps", type=int, default=150)
@@ -365,7 +399,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     result = {"parts": args.parts}
     if "cost" in args.parts:  # first: nothing else running (Ray's processes linger after the parallel part)
-        result["cost"] = measure_cost(args.durations, args.cost_steps, args.cost_limit)
+        result["cost"] = measure_cost(args.durations, args.cost_steps, args.cost_limit, args.cost_repeats)
         result["cost"]["aim"] = "cascade time exponent <= 1.1, memory flat"
     if "wan" in args.parts:
         result["wan_1_3b_shaped"] = wan_shaped()

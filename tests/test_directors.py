@@ -90,8 +90,16 @@ def test_a_broken_draft_is_named_and_repaired(brief, conversation):
     assert speaker_accuracy(storyline_rows(story), conversation[2]) > 0.8
 
 
-def test_smollm2_writes_a_valid_storyline_end_to_end(tmp_path, conversation):
-    """`avatar direct` on the real SmolLM2: a storyline that validates, names the conflict, has per-shot negatives."""
+def content_words(text: str) -> set[str]:
+    return {w for w in "".join(c.lower() if c.isalpha() else " " for c in text).split() if len(w) >= 4}
+
+
+def test_avatar_direct_runs_on_smollm2_and_the_checks_make_its_storyline_valid(tmp_path, conversation):
+    """`avatar direct` end to end on the real SmolLM2-135M. Of the model itself this asserts only that its audio
+    expert speaks of the brief (its message uses words of the transcript it was given; an unreadable or unrelated
+    reply fails). The rest (a storyline that validates, the conflict named, per-shot negatives, speakers right) the
+    checks and the repair from voice activity guarantee whatever the model writes: benchmarks/directors.py finds
+    0.20 of this model's storylines valid as written."""
     image, tracks, truth = conversation
     out = tmp_path / "plan.json"
     args = [sys.executable, "-m", "pipelines.cli", "direct", "--image", str(image), "--prompt",
@@ -103,6 +111,8 @@ def test_smollm2_writes_a_valid_storyline_end_to_end(tmp_path, conversation):
     story = Storyline.read(out)
     story.check(story.duration_s)
     assert [d["expert"] for d in story.dialogue[:3]] == ["audio", "visual", "text"]
+    transcript = content_words("Do you know multi-talk? Wow, I know it, that's amazing.")  # what whisper hears
+    assert len(content_words(story.dialogue[0]["text"]) & transcript) >= 2, story.dialogue[0]
     assert any("sing" in c for c in story.conflicts) and not any("sing" in s.prompt.lower() for s in story.shots)
     assert specific_negatives([s.negative_prompt for s in story.shots], story.negative_prompt) == 1.0
     assert speaker_accuracy(storyline_rows(story), truth) > 0.8
@@ -136,7 +146,8 @@ def smollm2_folder(tmp_path_factory):
 
 
 def test_a_real_openai_compatible_server_through_the_url_backend(smollm2_folder, brief):
-    """`transformers serve` ignores the JSON schema: the directors parse, re-ask and repair what it says."""
+    """The URL backend against a real server: `transformers serve` ignores the JSON schema, and the directors
+    parse, re-ask and repair what it says into a valid storyline (the model's share in it is not what this tests)."""
     import httpx
 
     from model.directors.llm import OpenAILLM, ServerConfig

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,3 +95,28 @@ def test_an_unrated_study_scores_to_zeros():
     empty = FIXED.iloc[:0].astype(object)
     row = score_judgments(empty, ["overall"]).categories.iloc[0]
     assert (row.G, row.S, row.B, row.cases) == (0, 0, 0, 0) and math.isnan(row.gsb_low)
+
+
+def simulated_study(rng, cases: int = 80, raters: int = 3, mean=(0.45, 0.30, 0.25), concentration: float = 8.0):
+    """One study whose cases differ (each case's G/S/B probabilities drawn from a Dirichlet around `mean`), raters
+    independent within a case: the true (G+S)/(B+S) is (mean_G + mean_S) / (mean_B + mean_S)."""
+    rows = []
+    for c in range(cases):
+        p = rng.dirichlet(concentration * np.asarray(mean))
+        for r in range(raters):
+            value = int(rng.choice([1, 0, -1], p=p))
+            rows.append((f"c{c:03d}", f"r{r}", "overall", {1: "left", 0: "same", -1: "right"}[value], value, False))
+    return table(rows)
+
+
+def test_the_ratio_interval_covers_a_known_ratio_about_95_percent_of_the_time():
+    """200 simulated studies with a known ratio (1.364): the 95% bootstrap interval over cases must contain it in
+    90-99% of them (binomial sd at 95% and n = 200: 1.5 points). Measured: 0.955, 0.965, 0.94 (simulation seeds
+    0, 1, 2)."""
+    rng = np.random.default_rng(0)
+    truth = (0.45 + 0.30) / (0.25 + 0.30)
+    hits = 0
+    for _ in range(200):
+        row = score_judgments(simulated_study(rng), ["overall"], ScoreConfig(n_boot=1000)).categories.iloc[0]
+        hits += row.gsb_low <= truth <= row.gsb_high
+    assert 0.90 <= hits / 200 <= 0.99
