@@ -4,7 +4,8 @@
 identity, walking straight lines at fixed depths over a clean plate of the SAM2 "bedroom" clip; nearer people
 (lower feet) are drawn over farther ones, so crossings create real occlusion.
 
-``generate_hard_clip`` (the hard set): people from four real sources (see sprites.py), no tint, over clean
+``generate_hard_clip`` (the hard clips; benchmarks draw a tuning set from seeds 2000+ and a held-out set from
+seeds 8000+): people from four real sources (see sprites.py), no tint, over clean
 plates of two real scenes; 2 to 6 people, scale changing as they approach or recede, lighting that changes over
 time and across the frame, sensor noise, partial and full occlusion by each other and by a foreground pillar,
 look-alikes (the same person twice), and conversation scenes of people cut at the waist.
@@ -278,7 +279,7 @@ def generate_hard_clip(
     plates: Collection[str] | None = None,
     kind: str | None = None,
 ) -> SyntheticClip:
-    """One clip of the hard set (module docstring); ``num_persons`` 2-6, drawn from the seed when None.
+    """One hard clip (module docstring); ``num_persons`` 2-6, drawn from the seed when None.
 
     Every person is at least 30% visible on frame 0 (trackers are prompted there); paths are redrawn until so.
     ``people`` (source clips, as in ``Sprite.video``) and ``plates`` (names in PLATES) restrict what a clip is made

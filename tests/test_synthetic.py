@@ -29,7 +29,7 @@ def test_background_has_no_person(annotator, data_dir):
 
 
 def test_hard_set_ground_truth_is_exact_and_varied(data_dir):
-    """The hard set: exact visible masks, everyone at least 30% visible on frame 0 (where trackers are prompted),
+    """The hard clips: exact visible masks, everyone at least 30% visible on frame 0 (where trackers are prompted),
     and over a dozen seeds the variety it promises: 2-6 people, street and conversation scenes, look-alikes,
     a foreground pillar, people from several real sources, light that changes."""
     import pytest

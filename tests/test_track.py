@@ -146,7 +146,7 @@ def test_no_person_to_track(annotator, synthetic_clip):
 
 
 def test_a_reacquired_person_never_takes_another_persons_fragment():
-    """The traced ID switches on the hard set: a person the tracker lost takes a second instance of someone already
+    """The traced ID switches on the tuning set (hard clips, seeds 2000+): a person the tracker lost takes a second instance of someone already
     matched (a duplicate or a part). It may not, unless it holds that instance by its own track id."""
     masks = np.zeros((3, 40, 40), bool)
     masks[0, 5:35, 5:15] = True  # person 0's whole body
@@ -163,7 +163,7 @@ def test_a_reacquired_person_never_takes_another_persons_fragment():
 
 
 def test_a_reacquired_person_never_takes_an_instance_that_looks_like_someone_else():
-    """The other traced ID switch on the hard set: a person lost for a few frames re-appears next to where another
+    """The other traced ID switch on the tuning set: a person lost for a few frames re-appears next to where another
     person walks and takes that person's instance. A re-acquisition needs the instance to look at least as much like
     the person's own first-frame look as like anyone else's; a person on its own track keeps its instance."""
     frame = np.zeros((20, 40, 3), np.uint8)
