@@ -389,6 +389,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--sample-steps", type=int, default=8)
     parser.add_argument("--parts", nargs="+", default=["cost", "drift", "parallel", "wan"])
+    parser.add_argument("--name", default="model_cascade",
+                        help="results file name (e.g. model_cascade_cost for --parts cost wan, keeping the drift run's)")
     parser.add_argument("--video-dir", default=str(Path(tempfile.gettempdir()) / "model_cascade_videos"))
     args = parser.parse_args()
     setup_env()
@@ -408,7 +410,7 @@ def main() -> None:
     if "drift" in args.parts:
         result["drift"] = measure_drift(args, tmp)
         result["drift"]["aim"] = "cascade slope <= 0.3x the chained slope; seam ratio <= 1.2"
-    emit("model_cascade", result)
+    emit(args.name, result)
 
 
 if __name__ == "__main__":
