@@ -1,6 +1,6 @@
 """The numbers benchmarks/README.md reports, each tied to the results JSON and the value it comes from.
 
-A claim names the README line it is on (a piece of text unique to that line), the number as written there, the
+A claim names the README line it is on (a piece of text unique to that line in its section), the number as written there, the
 results file and the dotted path of the value (list items by index), and `scale` when the README writes the value in
 other units (ms for seconds: 1000; a percentage: 100). tests/test_readme_claims.py checks every claim: the line says
 the number, and the value at the path, times `scale` and rounded as the number is written, equals it. A number typed
@@ -9,7 +9,7 @@ in by hand, or left behind when its benchmark is rerun, fails the test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Claim:
     result: str  # benchmarks/results/<result>.json
     path: str  # dotted path into that JSON
     scale: float = 1.0
+    section: str = ""  # the heading whose section holds the line (empty: the whole document)
     doc: str = "benchmarks/README.md"
 
 
@@ -28,7 +29,125 @@ TRACK_S, KP_S, VAL_S = "curation_trackers", "curation_keypoints", "curation_vali
 PIPE, TRAIN, PREP, MASK, DIR = "curation_pipeline", "model_train_step", "model_prepare", "model_mask_head", "directors"
 LATER = "mask_iou_held_out.iou_later_frames."
 
+
+
+def in_section(section: str, *claims: Claim) -> list[Claim]:
+    return [replace(c, section=section) for c in claims]
+
+
+HELD, TUNE = "curation_trackers_heldout", "curation_trackers_tuning"
+OURS, NAIVE = "trackers.ultralytics_identity.all.", "trackers.ultralytics_naive_track_id.all."
+
+VH, VT, F = "curation_validation_heldout", "curation_validation_tuning", "validation.faults."
+NO_CARRY = "validation_per_frame_detection_only."
+
+KH, MP, UL = "curation_keypoints_heldout", "backends.mediapipe.", "backends.ultralytics."
+
 CLAIMS: list[Claim] = [
+    *in_section(
+        "Keypoints vs exact masks",
+        C("| held-out, 24 clips |", "0.958", KH, MP + "in_own_mask"),
+        C("| held-out, 24 clips |", "0.033", KH, MP + "in_other_mask"),
+        C("| held-out, 24 clips |", "0.938", KH, MP + "in_own_mask_ci95.0"),
+        C("| held-out, 24 clips |", "0.976", KH, MP + "in_own_mask_ci95.1"),
+        C("| held-out, 24 clips |", "0.016", KH, MP + "in_other_mask_ci95.0"),
+        C("| held-out, 24 clips |", "0.052", KH, MP + "in_other_mask_ci95.1"),
+        C("| held-out, 24 clips |", "0.957", KH, UL + "in_own_mask"),
+        C("| held-out, 24 clips |", "0.026", KH, UL + "in_other_mask"),
+        C("| held-out, people with human masks |", "0.966", KH, MP + "by_mask_source.human_masks.in_own"),
+        C("| held-out, people with human masks |", "0.033", KH, MP + "by_mask_source.human_masks.in_other"),
+        C("| held-out, people with human masks |", "0.954", KH, UL + "by_mask_source.human_masks.in_own"),
+        C("| held-out, people with human masks |", "0.040", KH, UL + "by_mask_source.human_masks.in_other"),
+        C("| held-out, by part |", "0.952", KH, MP + "by_part.body_feet.in_own"),
+        C("| held-out, by part |", "0.971", KH, MP + "by_part.face.in_own"),
+        C("| held-out, by part |", "0.984", KH, MP + "by_part.left_hand.in_own"),
+        C("| held-out, by part |", "0.975", KH, MP + "by_part.right_hand.in_own"),
+        C("| tuning, 24 clips |", "0.967", "curation_keypoints_tuning", MP + "in_own_mask"),
+        C("| tuning, 24 clips |", "0.029", "curation_keypoints_tuning", MP + "in_other_mask"),
+        C("| tuning, 24 clips |", "0.963", "curation_keypoints_tuning", UL + "in_own_mask"),
+        C("| tuning, 24 clips |", "0.027", "curation_keypoints_tuning", UL + "in_other_mask"),
+        C("| standard, 16 clips |", "0.974", "curation_keypoints", MP + "in_own_mask"),
+        C("| standard, 16 clips |", "0.025", "curation_keypoints", MP + "in_other_mask"),
+        C("| standard, 16 clips |", "0.972", "curation_keypoints", UL + "in_own_mask"),
+        C("| standard, 16 clips |", "0.019", "curation_keypoints", UL + "in_other_mask"),
+    ),
+    *in_section(
+        "Validation on injected faults, held-out set",
+        C("| gross faults |", "0.71", VH, F + "id_swap.gross.recall"),
+        C("| gross faults |", "1.00", VH, F + "dropped_mask.gross.recall"),
+        C("| gross faults |", "1.00", VH, F + "shifted_mask.gross.recall"),
+        C("| gross faults |", "1.00", VH, F + "merged_persons.gross.recall"),
+        C("| gross faults |", "0.26", VH, F + "leak.gross.recall"),
+        C("| subtle faults |", "0.84", VH, F + "id_swap.2.recall"),
+        C("| subtle faults |", "0.69", VH, F + "merged_persons.0.25.recall"),
+        C("| subtle faults |", "0.79", VH, F + "merged_persons.0.5.recall"),
+        C("| subtle faults |", "0.06", VH, F + "shifted_mask.2.recall"),
+        C("| subtle faults |", "0.11", VH, F + "shifted_mask.4.recall"),
+        C("| subtle faults |", "0.08", VH, F + "shifted_mask.8.recall"),
+        C("| subtle faults |", "0.06", VH, F + "leak.0.1.recall"),
+        C("| subtle faults |", "0.07", VH, F + "leak.0.25.recall"),
+        C("| subtle faults |", "0.05", VH, F + "leak.0.5.recall"),
+        C("| **false alarms on untouched ground truth** |", "0.135", VH, "validation.false_alarm_on_ground_truth"),
+        C("| **false alarms on untouched ground truth** |", "0.089", VH, "validation.false_alarm_on_ground_truth_ci95.0"),
+        C("| **false alarms on untouched ground truth** |", "0.183", VH, "validation.false_alarm_on_ground_truth_ci95.1"),
+        C("showing at least half of the person |", "0.068", VH,
+          "false_alarms_on_ground_truth_by_visibility.visible_at_least_half.false_alarm"),
+        C("hidden more than half |", "0.554", VH,
+          "false_alarms_on_ground_truth_by_visibility.visible_less_than_half.false_alarm"),
+        C("| the same checks without carrying", "0.193", VH, NO_CARRY + "false_alarm_on_ground_truth"),
+        C("| the same checks without carrying", "0.806", VH, NO_CARRY + "recall_gross_faults"),
+        C("| the same checks without carrying", "0.794", VH, "validation.recall_gross_faults"),
+        C("| the same checks without carrying", "0.314", VH, NO_CARRY + "recall_subtle_faults"),
+        C("| the same checks without carrying", "0.306", VH, "validation.recall_subtle_faults"),
+        C("| what still fires on ground truth |", "134", VH, "checks_fired_on_ground_truth.no_detection"),
+        C("| what still fires on ground truth |", "76", VH, "checks_fired_on_ground_truth.temporal_jump"),
+        C("| what still fires on ground truth |", "73", VH, "checks_fired_on_ground_truth.area_jump"),
+    ),
+    *in_section(
+        "Validation on injected faults, tuning set",
+        C("| gross faults |", "0.84", VT, F + "id_swap.gross.recall"),
+        C("| gross faults |", "0.99", VT, F + "dropped_mask.gross.recall"),
+        C("| gross faults |", "0.37", VT, F + "leak.gross.recall"),
+        C("| false alarms on untouched ground truth |", "0.135", VT, "validation.false_alarm_on_ground_truth"),
+        C("| false alarms on untouched ground truth |", "0.098", VT, "validation.false_alarm_on_ground_truth_ci95.0"),
+        C("| false alarms on untouched ground truth |", "0.172", VT, "validation.false_alarm_on_ground_truth_ci95.1"),
+        C("| the same checks without carrying |", "0.200", VT, NO_CARRY + "false_alarm_on_ground_truth"),
+    ),
+    *in_section(
+        "Tracker accuracy, held-out set",
+        C("| J / F, ours |", "0.558", HELD, OURS + "J"), C("| J / F, ours |", "0.598", HELD, OURS + "F"),
+        C("| J / F, the naive baseline", "0.538", HELD, NAIVE + "J"),
+        C("| J / F, the naive baseline", "0.576", HELD, NAIVE + "F"),
+        C("| J, ours over naive |", "1.038", HELD, OURS + "J_ratio_vs_naive_same_refinement.ratio"),
+        C("| J, ours over naive |", "1.006", HELD, OURS + "J_ratio_vs_naive_same_refinement.ci95.0"),
+        C("| J, ours over naive |", "1.077", HELD, OURS + "J_ratio_vs_naive_same_refinement.ci95.1"),
+        C("| J, ours over naive |", "13", HELD, OURS + "J_ratio_vs_naive_same_refinement.clips_better"),
+        C("| both unrefined |", "0.510", HELD, "trackers.ultralytics_identity_no_refine.all.J"),
+        C("| both unrefined |", "0.491", HELD, "trackers.ultralytics_naive_track_id_no_refine.all.J"),
+        C("| share of the refined segmenter oracle", "0.654", HELD, OURS + "segmenter_oracle_refined_J"),
+        C("| J by people |", "0.531", HELD, "trackers.ultralytics_identity.people_with_human_masks.J"),
+        C("| J by people |", "0.569", HELD, "trackers.ultralytics_identity.people_cut_by_selfie_segmentation.J"),
+        C("| J by scene |", "0.623", HELD, "trackers.ultralytics_identity.conversation_scenes.J"),
+        C("| J by scene |", "0.543", HELD, "trackers.ultralytics_identity.street_scenes.J"),
+        C("| J by scene |", "0.469", HELD, "trackers.ultralytics_identity.clips_with_pillar.J"),
+        C("| J by scene |", "0.558", HELD, "trackers.ultralytics_identity.clips_with_look_alike.J"),
+        C("| ID switches |", "12", HELD, OURS + "id_switches"), C("| ID switches |", "7", HELD, OURS + "clips_with_switch"),
+        C("| ID switches |", "19", HELD, NAIVE + "id_switches"), C("| ID switches |", "11", HELD, NAIVE + "clips_with_switch"),
+        C("| without the re-acquisition look rule", "38", HELD, "trackers.ultralytics_identity_no_look_rule.all.id_switches"),
+        C("| without the re-acquisition look rule", "0.546", HELD, "trackers.ultralytics_identity_no_look_rule.all.J"),
+        C("| without the re-acquisition look rule", "1.022", HELD, OURS + "J_ratio_vs_no_look_rule.ratio"),
+        C("| without the re-acquisition look rule", "0.987", HELD, OURS + "J_ratio_vs_no_look_rule.ci95.0"),
+        C("| without the re-acquisition look rule", "1.064", HELD, OURS + "J_ratio_vs_no_look_rule.ci95.1"),
+    ),
+    *in_section(
+        "Tracker accuracy, tuning set",
+        C("| J / F, ours |", "0.622", TUNE, OURS + "J"), C("| J / F, ours |", "0.638", TUNE, OURS + "F"),
+        C("| J, ours over naive |", "1.050", TUNE, OURS + "J_ratio_vs_naive_same_refinement.ratio"),
+        C("| J, ours over naive |", "1.023", TUNE, OURS + "J_ratio_vs_naive_same_refinement.ci95.0"),
+        C("| J, ours over naive |", "1.084", TUNE, OURS + "J_ratio_vs_naive_same_refinement.ci95.1"),
+        C("| share of the refined segmenter oracle", "0.703", TUNE, OURS + "segmenter_oracle_refined_J"),
+        C("| ID switches |", "15", TUNE, OURS + "id_switches"),
+    ),
     # face 68 points
     C("| median | 0.037", "0.037", "curation_face68", "residual_iod.median"),
     C("| mouth | 0.028", "0.028", "curation_face68", "residual_iod.mouth"),

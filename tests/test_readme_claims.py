@@ -34,9 +34,21 @@ def value_at(data, path: str):
     return data
 
 
+def section_lines(claim: Claim) -> list[str]:
+    """The document's lines, or only those of the claim's section (its heading to the next heading)."""
+    lines = (ROOT / claim.doc).read_text().splitlines()
+    if not claim.section:
+        return lines
+    starts = [i for i, x in enumerate(lines) if x.startswith("#") and x.lstrip("#").strip() == claim.section]
+    assert len(starts) == 1, f"section {claim.section!r} is not one heading of {claim.doc}"
+    end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return lines[starts[0]:end]
+
+
 def line_of(claim: Claim) -> str:
-    lines = [x for x in (ROOT / claim.doc).read_text().splitlines() if claim.line in x]
-    assert len(lines) == 1, f"{claim.line!r} is on {len(lines)} lines of {claim.doc}, not one"
+    lines = [x for x in section_lines(claim) if claim.line in x]
+    where = f"{claim.doc}" + (f" ({claim.section})" if claim.section else "")
+    assert len(lines) == 1, f"{claim.line!r} is on {len(lines)} lines of {where}, not one"
     return lines[0]
 
 
