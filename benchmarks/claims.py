@@ -45,7 +45,22 @@ KH, MP, UL = "curation_keypoints_heldout", "backends.mediapipe.", "backends.ultr
 
 MV, LIP, ID = "metrics_validation", "lip_sync_confidence.", "identity."
 
+CASCADE = "model_cascade"
+
 CLAIMS: list[Claim] = [
+    *in_section(
+        "Long-video cascade",
+        C("| colour distance slope, cascade |", "0.13", CASCADE, "drift.cascade.colour_slope_per_min"),
+        C("| colour distance slope, cascade |", "-0.12", CASCADE, "drift.cascade.colour_slope_ci95.0"),
+        C("| colour distance slope, cascade |", "0.37", CASCADE, "drift.cascade.colour_slope_ci95.1"),
+        C("| colour distance slope, chained |", "0.22", CASCADE, "drift.chained.colour_slope_per_min"),
+        C("| colour distance slope, chained |", "-0.07", CASCADE, "drift.chained.colour_slope_ci95.0"),
+        C("| colour distance slope, chained |", "0.52", CASCADE, "drift.chained.colour_slope_ci95.1"),
+        C("| ratio | 0.59", "0.59", CASCADE, "drift.colour_slope_per_min_ratio_cascade_over_chained"),
+        C("| seams: frame change at sub-clip joins", "0.92", CASCADE, "drift.cascade.seam_ratio"),
+        C("| seams: frame change at sub-clip joins", "0.92", CASCADE, "drift.chained.seam_ratio"),
+        C("| 2 Ray actors against serial", "0.51", CASCADE, "parallel.speedup"),
+    ),
     *in_section(
         "Automatic metrics",
         C("| lip sync offset |", "82", MV, "lip_sync_offsets.recovered_share", 100),

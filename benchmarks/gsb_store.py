@@ -107,11 +107,15 @@ def run_load(db: str, systems: tuple[str, str], cases: int, mode: str, workers: 
 
 
 def make_systems(root: Path, cases: int) -> tuple[str, str]:
-    """Two systems' folders of tiny placeholder videos (the store never decodes them)."""
+    """Two systems' folders of tiny real videos (a study re-encodes each into its blinded copy)."""
+    from curation.video import write_video
+
+    rng = np.random.default_rng(0)
     for name in ("ours", "base"):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(cases):
-            (root / name / f"case{i:04d}.mp4").write_bytes(b"\0")
+            frames = np.repeat(rng.integers(0, 255, size=(1, 32, 32, 3), dtype=np.uint8), 4, axis=0)
+            write_video(root / name / f"case{i:04d}.mp4", frames, fps=8)
     return f"ours={root / 'ours'}", f"base={root / 'base'}"
 
 
