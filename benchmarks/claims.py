@@ -47,7 +47,47 @@ MV, LIP, ID = "metrics_validation", "lip_sync_confidence.", "identity."
 
 CASCADE = "model_cascade"
 
+DIST, SW, MT = "model_distill", "sweep.", "multitask.stages."
+
 CLAIMS: list[Claim] = [
+    *in_section(
+        "Few-step distillation",
+        C("| 1 | 0.085", "0.085", DIST, SW + "1.student_over_teacher_fitted"),
+        C("| 2 | 0.23", "0.23", DIST, SW + "2.student_over_teacher_fitted"),
+        C("| 4 | **0.40**", "0.40", DIST, SW + "4.student_over_teacher_fitted"),
+        C("| 8 | 0.66", "0.66", DIST, SW + "8.student_over_teacher_fitted"),
+        C("| 1 | 0.085", "0.060", DIST, SW + "1.ci95_student_over_teacher_fitted.0"),
+        C("| 1 | 0.085", "0.115", DIST, SW + "1.ci95_student_over_teacher_fitted.1"),
+        C("| 2 | 0.23", "0.11", DIST, SW + "2.ci95_student_over_teacher_fitted.0"),
+        C("| 2 | 0.23", "0.38", DIST, SW + "2.ci95_student_over_teacher_fitted.1"),
+        C("| 2 | 0.23", "0.031", DIST, SW + "2.student_over_teacher_shifted"),
+        C("| 2 | 0.23", "0.135", DIST, SW + "2.fitted_over_shifted_teacher"),
+        C("| 4 | **0.40**", "0.17", DIST, SW + "4.ci95_student_over_teacher_fitted.0"),
+        C("| 4 | **0.40**", "0.54", DIST, SW + "4.ci95_student_over_teacher_fitted.1"),
+        C("| 4 | **0.40**", "0.046", DIST, SW + "4.student_over_teacher_shifted"),
+        C("| 4 | **0.40**", "0.115", DIST, SW + "4.fitted_over_shifted_teacher"),
+        C("| 8 | 0.66", "0.47", DIST, SW + "8.ci95_student_over_teacher_fitted.0"),
+        C("| 8 | 0.66", "0.83", DIST, SW + "8.ci95_student_over_teacher_fitted.1"),
+        C("| 8 | 0.66", "0.020", DIST, SW + "8.student_over_teacher_shifted"),
+        C("| 8 | 0.66", "0.031", DIST, SW + "8.fitted_over_shifted_teacher"),
+        C("| 4, LoRA rank 8 |", "0.44", DIST, "lora.student_over_teacher_fitted"),
+        C("| 4, LoRA rank 8 |", "0.051", DIST, "lora.student_over_teacher_shifted"),
+        C("| blueprint |", "0.48", DIST, MT + "blueprint.student_over_teacher_fitted"),
+        C("| blueprint |", "0.026", DIST, MT + "blueprint.student_over_teacher_shifted"),
+        C("| keyframe |", "1.07", DIST, MT + "keyframe.student_over_teacher_fitted"),
+        C("| keyframe |", "0.069", DIST, MT + "keyframe.student_over_teacher_shifted"),
+        C("| sub-clip |", "0.54", DIST, MT + "subclip.student_over_teacher_fitted"),
+        C("| sub-clip |", "0.063", DIST, MT + "subclip.student_over_teacher_shifted"),
+        C("| interpolation |", "0.31", DIST, MT + "interpolate.student_over_teacher_fitted"),
+        C("| interpolation |", "0.030", DIST, MT + "interpolate.student_over_teacher_shifted"),
+        C("| SR |", "0.12", DIST, MT + "sr.student_over_teacher_fitted"),
+        C("| SR |", "0.014", DIST, MT + "sr.student_over_teacher_shifted"),
+        C("| the student |", "53.5", DIST, "multitask.video.psnr_db_vs_teacher_50.student_4"),
+        C("| the teacher, fitted schedule |", "48.2", DIST, "multitask.video.psnr_db_vs_teacher_50.teacher_4_fitted"),
+        C("| the teacher, shifted schedule |", "41.2", DIST, "multitask.video.psnr_db_vs_teacher_50.teacher_4_shifted"),
+        C("the whole 5 s cascade 3.7x", "3.7", DIST, "multitask.video.speedup_student_vs_teacher_50"),
+        C("the multi-task one 130 s", "130", DIST, "multitask.distill_s"),
+    ),
     *in_section(
         "Long-video cascade",
         C("| colour distance slope, cascade |", "0.13", CASCADE, "drift.cascade.colour_slope_per_min"),
