@@ -49,7 +49,26 @@ CASCADE = "model_cascade"
 
 DIST, SW, MT = "model_distill", "sweep.", "multitask.stages."
 
+GSB = "gsb_store"
+
 CLAIMS: list[Claim] = [
+    *in_section(
+        "GSB store and scoring",
+        C("| SQLite |", "1940", GSB, "load.sqlite.ours_threads.judgments_per_s"),
+        C("| SQLite |", "2392", GSB, "load.sqlite.ours_processes.judgments_per_s"),
+        C("| SQLite |", "230", GSB, "load.sqlite.ours_threads.latency_p95_ms"),
+        C("| SQLite |", "109", GSB, "load.sqlite.ours_processes.latency_p95_ms"),
+        C("| PostgreSQL |", "1056", GSB, "load.postgresql.ours_threads.judgments_per_s"),
+        C("| PostgreSQL |", "1104", GSB, "load.postgresql.ours_processes.judgments_per_s"),
+        C("| PostgreSQL |", "177", GSB, "load.postgresql.ours_threads.latency_p95_ms"),
+        C("| PostgreSQL |", "139", GSB, "load.postgresql.ours_processes.latency_p95_ms"),
+        C("transactions, SQLite |", "2.12", GSB, "load.sqlite.ours_over_naive_judgments_per_s_threads"),
+        C("transactions, SQLite |", "1.69", GSB, "load.sqlite.ours_over_naive_judgments_per_s_processes"),
+        C("transactions, PostgreSQL |", "2.34", GSB, "load.postgresql.ours_over_naive_judgments_per_s_threads"),
+        C("transactions, PostgreSQL |", "1.95", GSB, "load.postgresql.ours_over_naive_judgments_per_s_processes"),
+        C("| scoring |", "0.29", GSB, "scoring.score_seconds"),
+        C("| scoring |", "0.6", GSB, "scoring.read_seconds"),
+    ),
     *in_section(
         "Few-step distillation",
         C("| 1 | 0.085", "0.085", DIST, SW + "1.student_over_teacher_fitted"),

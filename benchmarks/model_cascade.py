@@ -99,6 +99,7 @@ def single_pass(pipe, wave: np.ndarray, duration_s: float, steps: int) -> np.nda
     model = AvatarTransformer(**{**WAN_COMMON, **TRANSFORMER["tiny"], "rope_max_seq_len": max(32, f),
                                  "in_channels": 16 + COND_CHANNELS}).eval()
     tokens = pipe.audio_encoder([wave], frames, c.fps, float("inf")).tokens
+    pipe.sr = model  # the sr stage, widened (this process is thrown away after one run)
     latents, _ = pipe.denoise(model, (1, 16, f, c.height // 8, c.width // 8), [0], None, None, pipe.encode_prompt([""]),
                               None, 1.0, steps, tokens, torch.zeros(1, 16, 1, c.height // 8, c.width // 8),
                               torch.zeros(1, 1, 16, 1, 4, 4), torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]))
