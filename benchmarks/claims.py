@@ -45,13 +45,59 @@ KH, MP, UL = "curation_keypoints_heldout", "backends.mediapipe.", "backends.ultr
 
 MV, LIP, ID = "metrics_validation", "lip_sync_confidence.", "identity."
 
-CASCADE = "model_cascade"
+CASCADE, COST = "model_cascade", "model_cascade_cost"
 
 DIST, SW, MT = "model_distill", "sweep.", "multitask.stages."
 
 GSB = "gsb_store"
 
+SCALE = "curation_pipeline_scale"
+
 CLAIMS: list[Claim] = [
+    *in_section(
+        "Scale",
+        C("| rows in clips.parquet / distinct inputs |", "100", SCALE, "scale.100.rows_in_clips_parquet"),
+        C("| rows in clips.parquet / distinct inputs |", "100", SCALE, "scale.100.unique_inputs"),
+        C("| rows in clips.parquet / distinct inputs |", "247", SCALE, "scale.250.rows_in_clips_parquet"),
+        C("| rows in clips.parquet / distinct inputs |", "247", SCALE, "scale.250.unique_inputs"),
+        C("| done / failed", "96", SCALE, "scale.100.done"), C("| done / failed", "4", SCALE, "scale.100.failed"),
+        C("| done / failed", "237", SCALE, "scale.250.done"), C("| done / failed", "10", SCALE, "scale.250.failed"),
+        C("| peak memory of the whole process tree", "4169", SCALE, "scale.100.peak_pss_mb_process_tree"),
+        C("| peak memory of the whole process tree", "4230", SCALE, "scale.250.peak_pss_mb_process_tree"),
+        C("| frames/s, steady |", "3.91", SCALE, "scale.100.steady_frames_per_s"),
+        C("| frames/s, steady |", "3.47", SCALE, "scale.250.steady_frames_per_s"),
+    ),
+    # cascade cost (generated)
+    *in_section(
+        "Long-video cascade",
+        C("| the cascade |", "2.0", COST, "cost.cascade.runs.0.seconds_median"),
+        C("| the cascade |", "7.8", COST, "cost.cascade.runs.1.seconds_median"),
+        C("| the cascade |", "29.5", COST, "cost.cascade.runs.2.seconds_median"),
+        C("| the cascade |", "59.4", COST, "cost.cascade.runs.3.seconds_median"),
+        C("| the cascade |", "0.98", COST, "cost.cascade.time_exponent"),
+        C("| the cascade |", "0.89", COST, "cost.cascade.time_exponent_ci95.0"),
+        C("| the cascade |", "1.05", COST, "cost.cascade.time_exponent_ci95.1"),
+        C("| the cascade |", "1.01", COST, "cost.cascade.exponent_between_last_two"),
+        C("| the cascade |", "1.11", COST, "cost.cascade.memory_ratio_longest_over_shortest"),
+        C("| the cascade |", "910", COST, "cost.cascade.runs.0.peak_rss_mb"),
+        C("| the cascade |", "1014", COST, "cost.cascade.runs.3.peak_rss_mb"),
+        C("| chained chunks |", "2.2", COST, "cost.chained.runs.0.seconds_median"),
+        C("| chained chunks |", "11.9", COST, "cost.chained.runs.1.seconds_median"),
+        C("| chained chunks |", "37.9", COST, "cost.chained.runs.2.seconds_median"),
+        C("| chained chunks |", "77.7", COST, "cost.chained.runs.3.seconds_median"),
+        C("| chained chunks |", "1.01", COST, "cost.chained.time_exponent"),
+        C("| chained chunks |", "0.89", COST, "cost.chained.time_exponent_ci95.0"),
+        C("| chained chunks |", "1.07", COST, "cost.chained.time_exponent_ci95.1"),
+        C("| chained chunks |", "1.04", COST, "cost.chained.exponent_between_last_two"),
+        C("| chained chunks |", "1.09", COST, "cost.chained.memory_ratio_longest_over_shortest"),
+        C("| chained chunks |", "915", COST, "cost.chained.runs.0.peak_rss_mb"),
+        C("| chained chunks |", "997", COST, "cost.chained.runs.3.peak_rss_mb"),
+        C("| exponent, cascade minus chained |", "-0.03".lstrip("+"), COST, "cost.exponent_cascade_minus_chained.value"),
+        C("| exponent, cascade minus chained |", "-0.08".lstrip("+"), COST, "cost.exponent_cascade_minus_chained.ci95.0"),
+        C("| exponent, cascade minus chained |", "+0.05".lstrip("+"), COST, "cost.exponent_cascade_minus_chained.ci95.1"),
+
+    ),
+    # end cascade cost
     *in_section(
         "GSB store and scoring",
         C("| SQLite |", "1940", GSB, "load.sqlite.ours_threads.judgments_per_s"),
@@ -119,6 +165,10 @@ CLAIMS: list[Claim] = [
         C("| seams: frame change at sub-clip joins", "0.92", CASCADE, "drift.cascade.seam_ratio"),
         C("| seams: frame change at sub-clip joins", "0.92", CASCADE, "drift.chained.seam_ratio"),
         C("| 2 Ray actors against serial", "0.51", CASCADE, "parallel.speedup"),
+        C("| Wan-1.3B-shaped stage (meta build) |", "1.71", CASCADE, "wan_1_3b_shaped.per_stage.sr.parameters_b"),
+        C("| Wan-1.3B-shaped stage (meta build) |", "3.2", CASCADE, "wan_1_3b_shaped.per_stage.sr.bf16_weights_gb"),
+        C("| Wan-1.3B-shaped stage (meta build) |", "676", CASCADE, "wan_1_3b_shaped.per_stage.keyframe.tokens_per_pass"),
+        C("| Wan-1.3B-shaped stage (meta build) |", "29744", CASCADE, "wan_1_3b_shaped.per_stage.sr.tokens_per_pass"),
     ),
     *in_section(
         "Automatic metrics",
