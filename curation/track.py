@@ -57,8 +57,9 @@ class TrackerConfig:
     min_match_score: float = 0.3
     min_reacquire_score: float = 0.1  # second pass: unseen persons vs instances nobody took
     # A person re-acquired (unseen, or on another track id) never takes an instance whose mask lies at least this
-    # much inside another person's instance, a fragment or duplicate of that person. Off (> 1) by default: 0.6 cut
-    # the tuning set's (hard clips, seeds 2000+) ID switches 43 -> 31 but raised the standard set's 6 -> 8 and lowered its J (README).
+    # much inside another person's instance, a fragment or duplicate of that person. Off (> 1) by default: at 0.6 it
+    # cut ID switches on the tuning set (hard clips, seeds 2000+) but raised them and lowered J on the standard set
+    # (a run whose script was not committed: no figures are reported for it).
     fragment_containment: float = 1.1
     # A person re-acquired (unseen, or on another track id) never takes an instance that looks more like another
     # person's first-frame look than like its own by more than this (appearance similarity); > 1 turns it off.
