@@ -24,8 +24,7 @@ class Claim:
 
 
 C = Claim
-TRACK_T, KP_T, VAL_T = "curation_trackers_tuning", "curation_keypoints_tuning", "curation_validation_tuning"
-TRACK_S, KP_S, VAL_S = "curation_trackers", "curation_keypoints", "curation_validation"
+TRACK_S, VAL_S = "curation_trackers", "curation_validation"
 PIPE, TRAIN, PREP, MASK, DIR = "curation_pipeline", "model_train_step", "model_prepare", "model_mask_head", "directors"
 LATER = "mask_iou_held_out.iou_later_frames."
 

@@ -148,19 +148,19 @@ def confidence_auc(clips: list[dict], config: SyncConfig) -> dict:
     kinds = ("own", *NEGATIVES, "silence")
     scores = {name: {k: [] for k in kinds} for name in names}
 
-    def confidence(mouth, audio) -> float:
-        r = sync(mouth, audio_feature(audio, SR, clip.fps, WINDOW, config), config)
+    def confidence(mouth, audio, fps: float) -> float:
+        r = sync(mouth, audio_feature(audio, SR, fps, WINDOW, config), config)
         return r.confidence if r is not None else 0.0
 
     for i, c in enumerate(clips):
         clip = c["clip"]
         for start in range(0, clip.num_frames - WINDOW + 1, WINDOW):
             mouth, wave = c["mouth"][start:start + WINDOW], window_audio(clip, start, WINDOW)
-            scores[c["name"]]["own"].append(confidence(mouth, wave))
-            scores[c["name"]]["silence"].append(confidence(mouth, np.zeros_like(wave)))
+            scores[c["name"]]["own"].append(confidence(mouth, wave, clip.fps))
+            scores[c["name"]]["silence"].append(confidence(mouth, np.zeros_like(wave), clip.fps))
             for kind, audio in negatives(clips, i, start, len(wave), config).items():
                 if audio is not None and len(audio) == len(wave):
-                    scores[c["name"]][kind].append(confidence(mouth, audio))
+                    scores[c["name"]][kind].append(confidence(mouth, audio, clip.fps))
 
     def summary(keep: set) -> dict:
         got = {k: [v for n in sorted(keep) for v in scores[n][k]] for k in kinds}
@@ -274,7 +274,7 @@ def pair_stats(same: list[float], different: list[float]) -> dict:
 def identity(analyzer: FaceAnalyzer, clips: list[dict], conversation: dict, per_side: int = 4) -> dict:
     """Same person in distant frames (one side degraded) against other people, in other recordings and in one
     recording; and the older same-clip vs other-clip figure, named for what it measures."""
-    tic, n = time.perf_counter(), 0
+    tic = time.perf_counter()
     people = {}
     for c in clips:
         people[c["name"]] = distant_faces(analyzer, c["clip"], c["face"], per_side)
