@@ -14,6 +14,18 @@ app = typer.Typer(help="model: train and sample the avatar model", no_args_is_he
 console = Console(stderr=True)
 
 
+def quiet_loading() -> None:
+    """No per-file progress bars from diffusers, transformers and huggingface_hub while weights load and save: the
+    command's own progress is what the user watches."""
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 @app.command()
 def prepare(
     dataset: Path = typer.Argument(..., help="curated dataset folder (clips.parquet + tracks.parquet)"),
@@ -155,23 +167,68 @@ def relaunch(num_processes: int) -> int:
 
 @app.command()
 def init(
-    out: Path = typer.Option(..., "--out", "-o", help="the cascade folder to write"),
-    size: str = typer.Option("tiny", help="tiny | small | wan-1.3b (Wan-1.3B-shaped; large)"),
-    resolution: int = typer.Option(0, min=0, help="output side (default: 64 tiny, 128 small, 832 wan-1.3b)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the cascade folder to write (new or empty)"),
+    size: str = typer.Option("tiny", help="without --from-wan: tiny | small | wan-1.3b (Wan-1.3B-shaped; large), "
+                                          "random weights"),
+    from_wan: Optional[Path] = typer.Option(None, "--from-wan", help="a downloaded diffusers Wan checkpoint (I2V, "
+                                                                     "FLF2V, TI2V, A14B, T2V) to build the cascade on"),
+    resolution: int = typer.Option(0, min=0, help="output height (default: 64 tiny, 128 small, 832 wan-1.3b, 512 "
+                                                  "on a Wan checkpoint)"),
+    width: int = typer.Option(0, min=0, help="output width (default: the height; 832 on a Wan checkpoint, 896 TI2V)"),
     characters: int = typer.Option(4, min=1, help="characters the model holds"),
+    dtype: str = typer.Option("bf16", help="--from-wan: the weights' precision, bf16 | fp32"),
+    audio: str = typer.Option("log_mel", help="--from-wan: log_mel | whisper[:NAME_OR_FOLDER] | wav2vec2:FOLDER | "
+                                              "wav2vec2-all:FOLDER (every hidden layer)"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Write an untrained CascadeAvatarPipeline (every stage, random weights) to train stage by stage."""
+    """Write an untrained CascadeAvatarPipeline to train stage by stage: random weights of a named size, or on your Wan
+    checkpoint (the five stages share its weights on disk and in memory until one is fine-tuned)."""
+    from .errors import AvatarInputError
     from .sampling.presets import CASCADE, build_cascade
 
+    quiet_loading()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AvatarInputError(f"--out {out} already exists and is not empty", "give a new folder (init never "
+                               "writes over what it did not make)")
+    if from_wan is not None:
+        return init_from_wan(from_wan, out, resolution, width, characters, dtype, audio, seed)
     if size not in CASCADE:
         raise typer.BadParameter(f"{size!r}: one of {sorted(CASCADE)}", param_hint="--size")
     side = resolution or CASCADE[size]["height"]
-    pipe = build_cascade(size, seed=seed, max_characters=characters, **{**CASCADE[size], "height": side, "width": side})
+    pipe = build_cascade(size, seed=seed, max_characters=characters,
+                         **{**CASCADE[size], "height": side, "width": width or side})
     pipe.save_pretrained(str(out))
     c = pipe.cascade
     console.print(f"{out}: {size} cascade, output {c.height}x{c.width} at {c.fps:g} fps, keyframes every "
                   f"{c.spacing / c.fps:.2f} s, sub-clips {c.keyframe_size[0]}x{c.keyframe_size[1]}")
+
+
+def init_from_wan(folder: Path, out: Path, height: int, width: int, characters: int, dtype: str, audio: str,
+                  seed: int) -> None:
+    """`avatar model init --from-wan`: the cascade on the user's Wan checkpoint, saved with one copy of its weights."""
+    import torch
+
+    from .errors import AvatarInputError
+    from .networks.audio import audio_front_end
+    from .sampling.devices import DTYPES
+    from .sampling.wan import WAN_GEOMETRY, WanBuildConfig, WanCheckpoint, cascade_pipeline
+
+    if dtype not in ("bf16", "fp32"):
+        raise AvatarInputError(f"--dtype {dtype}", "use bf16 or fp32 (fp16 weights overflow in Wan's blocks)")
+    ckpt = WanCheckpoint.read(folder)
+    geometry = dict(WAN_GEOMETRY[ckpt.kind])
+    geometry.update({k: v for k, v in (("height", height), ("width", width or height)) if v})
+    torch.manual_seed(seed)
+    with console.status(f"building the cascade on {folder.name} ({ckpt.kind})"):
+        pipe = cascade_pipeline(folder, WanBuildConfig(dtype=DTYPES[dtype], max_characters=characters,
+                                                       audio=audio_front_end(audio)), **geometry)
+        pipe.save_pretrained(str(out))
+    c = pipe.cascade
+    console.print(f"{out}: cascade on {folder.name} ({ckpt.kind}, {dtype}, flow shift {ckpt.flow_shift:g}), output "
+                  f"{c.height}x{c.width} at {c.fps:g} fps, keyframes every {c.spacing / c.fps:.2f} s; the stages share "
+                  f"{out / 'base'}")
+    for note in ckpt.notes:
+        console.print(f"note: {note}", soft_wrap=True)
 
 
 @app.command()
@@ -180,7 +237,8 @@ def sample(
     audio: list[Path] = typer.Option([], "--audio", "-a", help="one audio per character, left to right (repeat)"),
     prompt: str = typer.Option("", help="text prompt"),
     out: Path = typer.Option(Path("outputs/sample.mp4"), "--out", "-o", help="MP4 with the audio muxed"),
-    pipeline: Optional[Path] = typer.Option(None, help="trained AvatarPipeline folder (default: a fresh tiny one)"),
+    pipeline: Optional[Path] = typer.Option(None, help="trained AvatarPipeline or cascade folder, or a Wan checkpoint "
+                                                       "(one clip, as it samples; default: a fresh tiny pipeline)"),
     frames: Optional[int] = typer.Option(None, help="frames (4k+1); default from the audio length"),
     fps: float = typer.Option(25.0),
     resolution: int = typer.Option(64, help="square output size"),
@@ -194,24 +252,41 @@ def sample(
     workers: int = typer.Option(0, min=0, help="cascade: Ray actors rendering sub-clips (0: in this process)"),
     run_dir: Optional[Path] = typer.Option(None, help="cascade: keep finished sub-clips here (rerun to resume); "
                                                        "default OUT's name + .run/"),
+    device: str = typer.Option("auto", help="auto (a GPU when visible) | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", help="auto (bf16 on a GPU, fp32 on the CPU) | bf16 | fp32 | fp16 (GPU)"),
+    offload: str = typer.Option("none", help="GPU memory: none | model (each model moved in when used) | sequential "
+                                             "(layer by layer: least memory, slowest)"),
 ) -> None:
     """Reference image + one audio per character + prompt -> a video (MP4 with audio). With a cascade folder
-    (`avatar model init`, trained stages) any duration; OUT.json says keyframe times, sub-clip spans and seeds."""
+    (`avatar model init`, trained stages) any duration; OUT.json says keyframe times, sub-clip spans, seeds, the base
+    checkpoint and each stage's sigmas."""
     import torch
 
     from .errors import AvatarInputError
     from .sampling.clip import AvatarPipeline
+    from .sampling.devices import component_dtypes, place, resolve_device, resolve_dtype
     from .sampling.presets import build_pipeline
-    from .sampling.saved import is_cascade, saved_pipeline
+    from .sampling.saved import is_cascade, is_wan, saved_pipeline
+    from .sampling.wan import WanBuildConfig, clip_pipeline
 
-    if pipeline is not None and is_cascade(saved_pipeline(pipeline, "--pipeline")):
+    quiet_loading()
+    device = resolve_device(device)
+    weights = resolve_dtype(dtype, device)
+    place_on = dict(device=device, dtype=weights, offload=offload)
+    if pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline")):
         return sample_cascade(reference, audio, prompt, out, pipeline, steps, guidance, seed, duration, storyline,
-                              ray_address, workers, run_dir)
+                              ray_address, workers, run_dir, **place_on)
     if duration is not None or storyline is not None:
         raise AvatarInputError("--duration / --storyline need a cascade", "pass --pipeline with a cascade folder "
                                "(`avatar model init --out DIR`, then train its stages)")
-    pipe = AvatarPipeline.from_pretrained(saved_pipeline(pipeline, "--pipeline")) if pipeline \
-        else build_pipeline("tiny", seed=seed)
+    if pipeline is not None and is_wan(pipeline):
+        pipe = clip_pipeline(pipeline, WanBuildConfig(dtype=weights))
+    elif pipeline is not None:
+        pipe = AvatarPipeline.from_pretrained(saved_pipeline(pipeline, "--pipeline"),
+                                              dtype=component_dtypes(weights))
+    else:
+        pipe = build_pipeline("tiny", seed=seed).to(dtype=weights)
+    place(pipe, device, offload)
     add_character_finders(pipe)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
@@ -240,12 +315,15 @@ def add_character_finders(pipe) -> None:
 
 def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int | None,
                    guidance: float, seed: int, duration: float | None, storyline: Path | None, ray_address: str | None,
-                   workers: int, run_dir: Path | None) -> None:
+                   workers: int, run_dir: Path | None, device: str = "cpu", dtype=None, offload: str = "none") -> None:
     """`avatar model sample` with a cascade folder: the whole duration, sub-clips resumable from the run folder."""
     from .sampling.cascade import CascadeAvatarPipeline
+    from .sampling.devices import component_dtypes, place
     from .sampling.saved import saved_cascade
 
-    pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"))
+    pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"),
+                                                 dtype=None if dtype is None else component_dtypes(dtype))
+    place(pipe, device, offload)
     pipe.set_progress_bar_config(disable=True)
     add_character_finders(pipe)
     run_dir = run_dir or out.with_name(out.stem + ".run")

@@ -104,10 +104,21 @@ class WhisperFeatures:
     """Whisper encoder states of a waveform, 50 per second (30 s windows, as Whisper reads audio)."""
 
     def __init__(self, spec: str = WHISPER_DEFAULT):
+        """`spec`: a CTranslate2 folder or name (faster-whisper, resolve_whisper), or a transformers Whisper folder
+        (config.json + safetensors, e.g. a download of openai/whisper-small)."""
         from faster_whisper import WhisperModel
         from faster_whisper.feature_extractor import FeatureExtractor
 
         self.spec = spec
+        self.hf = None
+        folder = Path(spec).expanduser()
+        if (folder / "config.json").is_file() and not (folder / "model.bin").is_file():
+            from transformers import WhisperFeatureExtractor, WhisperModel as HFWhisper
+
+            self.hf = HFWhisper.from_pretrained(str(folder)).get_encoder().eval()
+            self.extractor = WhisperFeatureExtractor.from_pretrained(str(folder))
+            self.dim = int(self.hf.config.d_model)
+            return
         try:
             self.model = WhisperModel(resolve_whisper(spec), device="cpu", compute_type="int8")
         except Exception as exc:  # noqa: BLE001 - offline hub lookups and bad folders end the same way for the user
@@ -117,18 +128,63 @@ class WhisperFeatures:
         self.dim = int(self(np.zeros(SAMPLE_RATE, np.float32)).shape[1])
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        import ctranslate2
-
         chunk, frames = 30 * SAMPLE_RATE, 3000  # one encoder window: 30 s, 3000 mel frames -> 1500 states
         out = []
         for start in range(0, max(len(wave), 1), chunk):
-            mel = self.extractor(np.ascontiguousarray(wave[start:start + chunk], np.float32))[:, :frames]
-            mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])))
-            states = self.model.model.encode(ctranslate2.StorageView.from_array(mel[None].astype(np.float32)),
-                                             to_cpu=True)
-            out.append(np.array(states)[0])
+            piece = np.ascontiguousarray(wave[start:start + chunk], np.float32)
+            out.append(self.encode_window(piece, frames))
         states = np.concatenate(out)
         return states[:max(1, int(np.ceil(len(wave) / 320)))]  # 20 ms per state
+
+    def encode_window(self, piece: np.ndarray, frames: int) -> np.ndarray:
+        """(1500, dim) encoder states of up to 30 s of audio (padded to 30 s, as Whisper reads it)."""
+        if self.hf is not None:
+            mel = self.extractor(piece, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+            with torch.no_grad():
+                return self.hf(mel.to(self.hf.dtype)).last_hidden_state[0].float().numpy()
+        import ctranslate2
+
+        mel = self.extractor(piece)[:, :frames]
+        mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])))
+        states = self.model.model.encode(ctranslate2.StorageView.from_array(mel[None].astype(np.float32)), to_cpu=True)
+        return np.array(states)[0]
+
+
+AUDIO_FRONT_ENDS = ("log_mel", "whisper", "wav2vec2", "wav2vec2-all")
+
+
+def audio_front_end(spec: str) -> dict:
+    """AudioEncoder keyword arguments for --audio: log_mel | whisper | whisper:NAME_OR_FOLDER | wav2vec2:FOLDER |
+    wav2vec2-all:FOLDER (every hidden layer's states, as MultiTalk / InfiniteTalk take them)."""
+    kind, _, name = spec.partition(":")
+    if kind not in AUDIO_FRONT_ENDS or (kind.startswith("wav2vec2") and not name):
+        raise AvatarInputError(f"audio front end {spec!r}", "use log_mel, whisper, whisper:<name or folder>, "
+                               "wav2vec2:<transformers folder> or wav2vec2-all:<transformers folder>")
+    if kind == "whisper":
+        return {"whisper": name or WHISPER_DEFAULT}
+    if kind.startswith("wav2vec2"):
+        if not (Path(name) / "config.json").is_file():
+            raise AvatarInputError(f"--audio {spec}: {name} is not a transformers wav2vec2 folder (no config.json)",
+                                   "give a folder written by Wav2Vec2Model.save_pretrained (e.g. a download of "
+                                   "facebook/wav2vec2-base-960h)")
+        return {"wav2vec2_path": str(Path(name).resolve()), "wav2vec2_all_layers": kind == "wav2vec2-all"}
+    return {}
+
+
+def load_wav2vec2(path: str | None, config: dict | None):
+    """A frozen transformers Wav2Vec2Model: read from `path` when it exists, else built from `config` (its weights
+    then come with the AudioEncoder's own file)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    folder = None if path is None else Path(path)
+    if folder is not None and (folder / "config.json").is_file():
+        model = Wav2Vec2Model.from_pretrained(str(folder))
+    elif config is not None:
+        model = Wav2Vec2Model(Wav2Vec2Config.from_dict({k: v for k, v in config.items() if not k.startswith("_")}))
+    else:
+        raise AvatarInputError(f"wav2vec2 folder {folder} has no config.json",
+                               "give a local transformers wav2vec2 folder (save_pretrained output)")
+    return model.eval().requires_grad_(False)
 
 
 class AudioEncoder(ModelMixin, ConfigMixin):
@@ -137,21 +193,22 @@ class AudioEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, dim: int = 32, sample_rate: int = SAMPLE_RATE, n_mels: int = 80, hop_length: int = 160,
                  context_frames: int = 2, window_mels: int = 16, temporal_ratio: int = 4,
-                 wav2vec2_path: str | None = None, wav2vec2_dim: int = 768, whisper: str | None = None):
+                 wav2vec2_path: str | None = None, wav2vec2_dim: int = 768, whisper: str | None = None,
+                 wav2vec2_config: dict | None = None, wav2vec2_all_layers: bool = False):
+        """`wav2vec2_path`: a transformers wav2vec2 folder, read once: its config is kept in ours
+        (`wav2vec2_config`) and its weights in our own file, so a saved pipeline loads after the folder moves.
+        `wav2vec2_all_layers`: every hidden layer's states side by side (as MultiTalk / InfiniteTalk take them), not
+        only the last."""
         super().__init__()
         self.wav2vec2 = self.whisper = None
         if whisper:
             self.whisper = WhisperFeatures(whisper)
             feat_dim = self.whisper.dim
-        elif wav2vec2_path:
-            from transformers import Wav2Vec2Model
-
-            path = Path(wav2vec2_path)
-            if not (path / "config.json").is_file():
-                raise AvatarInputError(f"wav2vec2 folder {path} has no config.json",
-                                       "give a local transformers wav2vec2 folder (save_pretrained output)")
-            self.wav2vec2 = Wav2Vec2Model.from_pretrained(str(path)).eval().requires_grad_(False)
-            feat_dim = self.wav2vec2.config.hidden_size
+        elif wav2vec2_path or wav2vec2_config:
+            self.wav2vec2 = load_wav2vec2(wav2vec2_path, wav2vec2_config)
+            self.register_to_config(wav2vec2_config=self.wav2vec2.config.to_dict())
+            c = self.wav2vec2.config
+            feat_dim = c.hidden_size * (c.num_hidden_layers if wav2vec2_all_layers else 1)
         else:
             feat_dim = n_mels
             mel = mel_filter_bank(num_frequency_bins=1 + 400 // 2, num_mel_filters=n_mels, min_frequency=20.0,
@@ -167,7 +224,8 @@ class AudioEncoder(ModelMixin, ConfigMixin):
         if self.whisper is not None:
             return f"whisper:{self.config.whisper}"
         if self.wav2vec2 is not None:
-            return f"wav2vec2:{Path(self.config.wav2vec2_path).name}"
+            name = Path(self.config.wav2vec2_path or self.wav2vec2.config.name_or_path or "wav2vec2").name
+            return f"wav2vec2:{name}" + (":all-layers" if self.config.wav2vec2_all_layers else "")
         return f"log_mel:{self.config.n_mels}"
 
     def features(self, wave: np.ndarray) -> torch.Tensor:
@@ -178,6 +236,9 @@ class AudioEncoder(ModelMixin, ConfigMixin):
             x = torch.from_numpy(wave)[None].to(self.device)
             x = (x - x.mean()) / (x.std() + 1e-6)
             with torch.no_grad():
+                if self.config.wav2vec2_all_layers:
+                    hidden = self.wav2vec2(x, output_hidden_states=True).hidden_states[1:]
+                    return torch.cat(hidden, -1)[0].float()
                 return self.wav2vec2(x).last_hidden_state[0].float()
         spec = spectrogram(wave.astype(np.float64), window_function(400, "hann"), frame_length=400,
                            hop_length=self.config.hop_length, power=2.0, mel_filters=self.mel_filters.numpy().astype(np.float64),

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import AvatarInputError
 from .mask_head import MaskPredictionHead
+from .weights import read_transformer
 
 
 @dataclass
@@ -60,6 +61,19 @@ class AudioCrossAttention(nn.Module):
         if weights is not None:
             out = out * weights[..., None].to(out.dtype)
         return hidden + out.sum(1).reshape(b, n, d)
+
+
+WAN_CONFIG_KEYS = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "text_dim",
+                   "freq_dim", "ffn_dim", "num_layers", "cross_attn_norm", "qk_norm", "eps", "image_dim",
+                   "added_kv_proj_dim", "rope_max_seq_len", "pos_embed_seq_len")
+AVATAR_CONFIG_KEYS = ("audio_dim", "audio_layers", "mask_layer", "ref_channels", "max_characters")
+
+
+def widen_patch_embedding(weight: torch.Tensor, extra: int) -> torch.Tensor:
+    """Wan's patch-embedding weight (D, C, p, p, p) with `extra` zero input channels appended: the new inputs (the
+    cascade's conditioning on a T2V / TI2V base) do nothing until trained."""
+    zeros = weight.new_zeros(weight.shape[0], extra, *weight.shape[2:])
+    return torch.cat([weight, zeros], 1)
 
 
 def check_characters(audio_tokens: torch.Tensor | None, identity_latents: torch.Tensor | None,
@@ -124,28 +138,69 @@ class AvatarTransformer(WanTransformer3DModel):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_wan(cls, path: str | Path, **avatar_config) -> "AvatarTransformer":
-        """A Wan transformer folder (diffusers layout) + the new layers, zero-initialised."""
-        wan = WanTransformer3DModel.from_pretrained(str(path))
-        model = cls(**{k: v for k, v in wan.config.items() if not k.startswith("_")}, **avatar_config)
-        missing, unexpected = model.load_state_dict(wan.state_dict(), strict=False)
-        foreign = [k for k in missing if not k.startswith(cls.NEW_LAYER_PREFIXES)]
-        if foreign or unexpected:
-            raise AvatarInputError(f"{path} does not match the Wan architecture (missing {foreign[:3]}, "
-                                   f"unexpected {unexpected[:3]})", "point at a WanTransformer3DModel folder")
-        model.zero_init_new_layers()
+    def on_state(cls, config: dict, state: dict[str, torch.Tensor], strict: bool = True) -> "AvatarTransformer":
+        """An AvatarTransformer of `config` built on the meta device whose parameters ARE the tensors of `state` (no
+        copy: transformers built on one state share its memory); returns it with the keys `state` lacked missing."""
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            model = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        if unexpected or (strict and missing):
+            raise AvatarInputError(f"weights that do not match the transformer (missing {missing[:3]}, unexpected "
+                                   f"{unexpected[:3]})", "load the folder the weights were saved with")
+        model.missing_keys = missing
         return model.eval()  # as from_pretrained leaves a model
 
     @classmethod
+    def on_weights(cls, config: dict, state: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
+                   extra_in_channels: int = 0, **avatar_config) -> "AvatarTransformer":
+        """An AvatarTransformer on Wan's `config` and weights `state`, shared, not copied (on_state); the new layers
+        (and `extra_in_channels` zero-weighted input channels of the patch embedding) are made here, zero-initialised
+        where they write into the video stream, so that the output equals Wan's."""
+        wan = {k: v for k, v in config.items() if k in WAN_CONFIG_KEYS}
+        wan["in_channels"] = wan.get("in_channels", 16) + extra_in_channels
+        state = dict(state)
+        if extra_in_channels:
+            state["patch_embedding.weight"] = widen_patch_embedding(state["patch_embedding.weight"], extra_in_channels)
+        model = cls.on_state({**wan, **avatar_config}, state, strict=False)
+        foreign = [k for k in model.missing_keys if not k.startswith(cls.NEW_LAYER_PREFIXES)]
+        if foreign:
+            raise AvatarInputError(f"weights that do not match the Wan architecture (missing {foreign[:3]})",
+                                   "point at a WanTransformer3DModel folder")
+        for name in cls.NEW_LAYER_PREFIXES:
+            layer = getattr(model, name)
+            layer.to_empty(device="cpu")
+            for sub in layer.modules():
+                if hasattr(sub, "reset_parameters"):
+                    sub.reset_parameters()
+            if dtype is not None:
+                layer.to(dtype)
+        nn.init.normal_(model.character_embedding.weight, std=0.02)
+        model.zero_init_new_layers()
+        return model
+
+    @classmethod
+    def from_wan(cls, path: str | Path, torch_dtype: torch.dtype | None = None,
+                 **avatar_config) -> "AvatarTransformer":
+        """A Wan transformer folder (diffusers layout) + the new layers, zero-initialised (read once, built on the
+        meta device; `torch_dtype` as diffusers applies it: the modules Wan keeps in fp32 stay fp32)."""
+        config, state = read_transformer(path, torch_dtype)
+        avatar_config.setdefault("ref_channels", config.get("out_channels", 16))
+        return cls.on_weights(config, state, torch_dtype, **avatar_config)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """An AvatarTransformer folder, or a Wan transformer folder (new layers added, zero-initialised)."""
+        """An AvatarTransformer folder, or a Wan transformer folder (new layers added, zero-initialised; the avatar
+        settings `audio_dim`, `max_characters`, `audio_layers`, `mask_layer` given as keyword arguments)."""
         path = Path(str(pretrained_model_name_or_path))
         sub = kwargs.get("subfolder")
         config = (path / sub if sub else path) / "config.json"
         if config.is_file():
             name = json.loads(config.read_text()).get("_class_name")
             if name == "WanTransformer3DModel":
-                return cls.from_wan(config.parent)
+                avatar = {k: kwargs[k] for k in AVATAR_CONFIG_KEYS if k in kwargs}
+                return cls.from_wan(config.parent, kwargs.get("torch_dtype", kwargs.get("dtype")), **avatar)
             if name != cls.__name__:
                 raise AvatarInputError(f"{config.parent} holds a {name}, not an {cls.__name__} or Wan transformer",
                                        "point at the transformer folder of an avatar or Wan checkpoint")
@@ -200,9 +255,11 @@ class AvatarTransformer(WanTransformer3DModel):
         if reference_latents is not None:
             ref = self.ref_embedding(reference_latents.to(x.dtype)).flatten(2).transpose(1, 2)  # (B, S, D)
             x = (x.reshape(b, grid[0], -1, x.shape[-1]) + ref[:, None]).reshape(x.shape)
+        per_token = timestep.ndim == 2  # (B, tokens): Wan 2.2 TI2V's clean first frame at t = 0
         temb, timestep_proj, context, context_image = self.condition_embedder(
-            timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=None)
-        timestep_proj = timestep_proj.unflatten(1, (6, -1))
+            timestep.flatten() if per_token else timestep, encoder_hidden_states, encoder_hidden_states_image,
+            timestep_seq_len=timestep.shape[1] if per_token else None)
+        timestep_proj = timestep_proj.unflatten(2 if per_token else 1, (6, -1))
         if context_image is not None:
             context = torch.concat([context_image, context], dim=1)
 
@@ -234,7 +291,11 @@ class AvatarTransformer(WanTransformer3DModel):
             if audio_ctx is not None and layer in audio_index:
                 x = self.audio_blocks[audio_index[layer]](x, audio_ctx, weights, grid)
 
-        shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        if per_token:
+            shift, scale = (self.scale_shift_table[None].to(temb.device) + temb[:, :, None]).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
         x = (self.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
         x = self.proj_out(x).reshape(b, *grid, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         sample = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
+from diffusers.utils import logging as diffusers_logging
 from transformers import PreTrainedTokenizerFast, UMT5EncoderModel
 
 from ..errors import AvatarInputError
@@ -36,7 +37,7 @@ from ..networks.mask_head import MaskPredictionHead
 from ..networks.transformer import AvatarTransformer
 from ..storyline import Storyline
 from .conditioning import condition, end_anchors, spatial_guide, temporal_guide
-from .denoise import denoise
+from .denoise import Expert, denoise
 from .geometry import CASCADE_STAGES, CascadeConfig
 from .media import export_to_mp4, peak_memory_mb, stream_decode
 from .schedulers import TimeSchedule, load_schedules, save_schedules, shifted_schedule
@@ -69,36 +70,111 @@ def stage_seed(seed: int, stage: str, index: int) -> int:
 class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
     """Five AvatarTransformers (36 input channels each) sharing one VAE, text encoder, audio encoder and mask head."""
 
-    model_cpu_offload_seq = "text_encoder->audio_encoder->blueprint->keyframe->subclip->interpolate->sr->vae"
+    model_cpu_offload_seq = ("text_encoder->image_encoder->audio_encoder->" + "->".join(
+        f"{s}->{s}_2" for s in CASCADE_STAGES) + "->vae")
+    _optional_components = ["image_encoder", "image_processor", *(f"{s}_2" for s in CASCADE_STAGES)]
 
     def __init__(self, vae: AutoencoderKLWan, text_encoder: UMT5EncoderModel, tokenizer: PreTrainedTokenizerFast,
                  scheduler: FlowMatchEulerDiscreteScheduler, audio_encoder: AudioEncoder,
                  mask_head: MaskPredictionHead, blueprint: AvatarTransformer, keyframe: AvatarTransformer,
                  subclip: AvatarTransformer, interpolate: AvatarTransformer, sr: AvatarTransformer,
                  height: int = 64, width: int = 64, fps: float = 25.0, subclip_frames: int = 9,
-                 interpolation: int = 2, sr_scale: int = 2, blueprint_scale: int = 2, max_keyframes: int = 9):
+                 interpolation: int = 2, sr_scale: int = 2, blueprint_scale: int = 2, max_keyframes: int = 9,
+                 image_encoder=None, image_processor=None, blueprint_2: AvatarTransformer | None = None,
+                 keyframe_2: AvatarTransformer | None = None, subclip_2: AvatarTransformer | None = None,
+                 interpolate_2: AvatarTransformer | None = None, sr_2: AvatarTransformer | None = None,
+                 text_length: int = 64, expand_timesteps: bool = False, boundary_ratio: float | None = None,
+                 base_checkpoint: dict | None = None):
+        """The optional parts come from a Wan checkpoint (wan.py): CLIP (`image_encoder`, `image_processor`), the
+        low-noise expert of each stage (`<stage>_2`, switched at `boundary_ratio`: Wan 2.2 A14B), `expand_timesteps`
+        (TI2V: anchors clean at timestep 0), `text_length` (512 on Wan) and `base_checkpoint` (what it was built on)."""
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                               audio_encoder=audio_encoder, mask_head=mask_head, blueprint=blueprint, keyframe=keyframe,
-                              subclip=subclip, interpolate=interpolate, sr=sr)
+                              subclip=subclip, interpolate=interpolate, sr=sr, image_encoder=image_encoder,
+                              image_processor=image_processor, blueprint_2=blueprint_2, keyframe_2=keyframe_2,
+                              subclip_2=subclip_2, interpolate_2=interpolate_2, sr_2=sr_2)
         self.cascade = CascadeConfig(height=height, width=width, fps=fps, subclip_frames=subclip_frames,
                                      interpolation=interpolation, sr_scale=sr_scale, blueprint_scale=blueprint_scale,
-                                     max_keyframes=max_keyframes)
-        self.register_to_config(**self.cascade.to_dict())
+                                     max_keyframes=max_keyframes, side_multiple=self.vae_factors[1] * 2)
+        self.register_to_config(**self.cascade.to_dict(), text_length=text_length, expand_timesteps=expand_timesteps,
+                                boundary_ratio=boundary_ratio, base_checkpoint=base_checkpoint)
         self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (schedulers.py)
+        self.bases: dict[str, dict[str, torch.Tensor]] = {}  # shared base weights by expert (wan.py)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        """diffusers' save_pretrained, plus the stages' time schedules (schedules.json)."""
-        super().save_pretrained(save_directory, **kwargs)
+        """diffusers' save_pretrained, plus the stages' time schedules (schedules.json); stages on a shared base
+        write the base once and only their own tensors (wan.save_shared)."""
+        from .wan import save_shared
+
+        if not self.bases:
+            super().save_pretrained(save_directory, **kwargs)
+        else:
+            stages = {name: getattr(self, name) for name in self.stage_modules()}
+            quiet = diffusers_logging.get_verbosity()
+            try:
+                diffusers_logging.set_verbosity_error()  # it would warn that the stages set aside "cannot be saved"
+                for name in stages:
+                    setattr(self, name, None)
+                super().save_pretrained(save_directory, **kwargs)
+            finally:
+                diffusers_logging.set_verbosity(quiet)
+                for name, module in stages.items():
+                    setattr(self, name, module)
+            self.save_config(save_directory)  # model_index.json naming the stages again
+            save_shared(save_directory, stages, self.bases)
         save_schedules(save_directory, self.schedules)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "CascadeAvatarPipeline":
-        """diffusers' from_pretrained, plus the time schedules saved in a local folder."""
+        """diffusers' from_pretrained, plus the time schedules saved in a local folder; stages on a shared base read
+        it once (wan.load_shared)."""
+        from .wan import load_shared
+
+        folder = Path(str(pretrained_model_name_or_path))
+        bases: dict = {}
+        if folder.is_dir():
+            skip = {k for k, v in kwargs.items() if v is None}  # components the caller does not want loaded
+            stages, bases = load_shared(folder, kwargs.get("torch_dtype", kwargs.get("dtype")), skip)
+            kwargs = {**stages, **kwargs}
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if Path(pretrained_model_name_or_path).is_dir():
+        pipe.bases = bases
+        if folder.is_dir():
             pipe.schedules = load_schedules(pretrained_model_name_or_path)
         return pipe
+
+    def to(self, *args, **kwargs):
+        """diffusers' `to`, moving each shared base once (module by module, `to` would make one copy per stage)."""
+        from .wan import point_at
+
+        if self.bases:
+            device = kwargs.get("device") or next((a for a in args if not isinstance(a, torch.dtype)), None)
+            dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
+            for base in self.bases.values():
+                moved = base.to(device, dtype)
+                for name in self.stage_modules():
+                    point_at(getattr(self, name), moved)
+        return super().to(*args, **kwargs)
+
+    def stage_modules(self) -> list[str]:
+        """The registered stage transformers present: the five stages and, on A14B, their low-noise experts."""
+        return [n for s in CASCADE_STAGES for n in (s, f"{s}_2") if getattr(self, n, None) is not None]
+
+    def expert(self, stage: str, guidance: float):
+        """The low-noise expert of `stage` (Wan 2.2 A14B), or None."""
+        second = getattr(self, f"{stage}_2", None)
+        if second is None:
+            return None
+        return Expert(second, self.config.boundary_ratio * self.scheduler.config.num_train_timesteps, guidance)
+
+    def unshare(self, stage: str) -> None:
+        """Give `stage` its own copy of every weight it shares with the base (before fine-tuning it: the other stages
+        keep the base's)."""
+        from .wan import unshare
+
+        for name in (stage, f"{stage}_2"):
+            if getattr(self, name, None) is not None:
+                unshare(getattr(self, name), self.bases)
 
     def schedule(self, stage: str, steps: int | None = None) -> TimeSchedule:
         """The sigmas `stage` samples with: its saved schedule when `steps` is None or equal to its step count, else
@@ -111,6 +187,10 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
     def stage_name(self, transformer: AvatarTransformer) -> str:
         return next(s for s in CASCADE_STAGES if getattr(self, s) is transformer)
 
+    def image_count(self) -> int:
+        """Reference images the CLIP encoder sees: two for an FLF2V base (first and last frame), else one."""
+        return 2 if self.subclip.config.pos_embed_seq_len else 1
+
     def stage(self, name: str) -> AvatarTransformer:
         if name not in CASCADE_STAGES:
             raise AvatarInputError(f"stage {name!r}", f"use one of {CASCADE_STAGES}")
@@ -122,7 +202,8 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
                 negative: torch.Tensor | None, guidance: float, steps: int | None, audio_tokens: torch.Tensor | None,
                 reference: torch.Tensor, identity: torch.Tensor, boxes: torch.Tensor,
                 masks: torch.Tensor | None = None, use_mask_head: bool = False,
-                identity_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                identity_masks: torch.Tensor | None = None,
+                image_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stage's latents of `shape` from noise (one seed per batch item), anchors fixed, on its schedule
         (self.schedule) through the one loop (denoise.py). A distilled stage (guidance baked in) makes one forward
         pass a step."""
@@ -130,16 +211,22 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         b = shape[0]
         noise = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
         cond = condition(shape, anchors, guide).to(device, dtype)
-        schedule = self.schedule(self.stage_name(transformer), steps)
+        stage = self.stage_name(transformer)
+        schedule = self.schedule(stage, steps)
         if schedule.guidance is not None:
             negative = None
         scheduler = schedule.scheduler(self.scheduler.config, device)
-        x = noise.to(device, dtype)
+        x = noise.to(device)  # the state steps in fp32; the transformer gets its own dtype
         text, negative = text.expand(b, -1, -1), None if negative is None else negative.expand(b, -1, -1)
         if identity_masks is not None:  # the reference frame's masks on this stage's latent grid
             identity_masks = F.interpolate(identity_masks.float(), size=shape[-2:], mode="area").to(device, dtype)
-        return denoise(transformer, x, scheduler, text, negative, guidance, cond=cond, anchors=anchors, noise=noise,
-                       masks=masks, audio_tokens=audio_tokens, reference_latents=reference.to(dtype),
+        image = None if image_tokens is None or transformer.config.image_dim is None \
+            else image_tokens.to(device, dtype).repeat(b, 1, 1)
+        return denoise(transformer, x, scheduler, text.to(dtype), None if negative is None else negative.to(dtype),
+                       guidance, cond=cond, anchors=anchors, noise=noise, masks=masks,
+                       clean_anchors=self.config.expand_timesteps, expert=self.expert(stage, guidance),
+                       audio_tokens=None if audio_tokens is None else audio_tokens.to(dtype),
+                       reference_latents=reference.to(dtype), encoder_hidden_states_image=image,
                        identity_latents=identity.to(dtype), identity_boxes=boxes,
                        mask_head=self.mask_head if use_mask_head else None, identity_masks=identity_masks)
 
@@ -149,8 +236,8 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         """(1, 16, count, hb, wb) keyframe latents; `tokens` (1, C, count, 4, dim) their audio; `first` an anchor
         for keyframe 0 (the reference). More than max_keyframes: coarse keyframes first, then each gap between two
         fixed coarse keyframes filled by the same stage (each pass holds at most max_keyframes)."""
-        hb, wb = (s // 8 for s in self.cascade.blueprint_size)
-        out = torch.zeros(1, 16, count, hb, wb)
+        hb, wb = (s // self.vae_factors[1] for s in self.cascade.blueprint_size)
+        out = torch.zeros(1, self.vae.config.z_dim, count, hb, wb)
         self._fill(list(range(count)), {0: first} if first is not None else {}, tokens, text, plan, out)
         return out
 
@@ -168,9 +255,10 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         hb, wb = out.shape[-2:]
         anchors = {k: fixed[i] for k, i in enumerate(idx) if i in fixed}
         latents, _ = self.denoise(
-            self.blueprint, (1, 16, len(idx), hb, wb), [stage_seed(plan["seed"], "blueprint", idx[0] * 100003 + len(idx))],
+            self.blueprint, (1, out.shape[1], len(idx), hb, wb), [stage_seed(plan["seed"], "blueprint", idx[0] * 100003 + len(idx))],
             anchors, None, text, plan["negative"], plan["guidance"], plan["steps"], tokens[:, :, idx],
-            plan["references"]["blueprint"], plan["identity"], plan["boxes"], masks=plan["box_masks"](1, len(idx), hb, wb))
+            plan["references"]["blueprint"], plan["identity"], plan["boxes"], masks=plan["box_masks"](1, len(idx), hb, wb),
+            image_tokens=plan["image_tokens"])
         out[:, :, idx] = latents.float().cpu()
         plan["passes"] = plan.get("passes", 0) + 1
 
@@ -180,20 +268,21 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         """Each keyframe of (1, 16, K, h, w) raised to `size` (latent grid) by a one-frame pass of `transformer`,
         guided by it; `fixed` keyframes (the reference) are encoded, not sampled. Batches of `batch` keyframes."""
         k = low.shape[2]
-        out = torch.zeros(1, 16, k, *size)
+        z = low.shape[1]
+        out = torch.zeros(1, z, k, *size)
         todo = [i for i in range(k) if i not in fixed]
         for i, latent in fixed.items():
             out[:, :, i] = latent[:, :, 0].float().cpu()
         for start in range(0, len(todo), batch):
             ids = todo[start:start + batch]
-            guide = spatial_guide(low[:, :, ids].transpose(0, 2), size)  # (n, 16, 1, h, w): one keyframe per item
+            guide = spatial_guide(low[:, :, ids].transpose(0, 2), size)  # (n, z, 1, h, w): one keyframe per item
             text = torch.cat([texts[i][0] for i in ids])
             negative = None if texts[ids[0]][1] is None else torch.cat([texts[i][1] for i in ids])
             audio = tokens[:, :, ids].transpose(0, 2)  # (n, C, 1, 4, dim)
             latents, _ = self.denoise(
-                transformer, (len(ids), 16, 1, *size), [stage_seed(plan["seed"], stage, i) for i in ids], None, guide,
+                transformer, (len(ids), z, 1, *size), [stage_seed(plan["seed"], stage, i) for i in ids], None, guide,
                 text, negative, plan["guidance"], plan["steps"], audio, plan["references"][stage], plan["identity"],
-                plan["boxes"], masks=plan["box_masks"](len(ids), 1, *size))
+                plan["boxes"], masks=plan["box_masks"](len(ids), 1, *size), image_tokens=plan["image_tokens"])
             out[:, :, ids] = latents.float().cpu().transpose(0, 2)
         return out
 
@@ -206,13 +295,14 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         start = int(round(j * spacing / c.fps * SAMPLE_RATE))
         waves = [w[start:start + int(round((spacing + 1) / c.fps * SAMPLE_RATE))] for w in plan.waves]
         text, negative = (t.to(device) if t is not None else None for t in plan.texts[j])
-        common = dict(identity=plan.identity.to(device), boxes=plan.boxes.to(device))
+        common = dict(identity=plan.identity.to(device), boxes=plan.boxes.to(device), image_tokens=plan.image_tokens)
+        z = plan.keyframes.shape[1]
         many = plan.identity.shape[1] > 1
         hk, wk = plan.keyframes.shape[-2:]
         fs = (c.subclip_frames - 1) // 4 + 1
         ends = {0: plan.keyframes[:, :, j:j + 1], fs - 1: plan.keyframes[:, :, j + 1:j + 2]}
         tokens = self.audio_encoder(waves, c.subclip_frames, c.fps / c.interpolation, float("inf")).tokens
-        sub, masks = self.denoise(self.subclip, (1, 16, fs, hk, wk), [stage_seed(plan.seed, "subclip", j)], ends, None,
+        sub, masks = self.denoise(self.subclip, (1, z, fs, hk, wk), [stage_seed(plan.seed, "subclip", j)], ends, None,
                                   text, negative, guidance, steps, tokens.to(device), plan.references["keyframe"].to(device),
                                   use_mask_head=many, identity_masks=plan.identity_masks, **common)
         tokens = self.audio_encoder(waves, spacing + 1, c.fps, float("inf")).tokens.to(device)
@@ -220,13 +310,13 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         fi = guide.shape[2]
         full_masks = None if masks is None else F.interpolate(masks.float(), size=(fi, *masks.shape[-2:]),
                                                               mode="nearest")
-        inter, _ = self.denoise(self.interpolate, (1, 16, fi, hk, wk), [stage_seed(plan.seed, "interpolate", j)],
+        inter, _ = self.denoise(self.interpolate, (1, z, fi, hk, wk), [stage_seed(plan.seed, "interpolate", j)],
                                 end_anchors(guide), guide, text, negative, guidance, steps, tokens,
                                 plan.references["keyframe"].to(device), masks=full_masks, **common)
         h, w = plan.sr_keyframes.shape[-2:]
         ends = {0: plan.sr_keyframes[:, :, j:j + 1], fi - 1: plan.sr_keyframes[:, :, j + 1:j + 2]}
         sr_masks = None if full_masks is None else F.interpolate(full_masks, size=(fi, h, w), mode="trilinear")
-        out, _ = self.denoise(self.sr, (1, 16, fi, h, w), [stage_seed(plan.seed, "sr", j)], ends,
+        out, _ = self.denoise(self.sr, (1, z, fi, h, w), [stage_seed(plan.seed, "sr", j)], ends,
                               spatial_guide(inter.float().cpu(), (h, w)), text, negative, guidance, steps, tokens,
                               plan.references["sr"].to(device), masks=sr_masks, **common)
         return out.float().cpu()
@@ -251,6 +341,8 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
                       .float().cpu() for k, s in sizes.items()}
         identity, box_tensor = self.prepare_identity(image, boxes, crop_size)
         identity = identity.float().cpu()
+        clip = self.encode_clip_images([image] * self.image_count())
+        image_tokens = None if clip is None else clip.float().cpu()
 
         def box_masks(b: int, f: int, h: int, w: int) -> torch.Tensor | None:
             """Each character's box on a latent grid: where its voice acts before a mask head has seen the video."""
@@ -277,6 +369,7 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         windows, _ = self.audio_encoder.windows(waves, total, c.fps, float("inf"))
         tokens = self.audio_encoder.keyframe_tokens(windows, keyframe_frames, c.spacing).to(device)
         common = {"seed": seed, "steps": steps, "guidance": guidance, "identity": identity.to(device),
+                  "image_tokens": image_tokens,
                   "boxes": box_tensor.to(device), "box_masks": box_masks,
                   "references": {k: v.to(device) for k, v in references.items()},
                   "negative": embed(storyline.negative_prompt).to(device) if guidance > 1 else None}
@@ -284,17 +377,18 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         blueprint = self.blueprint_keyframes(spans + 1, tokens, embed(storyline.prompt).to(device), first, common)
         tic["blueprint"] = time.perf_counter()
         kf_texts = [tuple(None if t is None else t.to(device) for t in texts_at(f / c.fps)) for f in keyframe_frames]
-        hk, wk = (s // 8 for s in c.keyframe_size)
+        r = self.vae_factors[1]
+        hk, wk = (s // r for s in c.keyframe_size)
         keyframes = self.upscale_keyframes(self.keyframe, "keyframe", blueprint, (hk, wk), tokens, kf_texts, common,
                                            {0: references["keyframe"]} if start_from_reference else {})
-        sr_keyframes = self.upscale_keyframes(self.sr, "sr", keyframes, (c.height // 8, c.width // 8), tokens,
+        sr_keyframes = self.upscale_keyframes(self.sr, "sr", keyframes, (c.height // r, c.width // r), tokens,
                                               kf_texts, common, {0: references["sr"]} if start_from_reference else {})
         tic["keyframes"] = time.perf_counter()
         return CascadePlan(
             frames=frames, spans=spans, seed=seed, steps=steps, guidance=guidance, keyframes=keyframes,
             sr_keyframes=sr_keyframes, waves=waves, texts=[texts_at((j + 0.5) * c.spacing / c.fps) for j in range(spans)],
             references={k: references[k] for k in ("keyframe", "sr")}, identity=identity, boxes=box_tensor,
-            identity_masks=self.first_frame_masks(image, boxes, character_masks),
+            identity_masks=self.first_frame_masks(image, boxes, character_masks), image_tokens=image_tokens,
             seconds={"blueprint": tic["blueprint"] - tic["start"], "keyframes": tic["keyframes"] - tic["blueprint"]},
             blueprint_passes=common.get("passes", 0))
 
@@ -354,10 +448,27 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
                   "blueprint_passes": plan.blueprint_passes,
                   "peak_memory_mb": peak_memory_mb(),
                   "workers": workers, "run_dir": None if run_dir is None else str(run_dir),
-                  "storyline": storyline.model_dump()}
+                  "storyline": storyline.model_dump(),
+                  "base_checkpoint": self.config.base_checkpoint, "device": str(self._execution_device),
+                  "dtype": str(self.subclip.dtype).removeprefix("torch."),
+                  "stages": self.stage_report(num_inference_steps, plan.image_tokens)}
         return CascadeOutput(frames=frames, audio=mix_audio(waves, audio_samples(plan.frames, c.fps)),
                              sample_rate=SAMPLE_RATE, fps=c.fps,
                              report=report)
+
+    def stage_report(self, steps: int | None, image_tokens: torch.Tensor | None) -> dict:
+        """Per stage: the text and CLIP image tokens its transformer saw, the sigmas it stepped through and the shift
+        they came from (None for a fitted or distilled schedule)."""
+        report = {}
+        for stage in CASCADE_STAGES:
+            schedule = self.schedule(stage, steps)
+            sees_image = image_tokens is not None and self.stage(stage).config.image_dim is not None
+            report[stage] = {"text_tokens": self.text_length,
+                             "image_tokens": int(image_tokens.shape[0] * image_tokens.shape[1]) if sees_image else 0,
+                             "sigmas": [round(v, 6) for v in schedule.sigmas], "shift": schedule.shift,
+                             "schedule": schedule.source, "expert_boundary": None if self.expert(stage, 1.0) is None
+                             else self.expert(stage, 1.0).boundary}
+        return report
 
     @torch.no_grad()
     def decode_video(self, spans: list[torch.Tensor], frames: int) -> np.ndarray:

@@ -22,7 +22,8 @@ from ..errors import AvatarInputError
 from ..networks.audio import SAMPLE_RATE, AudioEncoder, latent_frames
 from ..networks.mask_head import MaskPredictionHead
 from ..networks.transformer import AvatarTransformer
-from .denoise import denoise
+from .conditioning import anchor_mask
+from .denoise import Expert, denoise
 from .media import export_to_mp4
 from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
 
@@ -44,20 +45,29 @@ class AvatarPipelineOutput(BaseOutput):
 class AvatarPipeline(DiffusionPipeline, PipelineSteps):
     """One clip: a Wan-DiT AvatarTransformer with its VAE, text encoder, audio encoder and mask head."""
 
-    model_cpu_offload_seq = "text_encoder->audio_encoder->transformer->vae"
+    model_cpu_offload_seq = "text_encoder->image_encoder->audio_encoder->transformer->transformer_2->vae"
+    _optional_components = ["image_encoder", "image_processor", "transformer_2"]
 
     def __init__(self, vae: AutoencoderKLWan, text_encoder: UMT5EncoderModel, tokenizer: PreTrainedTokenizerFast,
                  transformer: AvatarTransformer, scheduler: FlowMatchEulerDiscreteScheduler,
-                 audio_encoder: AudioEncoder, mask_head: MaskPredictionHead):
+                 audio_encoder: AudioEncoder, mask_head: MaskPredictionHead, image_encoder=None,
+                 image_processor=None, transformer_2: AvatarTransformer | None = None, text_length: int = 64,
+                 expand_timesteps: bool = False, boundary_ratio: float | None = None):
+        """The optional parts are a Wan checkpoint's (wan.py builds them): `image_encoder` / `image_processor` (CLIP,
+        Wan 2.1 I2V / FLF2V), `transformer_2` with `boundary_ratio` (Wan 2.2 A14B's low-noise expert),
+        `expand_timesteps` (Wan 2.2 TI2V: a clean first frame at timestep 0), `text_length` (512 on Wan)."""
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
-                              scheduler=scheduler, audio_encoder=audio_encoder, mask_head=mask_head)
+                              scheduler=scheduler, audio_encoder=audio_encoder, mask_head=mask_head,
+                              image_encoder=image_encoder, image_processor=image_processor, transformer_2=transformer_2)
+        self.register_to_config(text_length=text_length, expand_timesteps=expand_timesteps,
+                                boundary_ratio=boundary_ratio)
 
     def check_size(self, num_frames: int, height: int, width: int, fps: float = 25.0) -> None:
         """An AvatarInputError unless one clip of this size fits the model: 4k+1 frames, sides a multiple of the VAE
         and patch strides, and no more positions along any axis than the transformer's rotary embedding holds."""
         latent_frames(num_frames)  # 4k+1
-        r = 2 ** (len(self.vae.config.dim_mult) - 1)
+        r = self.vae_factors[1]
         p_t, p_h, p_w = self.transformer.config.patch_size
         limit = self.transformer.config.rope_max_seq_len
         step = r * max(p_h, p_w)
@@ -74,6 +84,26 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
                 f"shorten the audio or pass --frames {most} or fewer; longer videos are the job of the long-video "
                 "cascade (`avatar model init`, then `avatar model sample --pipeline CASCADE --duration S`)")
 
+    def first_frame_condition(self, ref: torch.Tensor, last: np.ndarray | None, num_frames: int,
+                              shape: tuple[int, ...]) -> tuple[torch.Tensor | None, dict[int, torch.Tensor] | None]:
+        """How a Wan image-to-video transformer sees the reference as the first frame, exactly as diffusers'
+        WanImageToVideoPipeline builds it: (condition channels, None) for Wan 2.1 I2V / FLF2V and A14B (4 mask
+        channels + the VAE latents of the frames [first, zeros..., (last)]), (None, {0: first-frame latent}) for
+        TI2V (its first latent frame replaced, clean). (None, None) for a text-to-video transformer."""
+        if self.config.expand_timesteps:
+            return None, {0: self.encode_images(ref[:, :, None]).float()}
+        if self.transformer.config.in_channels == shape[1]:
+            return None, None
+        h, w = ref.shape[-2:]
+        frames = [ref[:, :, None], ref.new_zeros(1, 3, num_frames - 1 - (last is not None), h, w)]
+        if last is not None:
+            end = torch.from_numpy(last).permute(2, 0, 1).float()[None] / 127.5 - 1
+            frames.append(F.interpolate(end, size=(h, w), mode="bilinear", antialias=True)[:, :, None])
+        latents = self.encode_images(torch.cat(frames, 2)).float()
+        f = shape[2]
+        mask = anchor_mask(1, f, *shape[-2:], [0] + ([f - 1] if last is not None else []))
+        return torch.cat([mask, latents], 1), None
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def __call__(self, reference_image, audio: list | None = None, prompt: str = "", negative_prompt: str = "",
@@ -81,7 +111,8 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
                  height: int = 64, width: int = 64, num_inference_steps: int = 10, guidance_scale: float = 1.0,
                  character_boxes: list[list[float]] | None = None, crop_size: tuple[int, int] = (32, 32),
                  generator: torch.Generator | None = None, audio_tolerance_s: float = 0.5,
-                 step_callback=None, character_masks: np.ndarray | None = None) -> AvatarPipelineOutput:
+                 step_callback=None, character_masks: np.ndarray | None = None, last_image=None,
+                 guidance_scale_2: float | None = None) -> AvatarPipelineOutput:
         """Sample one clip; `audio` holds one path / waveform (16 kHz) / None per character.
 
         Without num_frames / duration_s the clip lasts as long as the longest audio (turn-taking: the
@@ -90,6 +121,9 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
         `step_callback(step, total)` is called after each denoising step (progress bars). `character_masks`
         (C, H, W): the characters' masks in the reference image, for a mask head built with first_frame_masks
         (found by segmentation when not given).
+
+        On a Wan image-to-video transformer the reference is also the clip's first frame, conditioned as Wan does it
+        (`last_image`: the last frame too, FLF2V); `guidance_scale_2`: the low-noise expert's guidance (A14B).
         """
         image, waves, names = check_inputs(reference_image, audio)
         if num_frames is None and duration_s is None:
@@ -111,25 +145,36 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
         device, dtype = self._execution_device, self.transformer.dtype
 
         ref = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
-        ref_latents = self.encode_images(F.interpolate(ref, size=(height, width), mode="bilinear",
-                                                       antialias=True)[:, :, None])
+        ref = F.interpolate(ref, size=(height, width), mode="bilinear", antialias=True)
+        ref_latents = self.encode_images(ref[:, :, None])
         identity, identity_boxes = self.prepare_identity(image, boxes, crop_size)
         features = self.audio_encoder(waves, num_frames, fps, audio_tolerance_s,
                                       names + ["(silence)"] * (len(boxes) - len(names)))
         text = self.encode_prompt([prompt]).to(device, dtype)
         negative = self.encode_prompt([negative_prompt]).to(device, dtype) if guidance_scale > 1 else None
+        last = None if last_image is None else check_inputs(last_image, None)[0]
+        clip_tokens = self.encode_clip_images([image] if last is None else [image, last])
 
-        r = 2 ** (len(self.vae.config.dim_mult) - 1)
-        shape = (1, self.transformer.config.in_channels, latent_frames(num_frames), height // r, width // r)
+        r = self.vae_factors[1]
+        shape = (1, self.vae.config.z_dim, latent_frames(num_frames), height // r, width // r)
         first = self.first_frame_masks(image, boxes, character_masks)
         first = None if first is None else F.interpolate(first, size=shape[-2:], mode="area").to(device, dtype)
-        latents = torch.randn(shape, generator=generator, device="cpu").to(device, dtype)
+        latents = torch.randn(shape, generator=generator, device="cpu").to(device)
+        cond, anchors = self.first_frame_condition(ref, last, num_frames, shape)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        expert = None if self.transformer_2 is None else Expert(
+            self.transformer_2, self.config.boundary_ratio * self.scheduler.config.num_train_timesteps,
+            guidance_scale if guidance_scale_2 is None else guidance_scale_2)
         latents, masks = denoise(self.transformer, latents, self.scheduler, text, negative, guidance_scale,
+                                 cond=None if cond is None else cond.to(device, dtype), anchors=anchors,
+                                 clean_anchors=bool(anchors), expert=expert,
                                  callback=step_callback, audio_tokens=features.tokens.to(device, dtype),
                                  reference_latents=ref_latents.to(dtype), identity_latents=identity.to(dtype),
                                  identity_boxes=identity_boxes.to(device),
+                                 encoder_hidden_states_image=None if clip_tokens is None else clip_tokens.to(device,
+                                                                                                           dtype),
                                  mask_head=self.mask_head if len(boxes) > 1 else None, identity_masks=first)
+        self.last_latents = latents  # what the Wan equivalence tests compare
         video = self.decode_latents(latents)[0].float().clamp(-1, 1)  # (3, T, H, W)
         frames = ((video.permute(1, 2, 3, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
         return AvatarPipelineOutput(frames=frames, masks=None if masks is None else masks[0].float().cpu().numpy(),

@@ -31,15 +31,32 @@ MASK_CHANNELS, LATENT_CHANNELS = 4, 16
 COND_CHANNELS = MASK_CHANNELS + LATENT_CHANNELS  # Wan I2V / FLF2V: in_channels 16 + 20 = 36
 
 
+def cond_channels(z_dim: int) -> int:
+    """Conditioning channels on a `z_dim`-channel VAE: 4 mask channels + the latent channels."""
+    return MASK_CHANNELS + z_dim
+
+
+def anchor_mask(b: int, f: int, h: int, w: int, slots) -> torch.Tensor:
+    """(B, 4, F, h, w) Wan's frame mask: its 4 channels are the 4 video frames a latent frame holds (the first latent
+    frame holds frame 0, repeated). Slot 0 anchored: all four; another slot anchored: its last frame (a keyframe is
+    the last frame of its latent group, as Wan FLF2V's last image is)."""
+    mask = torch.zeros(b, MASK_CHANNELS, f, h, w)
+    for slot in slots:
+        if slot == 0:
+            mask[:, :, 0] = 1
+        else:
+            mask[:, -1, slot] = 1
+    return mask
+
+
 def condition(shape: tuple[int, ...], anchors: dict[int, torch.Tensor] | None = None,
               guide: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 20, F, h, w): 4 mask channels (1 on anchor slots) then 16 latent channels (anchors, else the guide).
-    `shape` is the noisy latents' (B, 16, F, h, w); anchors map a slot to (B, 16, 1, h, w)."""
-    b, _, f, h, w = shape
-    mask = torch.zeros(b, MASK_CHANNELS, f, h, w)
-    latents = torch.zeros(b, LATENT_CHANNELS, f, h, w) if guide is None else guide.float().clone()
+    """(B, 4 + z, F, h, w): Wan's 4 mask channels (anchor_mask) then z latent channels (anchors, else the guide).
+    `shape` is the noisy latents' (B, z, F, h, w); anchors map a slot to (B, z, 1, h, w)."""
+    b, z, f, h, w = shape
+    mask = anchor_mask(b, f, h, w, (anchors or {}).keys())
+    latents = torch.zeros(b, z, f, h, w) if guide is None else guide.float().clone()
     for slot, anchor in (anchors or {}).items():
-        mask[:, :, slot] = 1
         latents[:, :, slot] = anchor[:, :, 0].float()
     return torch.cat([mask, latents], 1)
 
@@ -50,6 +67,10 @@ def with_anchors(x: torch.Tensor, anchors: dict[int, torch.Tensor] | None, noise
     if not anchors:
         return x
     x = x.clone()
+    if not torch.is_tensor(sigma) and sigma == 0:  # exact (no noise needed)
+        for slot, anchor in anchors.items():
+            x[:, :, slot] = anchor[:, :, 0].to(x)
+        return x
     s = sigma.view(-1, 1, 1, 1) if torch.is_tensor(sigma) else sigma
     for slot, anchor in anchors.items():
         x[:, :, slot] = ((1 - s) * anchor[:, :, 0].to(x) + s * noise[:, :, slot].to(x)).to(x.dtype)

@@ -22,6 +22,7 @@ class CascadeConfig:
     sr_scale: int = 2  # output side / sub-clip side
     blueprint_scale: int = 2  # keyframe side / blueprint side
     max_keyframes: int = 9  # keyframes one blueprint pass holds; more are built hierarchically
+    side_multiple: int = SIDE_MULTIPLE  # VAE downsampling x DiT patch (32 on Wan 2.2's x16 VAE); from the VAE
 
     def __post_init__(self):
         if (self.subclip_frames - 1) % 4 or self.subclip_frames < 9:
@@ -31,11 +32,12 @@ class CascadeConfig:
             raise AvatarInputError(f"max_keyframes={self.max_keyframes}", "use at least 3 keyframes per blueprint pass")
         for name, (h, w) in (("output", (self.height, self.width)), ("keyframe", self.keyframe_size),
                              ("blueprint", self.blueprint_size)):
-            if h % SIDE_MULTIPLE or w % SIDE_MULTIPLE or h <= 0 or w <= 0:
+            if h % self.side_multiple or w % self.side_multiple or h <= 0 or w <= 0:
                 raise AvatarInputError(
                     f"the {name} size {h}x{w} of a {self.height}x{self.width} cascade (sr_scale {self.sr_scale}, "
                     f"blueprint_scale {self.blueprint_scale})",
-                    f"use output sides that are multiples of {SIDE_MULTIPLE * self.sr_scale * self.blueprint_scale}")
+                    f"use output sides that are multiples of "
+                    f"{self.side_multiple * self.sr_scale * self.blueprint_scale}")
 
     @property
     def spacing(self) -> int:
@@ -52,7 +54,8 @@ class CascadeConfig:
         return h // self.blueprint_scale, w // self.blueprint_scale
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields saved in model_index.json (side_multiple comes from the VAE, not from the file)."""
+        return {k: v for k, v in asdict(self).items() if k != "side_multiple"}
 
     def timeline(self, duration_s: float) -> tuple[int, int]:
         """(output frames, sub-clips) for a duration: duration x fps frames, covered by whole sub-clips (the last

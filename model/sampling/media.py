@@ -12,6 +12,7 @@ import av
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
 from ..errors import AvatarInputError
 from ..networks.audio import SAMPLE_RATE
@@ -64,7 +65,7 @@ def stream_decode(vae: AutoencoderKLWan, latents: torch.Tensor, frames: int | No
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     total = (latents.shape[2] - 1) * 4 + 1
     frames = total if frames is None else min(frames, total)
-    scale = 2 ** (len(vae.config.dim_mult) - 1)
+    scale = int(vae.config.get("scale_factor_spatial") or 2 ** (len(vae.config.dim_mult) - 1))
     video = np.empty((frames, latents.shape[3] * scale, latents.shape[4] * scale, 3), np.uint8)
     done = 0
     vae.clear_cache()
@@ -73,6 +74,8 @@ def stream_decode(vae: AutoencoderKLWan, latents: torch.Tensor, frames: int | No
             z = (latents[:, :, i:i + 1].float() * std + mean).to(vae.device, vae.dtype)
             vae._conv_idx = [0]
             x = vae.decoder(vae.post_quant_conv(z), feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+            if vae.config.get("patch_size"):  # Wan 2.2's VAE decodes 2x2 pixel patches as channels
+                x = unpatchify(x, patch_size=vae.config.patch_size)
             x = x[0, :, :frames - done].float().clamp(-1, 1).permute(1, 2, 3, 0).cpu().numpy()
             video[done:done + len(x)] = ((x + 1) * 127.5).round().astype(np.uint8)
             done += len(x)

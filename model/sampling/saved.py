@@ -9,13 +9,25 @@ from ..errors import AvatarInputError
 from .geometry import CASCADE_STAGES
 
 
+def is_wan(folder: str | Path) -> bool:
+    """Whether `folder` is a diffusers Wan checkpoint (a download, not an avatar pipeline built on one)."""
+    index = Path(folder) / "model_index.json"
+    return index.is_file() and json.loads(index.read_text()).get("_class_name", "").startswith("Wan")
+
+
 def saved_pipeline(folder: str | Path, name: str = "") -> str:
     """`folder` if it holds a saved AvatarPipeline, else an AvatarInputError naming it (`name`: the option given)."""
     path = Path(folder)
+    label = name + " " if name else ""
     if not (path / "model_index.json").is_file():
-        raise AvatarInputError(f"{name + ' ' if name else ''}{path} is not a saved AvatarPipeline folder"
+        raise AvatarInputError(f"{label}{path} is not a saved AvatarPipeline folder"
                                + ("" if path.exists() else " (it does not exist)"),
                                "give a folder written by `avatar model train` (OUT/pipeline) or save_pretrained")
+    if is_wan(path):
+        raise AvatarInputError(f"{label}{path} is a Wan checkpoint, not an avatar pipeline",
+                               f"build an avatar cascade on it first: `avatar model init --from-wan {path} --out DIR`, "
+                               "then use DIR (to sample one clip with the checkpoint as it is: `avatar model sample "
+                               f"--pipeline {path}`)")
     return str(path)
 
 

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from ..errors import AvatarInputError
 
@@ -46,6 +46,7 @@ class TimeSchedule:
     sigmas: tuple[float, ...]
     source: str = "shifted"
     guidance: float | None = None
+    shift: float | None = None  # the shift a "shifted" schedule was made with
 
     def __post_init__(self):
         s = np.asarray(self.sigmas, dtype=np.float64)
@@ -78,13 +79,30 @@ class TimeSchedule:
         return asdict(self) | {"sigmas": list(self.sigmas)}
 
 
+def schedule_shift(config: dict | None) -> float:
+    """The shift of a scheduler config: a flow-matching scheduler's `shift`, or Wan's UniPC `flow_shift` (which
+    FlowMatchEulerDiscreteScheduler.from_config would silently drop); 3.0 without a config."""
+    if not config:
+        return 3.0
+    if config.get("flow_shift") is not None:
+        return float(config["flow_shift"])
+    return float(config.get("shift", 1.0))
+
+
 def shifted_schedule(steps: int, config: dict | None = None) -> TimeSchedule:
-    """The scheduler's own `steps`-step schedule (its shift applied once): every stage's default."""
+    """The scheduler's own `steps`-step schedule (its shift applied): every stage's default. A Wan checkpoint's
+    UniPC config (`use_flow_sigmas`, `flow_shift`) gives the sigmas Wan's own sampler steps through; a
+    flow-matching Euler config gives FlowMatchEulerDiscreteScheduler's."""
     if steps < 1:
         raise AvatarInputError(f"{steps} sampling steps", "sample with at least 1 step")
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(config or {"shift": 3.0})
+    shift = schedule_shift(config)
+    if config and config.get("use_flow_sigmas"):
+        scheduler = UniPCMultistepScheduler.from_config(config)
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=shift, num_train_timesteps=int((config or {}).get(
+            "num_train_timesteps", 1000)))
     scheduler.set_timesteps(steps)
-    return TimeSchedule(tuple(scheduler.sigmas.tolist()), "shifted")
+    return TimeSchedule(tuple(scheduler.sigmas.tolist()), "shifted", shift=shift)
 
 
 def euler(x: torch.Tensor, flow: torch.Tensor, sigma: float, to: float) -> torch.Tensor:
@@ -151,7 +169,7 @@ def load_schedules(folder: str | Path) -> dict[str, TimeSchedule]:
         return {}
     try:
         data = json.loads(path.read_text())
-        return {k: TimeSchedule(tuple(v["sigmas"]), v.get("source", "shifted"), v.get("guidance"))
+        return {k: TimeSchedule(tuple(v["sigmas"]), v.get("source", "shifted"), v.get("guidance"), v.get("shift"))
                 for k, v in data.items()}
     except (ValueError, KeyError, TypeError) as exc:
         raise AvatarInputError(f"the schedules file {path} cannot be read ({exc})",

@@ -24,16 +24,17 @@ class CascadePlan:
     seed: int
     steps: int | None
     guidance: float
-    keyframes: torch.Tensor  # (1, 16, K, hk, wk) HR keyframe latents
-    sr_keyframes: torch.Tensor  # (1, 16, K, h, w) at the output size
+    keyframes: torch.Tensor  # (1, z, K, hk, wk) HR keyframe latents
+    sr_keyframes: torch.Tensor  # (1, z, K, h, w) at the output size
     waves: list[np.ndarray]  # per character, padded to the spans' end
     texts: list[tuple[torch.Tensor, torch.Tensor | None]]  # per span: prompt (and negative) embeddings
     references: dict[str, torch.Tensor]  # reference latents at "keyframe" and "sr" sizes
-    identity: torch.Tensor  # (1, C, 16, 1, hc, wc)
+    identity: torch.Tensor  # (1, C, z, 1, hc, wc)
     boxes: torch.Tensor  # (1, C, 4) in [0, 1]
     identity_masks: torch.Tensor | None = None  # (1, C, H, W) in the reference image, for heads that take them
     seconds: dict[str, float] = field(default_factory=dict)  # planning time per stage
     blueprint_passes: int = 0
+    image_tokens: torch.Tensor | None = None  # (n, tokens, D) CLIP states of the reference (Wan 2.1 I2V / FLF2V)
 
 
 class RunFolder:
@@ -103,6 +104,9 @@ def ray_spans(pipe, plan: CascadePlan, todo: list[int], workers: int,
             ray.kill(actor)
 
 
+PLANNING_STAGES = ("blueprint", "keyframe", "blueprint_2", "keyframe_2")  # not needed once the plan exists
+
+
 def span_worker_class(pipeline_class):
     """The Ray actor class that renders spans of a `pipeline_class` folder (made on demand: importing this module does
     not import Ray)."""
@@ -112,7 +116,8 @@ def span_worker_class(pipeline_class):
     class SpanWorker:
         def __init__(self, folder: str, threads: int):
             torch.set_num_threads(threads)
-            self.pipe = pipeline_class.from_pretrained(folder)
+            # the stages a span needs (sub-clip, interpolation, SR): the planning stages stay on disk
+            self.pipe = pipeline_class.from_pretrained(folder, **{s: None for s in PLANNING_STAGES})
             if torch.cuda.is_available():
                 self.pipe.to("cuda")
             self.pipe.set_progress_bar_config(disable=True)

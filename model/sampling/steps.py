@@ -65,12 +65,38 @@ class PipelineSteps:
         std = torch.tensor(self.vae.config.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
         return self.vae.decode((latents * std + mean).to(self.vae.dtype)).sample
 
-    def encode_prompt(self, prompts: list[str], max_length: int = 64) -> torch.Tensor:
-        ids = self.tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
-                             return_tensors="pt")
+    @property
+    def text_length(self) -> int:
+        """Text tokens per prompt: 512 on a Wan checkpoint (its image attention counts on it), 64 on ours."""
+        return int(self.config.get("text_length", 64))
+
+    @property
+    def vae_factors(self) -> tuple[int, int]:
+        """(temporal, spatial) downsampling of the VAE: (4, 8) for Wan 2.1's, (4, 16) for Wan 2.2's."""
+        c = self.vae.config
+        return int(c.get("scale_factor_temporal") or 4), int(c.get("scale_factor_spatial") or
+                                                             2 ** (len(c.dim_mult) - 1))
+
+    def encode_prompt(self, prompts: list[str], max_length: int | None = None) -> torch.Tensor:
+        """(N, text_length, D) UMT5 states, prompts cleaned as Wan cleans them, padding tokens zero (as Wan does)."""
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        ids = self.tokenizer([prompt_clean(p) for p in prompts], padding="max_length",
+                             max_length=max_length or self.text_length, truncation=True, add_special_tokens=True,
+                             return_attention_mask=True, return_tensors="pt")
         mask = ids.attention_mask.to(self.text_encoder.device)
         hidden = self.text_encoder(ids.input_ids.to(self.text_encoder.device), mask).last_hidden_state
-        return hidden * mask[..., None]  # padding tokens are zeros, as Wan does
+        return hidden * mask[..., None]
+
+    def encode_clip_images(self, images: list[np.ndarray]) -> torch.Tensor | None:
+        """(n, image tokens, D) CLIP states of the images (the second-to-last layer, as Wan 2.1 I2V takes them;
+        FLF2V takes two, first and last frame, and joins them itself), or None without an image encoder."""
+        if getattr(self, "image_encoder", None) is None:
+            return None
+        pixels = self.image_processor(images=images, return_tensors="pt").pixel_values
+        hidden = self.image_encoder(pixel_values=pixels.to(self.image_encoder.device, self.image_encoder.dtype),
+                                    output_hidden_states=True).hidden_states[-2]
+        return hidden
 
     # ------------------------------------------------------------------ characters
     def find_characters(self, image: np.ndarray, max_characters: int) -> list[list[float]]:

@@ -208,7 +208,9 @@ def train_stage(config: TrainConfig, progress: Callable[[int, int, float], None]
 
 
 def stage_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:
-    """Freeze the cascade, then unfreeze `stage`'s transformer (and, for the sub-clip stage, the audio projection)."""
+    """Freeze the cascade, then unfreeze `stage`'s transformer (and, for the sub-clip stage, the audio projection).
+    A stage built on a shared Wan base gets its own copy of the base weights first: the other stages keep the base."""
+    pipe.unshare(stage)
     for module in (pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head,
                    *(pipe.stage(s) for s in CASCADE_STAGES)):
         module.requires_grad_(False)

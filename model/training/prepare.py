@@ -27,7 +27,7 @@ from curation.schema import canonical_source
 from runtime import start_ray
 
 from ..errors import AvatarInputError
-from ..networks.audio import WHISPER_DEFAULT
+from ..networks.audio import audio_front_end
 from ..networks.mask_head import MaskPredictionHead
 from ..sampling.clip import AvatarPipeline
 from ..sampling.presets import VAE_TINY, VAE_WIDE, build_pipeline
@@ -36,7 +36,6 @@ from .cache import CACHE_FILE, CLIPS_FILE, JOURNAL_DIR, MODEL_DIR, SHARD_DIR, ca
 from .vae import fit_vae
 from .windows import AvatarClipDataset, DataConfig, mirrored
 
-AUDIO_FRONT_ENDS = ("log_mel", "whisper")
 
 
 @dataclass
@@ -67,17 +66,6 @@ class PrepareSummary:
     windows: int
     seconds: float
     failed_by_reason: dict[str, int]
-
-
-def audio_front_end(spec: str) -> dict:
-    """AudioEncoder keyword arguments for --audio (log_mel | whisper | whisper:NAME_OR_FOLDER)."""
-    kind, _, name = spec.partition(":")
-    if kind not in AUDIO_FRONT_ENDS:
-        raise AvatarInputError(f"audio front end {spec!r}", "use log_mel, whisper or whisper:<name or folder>")
-    if kind == "whisper":
-
-        return {"whisper": name or WHISPER_DEFAULT}
-    return {}
 
 
 def build_cache_model(config: PrepareConfig, fit_progress: Callable | None = None):
