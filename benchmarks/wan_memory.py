@@ -3,12 +3,13 @@
 For each checkpoint shape (the transformer configs of the Wan-AI/*-Diffusers repositories, the UMT5-XXL text encoder,
 the CLIP ViT-H/14 image tower of Wan 2.1 I2V / FLF2V, the VAE) the stage transformers are built exactly as
 `avatar model init --from-wan` builds them (model.sampling.wan.avatar_layers, the conditioning channels a T2V / TI2V
-base lacks) and their parameters counted: the Wan base, the avatar layers each stage adds, the cascade with the five
-stages sharing one base against five copies, and the bytes at bf16 (the VAE at fp32, as Wan runs it).
+base lacks) and their parameters counted: the Wan transformer, the avatar layers on it, the cascade whose five stages
+share one such transformer (per expert) at init against one copy per stage, what each fully fine-tuned stage adds,
+and the bytes at bf16 (the VAE at fp32, as Wan runs it).
 
 GPU residency, weights only (activations, the VAE's decode buffers and the CUDA context come on top): `none` holds
-every component; `model` offload holds the largest single component (one stage: the base plus its layers) while it
-runs; `sequential` holds about one DiT block. Weights are counted, not measured on a GPU: the GPU figures of issue 35
+every component; `model` offload holds the largest single component while it runs (one stage transformer, or the
+text encoder); `sequential` holds about one DiT block. Weights are counted, not measured on a GPU: the GPU figures of issue 35
 (seconds per second of video, peak memory) need a GPU run (benchmarks/README.md says none was made).
 
     python benchmarks/wan_memory.py      # -> benchmarks/results/wan_memory.json
@@ -84,22 +85,21 @@ def checkpoint_memory(name: str, kind: str, config: dict, experts: int, vae_conf
     head = count(on_meta(lambda: MaskPredictionHead(dim=dim, latent_channels=z, max_characters=4)))
     audio = count(AudioEncoder(dim=avatar["audio_dim"]))
     stages = len(CASCADE_STAGES) * experts
-    shared = experts * base + stages * own
-    copies = stages * (base + own)
+    one = base + own  # one stage transformer: what every stage shares at init, per expert
     others_bytes = 2 * (text + clip + head + audio) + 4 * vae
     block = count(stage.blocks[0]) + count(stage.audio_blocks[0])
     return {
-        "kind": kind, "experts": experts,
-        "wan_transformer_params": base, "avatar_layers_params_per_stage": own,
-        "avatar_transformer_params": base + own, "stages": stages,
+        "kind": kind, "experts": experts, "stages": stages,
+        "wan_transformer_params": base, "avatar_layers_params": own, "avatar_transformer_params": one,
         "text_encoder_params": text, "clip_params": clip, "vae_params": vae, "mask_head_params": head,
-        "cascade_transformer_params_shared": shared, "cascade_transformer_params_five_copies": copies,
+        "cascade_transformer_params_shared": experts * one, "cascade_transformer_params_copies": stages * one,
         "gib_bf16": {
-            "one_avatar_transformer": round(2 * (base + own) / GIB, 1),
-            "cascade_shared": round((2 * shared + others_bytes) / GIB, 1),
-            "cascade_five_copies": round((2 * copies + others_bytes) / GIB, 1),
-            "gpu_offload_none": round((2 * shared + others_bytes) / GIB, 1),
-            "gpu_offload_model": round(2 * max(base + own, text) / GIB, 1),
+            "one_avatar_transformer": round(2 * one / GIB, 1),
+            "cascade_shared": round((2 * experts * one + others_bytes) / GIB, 1),
+            "cascade_copies": round((2 * stages * one + others_bytes) / GIB, 1),
+            "each_fine_tuned_stage_adds": round(2 * one / GIB, 1),
+            "gpu_offload_none": round((2 * experts * one + others_bytes) / GIB, 1),
+            "gpu_offload_model": round(2 * max(one, text) / GIB, 1),
             "gpu_offload_sequential_block": round(2 * block / GIB, 2),
         },
     }

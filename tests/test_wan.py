@@ -21,7 +21,7 @@ from model.sampling.cascade import CascadeAvatarPipeline
 from model.sampling.geometry import CASCADE_STAGES
 from model.sampling.media import stream_decode
 from model.sampling.wan import WanBuildConfig, WanCheckpoint, cascade_pipeline, clip_pipeline
-from tests.wan_folders import IMAGE_TOKENS, SHIFTS, make_wan_folder
+from wan_folders import IMAGE_TOKENS, SHIFTS, make_wan_folder
 
 PROMPT, NEGATIVE = "a woman talks  to the camera\n", "blurry, static"
 
@@ -290,3 +290,57 @@ def test_whisper_from_a_transformers_folder(tmp_path):
     encoder = AudioEncoder(dim=8, whisper=str(tmp_path / "whisper"))
     feats = encoder.features(np.zeros(2 * 16000, np.float32))
     assert feats.shape == (100, 16)
+
+
+@pytest.mark.parametrize("kind", ["i2v", "ti2v", "a14b"])
+def test_a_stage_fine_tunes_on_the_wan_base_and_only_it_leaves_the_base(avatar, wan, talking_81, tmp_path, kind):
+    """`avatar model train DATASET --stage subclip --pretrained CASCADE` on a cascade built on a Wan checkpoint:
+    windows conditioned as sampling conditions them (the reference's CLIP tokens on I2V, TI2V's clean anchors at
+    timestep 0, A14B's windows routed to the expert of their noise level); the trained stage (both experts on A14B)
+    gets its own weights, the other stages still hold only the base."""
+    side = 128 if kind == "ti2v" else 64
+    code, _, err = avatar("model", "init", "--from-wan", wan(kind), "--out", tmp_path / "c", "--resolution", side,
+                          "--dtype", "fp32", "--characters", 1)
+    assert code == 0, err
+    code, _, err = avatar("model", "train", talking_81, "--stage", "subclip", "--pretrained", tmp_path / "c",
+                          "--steps", 2, "--batch-size", 2, "--lr", 1e-3, "--out", tmp_path / "run")
+    assert code == 0, err
+    losses = [float(line.split(",")[1]) for line in (tmp_path / "run" / "loss.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    trained = tmp_path / "run" / "pipeline"
+    experts = ["subclip", "subclip_2"] if kind == "a14b" else ["subclip"]
+    for stage in [*CASCADE_STAGES, *(f"{s}_2" for s in CASCADE_STAGES if kind == "a14b")]:
+        with safe_open(str(trained / stage / "diffusion_pytorch_model.safetensors"), "pt") as f:
+            assert ("blocks.0.attn1.to_q.weight" in f.keys()) == (stage in experts), stage
+    base = CascadeAvatarPipeline.from_pretrained(tmp_path / "c")
+    again = CascadeAvatarPipeline.from_pretrained(trained)
+    # the 4 windows' noise levels (uniform, seeded) are all below A14B's boundary (0.875): its low-noise expert trains
+    moved = (getattr(again, experts[-1]).blocks[0].attn1.to_q.weight -
+             getattr(base, experts[-1]).blocks[0].attn1.to_q.weight).abs().max()
+    assert moved > 0
+
+
+def test_a14b_stage_training_routes_each_window_to_the_expert_of_its_noise_level(wan):
+    """A window at noise level 0.95 trains the high-noise expert, one at 0.3 the low-noise one, as sampling switches
+    them at boundary_ratio 0.875; a batch with no window above the boundary leaves the high-noise expert untouched."""
+    from model.sampling.conditioning import condition
+    from model.training.cascade import CascadeStageModule
+
+    pipe = cascade_pipeline(wan("a14b"), WanBuildConfig(max_characters=1), height=64, width=64)
+    module = CascadeStageModule(pipe, "subclip")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 16, 3, 4, 4, generator=g)
+    feat = pipe.audio_encoder.proj[0].in_features
+    batch = {"identity": torch.randn(2, 1, 16, 1, 2, 2, generator=g), "reference": torch.randn(2, 16, 1, 4, 4),
+             "masks": torch.ones(2, 1, 3, 4, 4), "audio": torch.zeros(2, 1, 3, 4, feat)}
+    anchored = torch.tensor([[True, False, False]] * 2)
+    cond = condition(x0.shape, {0: x0[:, :, :1]})
+    pipe.unshare("subclip")
+    for sigma, high_trains in (([0.95, 0.3], True), ([0.3, 0.2], False)):
+        for p in [*pipe.subclip.parameters(), *pipe.subclip_2.parameters()]:
+            p.requires_grad_(True)
+            p.grad = None
+        module.loss(batch, x0, cond, anchored, torch.tensor(sigma), torch.randn(x0.shape, generator=g),
+                    batch["audio"]).backward()
+        assert (pipe.subclip.proj_out.weight.grad is not None) == high_trains
+        assert pipe.subclip_2.proj_out.weight.grad is not None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401 - diffusers' pipeline loader looks it up here
 from diffusers.models.normalization import FP32LayerNorm
@@ -141,8 +142,6 @@ class AvatarTransformer(WanTransformer3DModel):
     def on_state(cls, config: dict, state: dict[str, torch.Tensor], strict: bool = True) -> "AvatarTransformer":
         """An AvatarTransformer of `config` built on the meta device whose parameters ARE the tensors of `state` (no
         copy: transformers built on one state share its memory); returns it with the keys `state` lacked missing."""
-        from accelerate import init_empty_weights
-
         with init_empty_weights(include_buffers=False):
             model = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
-from diffusers.utils import logging as diffusers_logging
 from transformers import PreTrainedTokenizerFast, UMT5EncoderModel
 
 from ..errors import AvatarInputError
@@ -40,7 +39,8 @@ from .conditioning import condition, end_anchors, spatial_guide, temporal_guide
 from .denoise import Expert, denoise
 from .geometry import CASCADE_STAGES, CascadeConfig
 from .media import export_to_mp4, peak_memory_mb, stream_decode
-from .schedulers import TimeSchedule, load_schedules, save_schedules, shifted_schedule
+from .schedulers import TimeSchedule, shifted_schedule
+from .shared import SharedBase, SharedStages
 from .spans import CascadePlan, RunFolder, ray_spans
 from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
 
@@ -67,7 +67,7 @@ def stage_seed(seed: int, stage: str, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{stage}/{index}".encode()).digest()[:6], "little")
 
 
-class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
+class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
     """Five AvatarTransformers (36 input channels each) sharing one VAE, text encoder, audio encoder and mask head."""
 
     model_cpu_offload_seq = ("text_encoder->image_encoder->audio_encoder->" + "->".join(
@@ -100,61 +100,7 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         self.register_to_config(**self.cascade.to_dict(), text_length=text_length, expand_timesteps=expand_timesteps,
                                 boundary_ratio=boundary_ratio, base_checkpoint=base_checkpoint)
         self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (schedulers.py)
-        self.bases: dict[str, dict[str, torch.Tensor]] = {}  # shared base weights by expert (wan.py)
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        """diffusers' save_pretrained, plus the stages' time schedules (schedules.json); stages on a shared base
-        write the base once and only their own tensors (wan.save_shared)."""
-        from .wan import save_shared
-
-        if not self.bases:
-            super().save_pretrained(save_directory, **kwargs)
-        else:
-            stages = {name: getattr(self, name) for name in self.stage_modules()}
-            quiet = diffusers_logging.get_verbosity()
-            try:
-                diffusers_logging.set_verbosity_error()  # it would warn that the stages set aside "cannot be saved"
-                for name in stages:
-                    setattr(self, name, None)
-                super().save_pretrained(save_directory, **kwargs)
-            finally:
-                diffusers_logging.set_verbosity(quiet)
-                for name, module in stages.items():
-                    setattr(self, name, module)
-            self.save_config(save_directory)  # model_index.json naming the stages again
-            save_shared(save_directory, stages, self.bases)
-        save_schedules(save_directory, self.schedules)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "CascadeAvatarPipeline":
-        """diffusers' from_pretrained, plus the time schedules saved in a local folder; stages on a shared base read
-        it once (wan.load_shared)."""
-        from .wan import load_shared
-
-        folder = Path(str(pretrained_model_name_or_path))
-        bases: dict = {}
-        if folder.is_dir():
-            skip = {k for k, v in kwargs.items() if v is None}  # components the caller does not want loaded
-            stages, bases = load_shared(folder, kwargs.get("torch_dtype", kwargs.get("dtype")), skip)
-            kwargs = {**stages, **kwargs}
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        pipe.bases = bases
-        if folder.is_dir():
-            pipe.schedules = load_schedules(pretrained_model_name_or_path)
-        return pipe
-
-    def to(self, *args, **kwargs):
-        """diffusers' `to`, moving each shared base once (module by module, `to` would make one copy per stage)."""
-        from .wan import point_at
-
-        if self.bases:
-            device = kwargs.get("device") or next((a for a in args if not isinstance(a, torch.dtype)), None)
-            dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
-            for base in self.bases.values():
-                moved = base.to(device, dtype)
-                for name in self.stage_modules():
-                    point_at(getattr(self, name), moved)
-        return super().to(*args, **kwargs)
+        self.bases: dict[str, SharedBase] = {}  # the transformer the stages share, by expert (shared.py)
 
     def stage_modules(self) -> list[str]:
         """The registered stage transformers present: the five stages and, on A14B, their low-noise experts."""
@@ -166,15 +112,6 @@ class CascadeAvatarPipeline(DiffusionPipeline, PipelineSteps):
         if second is None:
             return None
         return Expert(second, self.config.boundary_ratio * self.scheduler.config.num_train_timesteps, guidance)
-
-    def unshare(self, stage: str) -> None:
-        """Give `stage` its own copy of every weight it shares with the base (before fine-tuning it: the other stages
-        keep the base's)."""
-        from .wan import unshare
-
-        for name in (stage, f"{stage}_2"):
-            if getattr(self, name, None) is not None:
-                unshare(getattr(self, name), self.bases)
 
     def schedule(self, stage: str, steps: int | None = None) -> TimeSchedule:
         """The sigmas `stage` samples with: its saved schedule when `steps` is None or equal to its step count, else

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
 from ..errors import AvatarInputError
 from ..networks.audio import SAMPLE_RATE, load_audio
@@ -79,8 +80,6 @@ class PipelineSteps:
 
     def encode_prompt(self, prompts: list[str], max_length: int | None = None) -> torch.Tensor:
         """(N, text_length, D) UMT5 states, prompts cleaned as Wan cleans them, padding tokens zero (as Wan does)."""
-        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
-
         ids = self.tokenizer([prompt_clean(p) for p in prompts], padding="max_length",
                              max_length=max_length or self.text_length, truncation=True, add_special_tokens=True,
                              return_attention_mask=True, return_tensors="pt")

@@ -18,6 +18,7 @@ what is its own: the new avatar layers and any tensor that was fine-tuned, plus 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,15 @@ from pathlib import Path
 import torch
 
 from ..errors import AvatarInputError
-from ..networks.weights import WEIGHTS, keep_fp32, read_safetensors, read_transformer, weight_files
+from ..networks.audio import AudioEncoder
+from ..networks.mask_head import MaskPredictionHead
+from ..networks.transformer import AvatarTransformer
+from ..networks.weights import read_transformer, weight_files
+from .cascade import CascadeAvatarPipeline
+from .clip import AvatarPipeline
+from .conditioning import cond_channels
+from .geometry import CASCADE_STAGES
+from .shared import SharedBase
 
 KINDS = ("i2v", "flf2v", "ti2v", "a14b", "t2v")
 SUPPORTED_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
@@ -36,8 +45,6 @@ _CASCADE = dict(subclip_frames=21, interpolation=2, sr_scale=2, blueprint_scale=
 WAN_GEOMETRY = {"i2v": dict(_CASCADE, height=512, width=832), "a14b": dict(_CASCADE, height=512, width=832),
                 "t2v": dict(_CASCADE, height=512, width=832), "flf2v": dict(_CASCADE, height=704, width=1280),
                 "ti2v": dict(_CASCADE, height=512, width=896)}
-BASE_FOLDER = "base"  # inside a cascade folder: the shared base transformer(s)
-SHARED_FILE = "shared.json"  # inside a stage folder: which of its tensors are the base's
 
 
 @dataclass(frozen=True)
@@ -156,8 +163,6 @@ class WanBuildConfig:
 
 def load_component(ckpt: WanCheckpoint, name: str, dtype: torch.dtype | None = None):
     """One non-transformer component of the checkpoint, by the class model_index.json names (as diffusers loads it)."""
-    import importlib
-
     library, cls_name = json.loads((ckpt.path / "model_index.json").read_text())[name]
     cls = getattr(importlib.import_module(library), cls_name)
     kwargs = {} if dtype is None else {"torch_dtype": dtype}
@@ -174,9 +179,6 @@ def avatar_layers(ckpt: WanCheckpoint, config: WanBuildConfig) -> dict:
 
 def shared_parts(ckpt: WanCheckpoint, config: WanBuildConfig) -> dict:
     """What every pipeline on the checkpoint holds besides its transformers: VAE, text, CLIP, audio, mask head."""
-    from ..networks.audio import AudioEncoder
-    from ..networks.mask_head import MaskPredictionHead
-
     t = ckpt.transformer
     parts = {"vae": load_component(ckpt, "vae", torch.float32),
              "text_encoder": load_component(ckpt, "text_encoder", config.dtype),
@@ -194,9 +196,6 @@ def shared_parts(ckpt: WanCheckpoint, config: WanBuildConfig) -> dict:
 def clip_pipeline(folder: str | Path, config: WanBuildConfig | None = None):
     """An AvatarPipeline (one clip) on a Wan checkpoint: its transformer(s), VAE, text encoder, CLIP and scheduler,
     the avatar layers zero-initialised, so that with silent audio it samples what the checkpoint samples."""
-    from ..networks.transformer import AvatarTransformer
-    from .clip import AvatarPipeline
-
     config = config or WanBuildConfig()
     ckpt = WanCheckpoint.read(folder)
     experts = {}
@@ -210,115 +209,11 @@ def clip_pipeline(folder: str | Path, config: WanBuildConfig | None = None):
     return pipe
 
 
-@dataclass
-class SharedBase:
-    """The transformer every stage starts as: the checkpoint's weights plus the avatar layers at their init, read or
-    built once. A stage holds these tensors (not copies) until it is fine-tuned."""
-
-    config: dict  # the AvatarTransformer config of the stages
-    state: dict[str, torch.Tensor]
-
-    def shares(self, name: str, tensor: torch.Tensor) -> bool:
-        """Whether a stage's tensor `name` is this base's own tensor (same storage), i.e. not fine-tuned apart."""
-        base = self.state.get(name)
-        return base is not None and base.data_ptr() == tensor.data_ptr() and base.shape == tensor.shape
-
-    def to(self, device, dtype: torch.dtype | None = None) -> dict[int, torch.Tensor]:
-        """Move the base once; returns {old data_ptr: moved tensor} for the stages to point at."""
-        moved = {}
-        for name, tensor in self.state.items():
-            cast = dtype if dtype is not None and tensor.is_floating_point() and not keep_fp32(name) else None
-            moved[tensor.data_ptr()] = self.state[name] = tensor.to(device=device, dtype=cast)
-        return moved
-
-
-def unshare(stage: torch.nn.Module, bases: dict[str, SharedBase]) -> int:
-    """Give `stage` its own copy of every parameter it shares with a base (before fine-tuning it); returns how many."""
-    count = 0
-    for name, param in list(stage.named_parameters()):
-        if any(base.shares(name, param) for base in bases.values()):
-            owner = stage.get_submodule(name.rpartition(".")[0]) if "." in name else stage
-            leaf = name.rpartition(".")[2]
-            owner._parameters[leaf] = torch.nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
-            count += 1
-    return count
-
-
-def point_at(stage: torch.nn.Module, moved: dict[int, torch.Tensor]) -> None:
-    """Let every parameter of `stage` that held a base tensor hold its moved copy (SharedBase.to)."""
-    for param in stage.parameters():
-        if param.data_ptr() in moved:
-            param.data = moved[param.data_ptr()]
-
-
-def expert_of(stage: str) -> str:
-    """Which base a stage module starts from: A14B's low-noise experts (`<stage>_2`) from transformer_2."""
-    return "transformer_2" if stage.endswith("_2") else "transformer"
-
-
-def save_shared(folder: str | Path, stages: dict[str, torch.nn.Module], bases: dict[str, SharedBase]) -> None:
-    """FOLDER/base/<expert>/ (each base once: an AvatarTransformer folder) and FOLDER/<stage>/: its config, the
-    tensors that are its own (what fine-tuning changed; none at init) and shared.json naming the base tensors it uses."""
-    from huggingface_hub import save_torch_state_dict
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    for expert, base in bases.items():
-        out = folder / BASE_FOLDER / expert
-        out.mkdir(parents=True, exist_ok=True)
-        save_torch_state_dict(base.state, out, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
-                              max_shard_size="10GB")
-        config = {"_class_name": "AvatarTransformer", **{k: v for k, v in base.config.items() if not k.startswith("_")}}
-        (out / "config.json").write_text(json.dumps(config, indent=2))
-    for name, stage in stages.items():
-        expert = expert_of(name)
-        out = folder / name
-        out.mkdir(parents=True, exist_ok=True)
-        stage.save_config(out)
-        state = stage.state_dict()
-        shared = sorted(k for k, v in state.items() if bases[expert].shares(k, v))
-        own = {k: v.contiguous() for k, v in state.items() if k not in set(shared)}
-        save_file(own, str(out / WEIGHTS), metadata={"format": "pt"})
-        (out / SHARED_FILE).write_text(json.dumps({"base": f"{BASE_FOLDER}/{expert}", "tensors": shared}) + "\n")
-
-
-def load_shared(folder: str | Path, dtype=None, skip: set[str] = frozenset()) -> tuple[dict, dict[str, SharedBase]]:
-    """The stages of a cascade folder saved by save_shared (each base read once, shared by its stages) and the bases;
-    ({}, {}) for a folder without a shared base. `dtype`: a torch dtype, or diffusers' {component: dtype} dict;
-    `skip`: stages not to load (a base no loaded stage uses is not read)."""
-    from ..networks.transformer import AvatarTransformer
-
-    folder = Path(folder)
-    if not (folder / BASE_FOLDER).is_dir():
-        return {}, {}
-    index = json.loads((folder / "model_index.json").read_text())
-    bases: dict[str, SharedBase] = {}
-    stages = {}
-    for name in index:
-        info = folder / name / SHARED_FILE
-        if name in skip or not info.is_file():
-            continue
-        want = dtype.get(name, dtype.get("default")) if isinstance(dtype, dict) else dtype
-        shared = json.loads(info.read_text())
-        expert = Path(shared["base"]).name
-        if expert not in bases:
-            bases[expert] = SharedBase(*read_transformer(folder / shared["base"], want))
-        state = {**{k: bases[expert].state[k] for k in shared["tensors"]},
-                 **read_safetensors(folder / name / WEIGHTS, want)}
-        stages[name] = AvatarTransformer.on_state(AvatarTransformer.load_config(folder / name), state)
-    return stages, bases
-
-
 def cascade_pipeline(folder: str | Path, config: WanBuildConfig | None = None, **geometry):
     """A CascadeAvatarPipeline on a Wan checkpoint. Every stage (and, on A14B, its low-noise expert) starts as the same
     transformer: the checkpoint's weights plus the avatar layers (and the conditioning channels a T2V / TI2V base
     lacks) at their init, zero where they write into the video. They share that one copy until a stage is fine-tuned.
     The checkpoint's scheduler (its flow_shift) gives every stage's sigmas."""
-    from ..networks.transformer import AvatarTransformer
-    from .cascade import CascadeAvatarPipeline
-    from .conditioning import cond_channels
-    from .geometry import CASCADE_STAGES
-
     config = config or WanBuildConfig()
     ckpt = WanCheckpoint.read(folder)
     extra = cond_channels(ckpt.z_dim) - ckpt.cond_channels

@@ -108,7 +108,19 @@ class StageWindows(torch.utils.data.Dataset):
                "identity": pipe.encode_images(item["identity"][:, :, None]).float(),
                "boxes": item["boxes"], "masks": latent_masks(item["masks"][None], (f, h, w))[0],
                "audio": self.audio(item, f), "num_characters": item["num_characters"]}
+        clip = self.clip_tokens(item["reference"])
+        if clip is not None:
+            out["clip"] = clip
         return {**out, **(key or {})}
+
+    def clip_tokens(self, reference: torch.Tensor) -> torch.Tensor | None:
+        """(n, tokens, D) CLIP states of the window's reference frame, as sampling gives a Wan 2.1 I2V / FLF2V stage
+        (n = 2 on FLF2V: the reference twice); None for a stage without image attention."""
+        pipe = self.pipe
+        if getattr(pipe, "image_encoder", None) is None or pipe.stage(self.stage).config.image_dim is None:
+            return None
+        image = ((reference.permute(1, 2, 0).float() + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        return pipe.encode_clip_images([image] * pipe.image_count()).float().cpu()
 
     def audio(self, item: dict, f: int) -> torch.Tensor:
         """(C, F, 4, feat) audio feature windows per latent frame, as sampling gives them (zeros without audio)."""
@@ -142,6 +154,9 @@ class CascadeStageModule(torch.nn.Module):
     def __init__(self, pipe, stage: str, seed: int = 0):
         super().__init__()
         self.transformer, self.audio_encoder = getattr(pipe, stage), pipe.audio_encoder
+        self.transformer_2 = getattr(pipe, f"{stage}_2", None)  # Wan 2.2 A14B: the low-noise expert
+        self.boundary = None if self.transformer_2 is None else pipe.expert(stage, 1.0).boundary
+        self.clean_anchors = bool(pipe.config.get("expand_timesteps"))  # TI2V: anchors clean at timestep 0
         self.outside, self.stage, self.seed = [pipe], stage, seed
         with torch.no_grad():
             self.register_buffer("text", pipe.encode_prompt([""]).float(), persistent=False)
@@ -159,19 +174,45 @@ class CascadeStageModule(torch.nn.Module):
     def loss(self, batch, x0, cond, anchored, sigma, noise, audio) -> torch.Tensor:
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise  # anchor slots: the anchor noised, as sampling sets them
-        flow = stage_flow(self.transformer, self.audio_encoder, xt, sigma, cond, audio, batch, self.text)
+        clean = anchored if self.clean_anchors else None
+        if clean is not None:  # or clean, at timestep 0 (TI2V)
+            keep = clean[:, None, :, None, None].to(xt.dtype)
+            xt = keep * x0 + (1 - keep) * xt
+        if self.transformer_2 is None:
+            flow = stage_flow(self.transformer, self.audio_encoder, xt, sigma, cond, audio, batch, self.text, clean)
+        else:  # each window to the expert its noise level belongs to, as sampling switches them
+            flow = torch.zeros_like(x0)
+            for expert, pick in ((self.transformer, sigma * 1000 >= self.boundary),
+                                 (self.transformer_2, sigma * 1000 < self.boundary)):
+                if pick.any():
+                    part = {k: v[pick] if torch.is_tensor(v) and len(v) == len(pick) else v for k, v in batch.items()}
+                    flow[pick] = stage_flow(expert, self.audio_encoder, xt[pick], sigma[pick], cond[pick], audio[pick],
+                                            part, self.text, None if clean is None else clean[pick]).to(flow.dtype)
         return anchored_loss(flow, noise - x0, anchored)
 
 
 def stage_flow(transformer, audio_encoder, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-               audio: torch.Tensor, batch: dict, text: torch.Tensor) -> torch.Tensor:
+               audio: torch.Tensor, batch: dict, text: torch.Tensor,
+               clean: torch.Tensor | None = None) -> torch.Tensor:
     """A stage's flow on a batch of training windows ((B,) sigma; `audio` (B, C, F, 4, feat) before the projection),
-    conditioned as at sampling: what stage training and distillation both call."""
+    conditioned as at sampling: what stage training and distillation both call. `batch["clip"]` (B, n, tokens, D):
+    the reference's CLIP states for a stage with image attention; `clean` (B, F) bool: anchored latent frames whose
+    tokens get timestep 0 (TI2V)."""
     c = batch["identity"].shape[1]
     masks = batch["masks"].clamp(0, 1)[:, :, :x.shape[2]] if c > 1 else None
     tokens = audio_encoder.tokens(audio)
-    out = transformer(torch.cat([x, cond], 1), sigma * 1000, text.expand(len(x), -1, -1), audio_tokens=tokens,
-                      reference_latents=batch["reference"], identity_latents=batch["identity"], audio_masks=masks)
+    timestep = sigma * 1000
+    if clean is not None:
+        _, p_h, p_w = transformer.config.patch_size
+        grid = (~clean).float()[:, :, None, None].expand(-1, -1, x.shape[3] // p_h, x.shape[4] // p_w)
+        timestep = (grid * timestep.view(-1, 1, 1, 1)).flatten(1)
+    image = batch.get("clip")
+    image = None if image is None or transformer.config.image_dim is None else image.flatten(0, 1).to(transformer.dtype)
+    dtype = transformer.dtype
+    out = transformer(torch.cat([x, cond], 1).to(dtype), timestep, text.expand(len(x), -1, -1).to(dtype),
+                      audio_tokens=tokens.to(dtype), reference_latents=batch["reference"].to(dtype),
+                      identity_latents=batch["identity"].to(dtype), audio_masks=masks,
+                      encoder_hidden_states_image=image)
     return out.sample
 
 
@@ -198,7 +239,9 @@ def train_stage(config: TrainConfig, progress: Callable[[int, int, float], None]
     data = StageWindows(pipe, config.dataset, config.stage, config.data, seed=config.seed)
     params = stage_parameters(pipe, config.stage)
     if config.gradient_checkpointing:
-        pipe.stage(config.stage).enable_gradient_checkpointing()
+        for name in (config.stage, f"{config.stage}_2"):
+            if getattr(pipe, name, None) is not None:
+                getattr(pipe, name).enable_gradient_checkpointing()
     accelerator = make_accelerator(loop)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -212,9 +255,10 @@ def stage_parameters(pipe, stage: str) -> list[torch.nn.Parameter]:
     A stage built on a shared Wan base gets its own copy of the base weights first: the other stages keep the base."""
     pipe.unshare(stage)
     for module in (pipe.vae, pipe.text_encoder, pipe.audio_encoder, pipe.mask_head,
-                   *(pipe.stage(s) for s in CASCADE_STAGES)):
+                   *(getattr(pipe, name) for name in pipe.stage_modules())):
         module.requires_grad_(False)
-    params = list(pipe.stage(stage).parameters())
+    params = [p for name in (stage, f"{stage}_2") if getattr(pipe, name, None) is not None
+              for p in getattr(pipe, name).parameters()]
     params += list(pipe.audio_encoder.proj.parameters()) if stage == "subclip" else []
     for p in params:
         p.requires_grad_(True)
