@@ -52,6 +52,8 @@ GSB = "gsb_store"
 
 SCALE = "curation_pipeline_scale"
 
+WAN = "wan_memory"
+
 CLAIMS: list[Claim] = [
     # cascade cost (generated)
     *in_section(
@@ -447,4 +449,44 @@ CLAIMS: list[Claim] = [
     C("| speakers per shot (two-speaker briefs)", "0.003", DIR, "means.single_call.speaker_accuracy_first_try"),
     C("| speakers per shot (two-speaker briefs)", "0.895", DIR, "means.rule_based.speaker_accuracy"),
     C("| negative prompts specific to their shot |", "0.95", DIR, "means.single_call.negatives_specific"),
+    # bring your own Wan: weights counted on the meta device
+    *in_section(
+        "Bring your own Wan: weight memory",
+        C("| Wan2.1-T2V-1.3B |", "1.42", WAN, "checkpoints.Wan2.1-T2V-1.3B.wan_transformer_params", scale=1e-9),
+        C("| Wan2.1-T2V-1.3B |", "0.29", WAN, "checkpoints.Wan2.1-T2V-1.3B.avatar_layers_params", scale=1e-9),
+        C("| Wan2.1-T2V-1.3B |", "3.2", WAN, "checkpoints.Wan2.1-T2V-1.3B.gib_bf16.one_avatar_transformer"),
+        C("| Wan2.1-T2V-1.3B |", "14.2", WAN, "checkpoints.Wan2.1-T2V-1.3B.gib_bf16.cascade_shared"),
+        C("| Wan2.1-T2V-1.3B |", "27.0", WAN, "checkpoints.Wan2.1-T2V-1.3B.gib_bf16.cascade_copies"),
+        C("| Wan2.1-T2V-1.3B |", "10.6", WAN, "checkpoints.Wan2.1-T2V-1.3B.gib_bf16.gpu_offload_model"),
+        C("| Wan2.1-T2V-1.3B |", "0.10", WAN, "checkpoints.Wan2.1-T2V-1.3B.gib_bf16.gpu_offload_sequential_block"),
+        C("| Wan2.1-I2V-14B-480P |", "16.39", WAN, "checkpoints.Wan2.1-I2V-14B-480P.wan_transformer_params", scale=1e-9),
+        C("| Wan2.1-I2V-14B-480P |", "4.23", WAN, "checkpoints.Wan2.1-I2V-14B-480P.avatar_layers_params", scale=1e-9),
+        C("| Wan2.1-I2V-14B-480P |", "38.4", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.one_avatar_transformer"),
+        C("| Wan2.1-I2V-14B-480P |", "50.6", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.cascade_shared"),
+        C("| Wan2.1-I2V-14B-480P |", "204.3", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.cascade_copies"),
+        C("| Wan2.1-I2V-14B-480P |", "38.4", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.gpu_offload_model"),
+        C("| Wan2.1-I2V-14B-480P |", "0.95", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.gpu_offload_sequential_block"),
+        C("| Wan2.2-TI2V-5B |", "5.00", WAN, "checkpoints.Wan2.2-TI2V-5B.wan_transformer_params", scale=1e-9),
+        C("| Wan2.2-TI2V-5B |", "1.15", WAN, "checkpoints.Wan2.2-TI2V-5B.avatar_layers_params", scale=1e-9),
+        C("| Wan2.2-TI2V-5B |", "11.4", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.one_avatar_transformer"),
+        C("| Wan2.2-TI2V-5B |", "24.7", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.cascade_shared"),
+        C("| Wan2.2-TI2V-5B |", "70.5", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.cascade_copies"),
+        C("| Wan2.2-TI2V-5B |", "11.4", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.gpu_offload_model"),
+        C("| Wan2.2-TI2V-5B |", "0.38", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.gpu_offload_sequential_block"),
+        C("| Wan2.2-I2V-A14B |", "14.29", WAN, "checkpoints.Wan2.2-I2V-A14B.wan_transformer_params", scale=1e-9),
+        C("| Wan2.2-I2V-A14B |", "4.23", WAN, "checkpoints.Wan2.2-I2V-A14B.avatar_layers_params", scale=1e-9),
+        C("| Wan2.2-I2V-A14B |", "34.5", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.one_avatar_transformer"),
+        C("| Wan2.2-I2V-A14B |", "80.0", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.cascade_shared"),
+        C("| Wan2.2-I2V-A14B |", "355.9", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.cascade_copies"),
+        C("| Wan2.2-I2V-A14B |", "34.5", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.gpu_offload_model"),
+        C("| Wan2.2-I2V-A14B |", "0.85", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.gpu_offload_sequential_block"),
+    ),
+    # the README's summary of the same table
+    *[replace(c, doc="README.md", section="Use your own Wan weights") for c in (
+        C("Wan2.1-I2V-14B-480P, 50.6 GiB", "50.6", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.cascade_shared"),
+        C("Wan2.1-I2V-14B-480P, 50.6 GiB", "204.3", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.cascade_copies"),
+        C("38.4 GiB on the GPU", "38.4", WAN, "checkpoints.Wan2.1-I2V-14B-480P.gib_bf16.gpu_offload_model"),
+        C("on Wan2.2-TI2V-5B, 24.7 GiB", "24.7", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.cascade_shared"),
+        C("on Wan2.2-TI2V-5B, 24.7 GiB", "11.4", WAN, "checkpoints.Wan2.2-TI2V-5B.gib_bf16.gpu_offload_model"),
+    )],
 ]

@@ -61,10 +61,9 @@ def our_latents(pipe, kind: str, side: int, guidance: float, steps: int = 4) -> 
     """Our single-clip sampling on the same inputs: one character (the whole frame), silent, avatar layers at zero."""
     first, last = images(side)
     pipe.set_progress_bar_config(disable=True)
-    pipe(first, [None], prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=9, height=side, width=side,
-         num_inference_steps=steps, guidance_scale=guidance, character_boxes=[[0, 0, side, side]],
-         generator=torch.Generator().manual_seed(0), last_image=last if kind == "flf2v" else None)
-    return pipe.last_latents
+    return pipe(first, [None], prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=9, height=side, width=side,
+                num_inference_steps=steps, guidance_scale=guidance, character_boxes=[[0, 0, side, side]],
+                generator=torch.Generator().manual_seed(0), last_image=last if kind == "flf2v" else None).latents
 
 
 @pytest.mark.parametrize("kind", ["i2v", "flf2v", "ti2v"])

@@ -37,6 +37,7 @@ class AvatarPipelineOutput(BaseOutput):
     fps: float
     boxes: list[list[float]]  # character boxes in the reference image (xyxy), audio i -> boxes[i]
     silent: list[bool]  # characters that had no audio
+    latents: torch.Tensor | None = None  # (1, z, F, h, w) the sampled latents, before decoding
 
     def save(self, path: str | Path) -> Path:
         return export_to_mp4(self.frames, self.fps, path, self.audio, self.sample_rate)
@@ -174,9 +175,8 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
                                  encoder_hidden_states_image=None if clip_tokens is None else clip_tokens.to(device,
                                                                                                            dtype),
                                  mask_head=self.mask_head if len(boxes) > 1 else None, identity_masks=first)
-        self.last_latents = latents  # what the Wan equivalence tests compare
         video = self.decode_latents(latents)[0].float().clamp(-1, 1)  # (3, T, H, W)
         frames = ((video.permute(1, 2, 3, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
         return AvatarPipelineOutput(frames=frames, masks=None if masks is None else masks[0].float().cpu().numpy(),
                                     audio=mix_audio(waves, audio_samples(num_frames, fps)), sample_rate=SAMPLE_RATE,
-                                    fps=fps, boxes=boxes, silent=features.silent)
+                                    fps=fps, boxes=boxes, silent=features.silent, latents=latents.float().cpu())

@@ -10,9 +10,8 @@ image tokens of the reference (two images for FLF2V), text padded to 512 tokens 
 tokens after the first 512 as the image's), the scheduler's `flow_shift`, TI2V's VAE factors and its clean first
 frame at timestep 0, A14B's two experts switched at `boundary_ratio`.
 
-A cascade's five stages start from one checkpoint: they share its transformer weights, in memory (one tensor per
-weight, `data_ptr` for `data_ptr`) and on disk (CASCADE/base/transformer holds them once; each stage folder holds only
-what is its own: the new avatar layers and any tensor that was fine-tuned, plus `shared.json` naming the rest).
+A cascade's five stages start as one transformer (the checkpoint's weights plus the avatar layers at their init) and
+share it, in memory and on disk, until a stage is fine-tuned (shared.py).
 """
 
 from __future__ import annotations
@@ -165,7 +164,7 @@ def load_component(ckpt: WanCheckpoint, name: str, dtype: torch.dtype | None = N
     """One non-transformer component of the checkpoint, by the class model_index.json names (as diffusers loads it)."""
     library, cls_name = json.loads((ckpt.path / "model_index.json").read_text())[name]
     cls = getattr(importlib.import_module(library), cls_name)
-    kwargs = {} if dtype is None else {"torch_dtype": dtype}
+    kwargs = {} if dtype is None else {"dtype" if library == "transformers" else "torch_dtype": dtype}
     module = cls.from_pretrained(str(ckpt.path / name), **kwargs)
     return module.eval() if hasattr(module, "eval") else module
 
@@ -205,7 +204,6 @@ def clip_pipeline(folder: str | Path, config: WanBuildConfig | None = None):
     pipe = AvatarPipeline(**shared_parts(ckpt, config), scheduler=load_component(ckpt, "scheduler"), **experts,
                           text_length=TEXT_TOKENS, expand_timesteps=ckpt.expand_timesteps,
                           boundary_ratio=ckpt.boundary_ratio)
-    pipe.wan = ckpt
     return pipe
 
 
