@@ -343,3 +343,25 @@ def test_a14b_stage_training_routes_each_window_to_the_expert_of_its_noise_level
                     batch["audio"]).backward()
         assert (pipe.subclip.proj_out.weight.grad is not None) == high_trains
         assert pipe.subclip_2.proj_out.weight.grad is not None
+
+
+def test_flf2v_spans_see_the_clip_of_their_own_keyframes(wan):
+    """On an FLF2V base a sub-clip between keyframes j and j + 1 gets the CLIP states of those two keyframes (decoded),
+    as Wan FLF2V takes its first and last frame; the planning stages get the reference's, twice."""
+    pipe = cascade_pipeline(wan("flf2v"), WanBuildConfig(max_characters=1), height=64, width=64)
+    pipe.set_progress_bar_config(disable=True)
+    seen = {"subclip": [], "blueprint": []}
+    for stage in seen:
+        pipe.stage(stage).register_forward_pre_hook(
+            lambda m, args, kwargs, stage=stage: seen[stage].append(kwargs["encoder_hidden_states_image"].clone()),
+            with_kwargs=True)
+    image, _ = images(64)
+    out = pipe(image, [None], duration_s=1.3, num_inference_steps=1, character_boxes=[[0, 0, 64, 64]])
+    assert len(out.report["spans"]) == 2 and len(seen["subclip"]) == 2
+    first, second = seen["subclip"]
+    assert first.shape == (2, IMAGE_TOKENS, 4)  # the two ends, joined by the transformer's image embedder
+    assert torch.equal(first[1], second[0])  # keyframe 1 ends span 0 and starts span 1
+    assert not torch.equal(first[0], first[1])
+    reference = pipe.encode_clip_images([image])[0]
+    torch.testing.assert_close(seen["blueprint"][0][0], reference)
+    torch.testing.assert_close(seen["blueprint"][0][1], reference)

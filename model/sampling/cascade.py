@@ -124,6 +124,14 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
     def stage_name(self, transformer: AvatarTransformer) -> str:
         return next(s for s in CASCADE_STAGES if getattr(self, s) is transformer)
 
+    def keyframe_clip_tokens(self, keyframes: torch.Tensor) -> torch.Tensor | None:
+        """(K, 1, tokens, D) CLIP states of each keyframe, decoded: a span between keyframes j and j + 1 gives an
+        FLF2V base the CLIP of its own first and last frame, as Wan FLF2V takes them (None on any other base)."""
+        if self.image_count() != 2:
+            return None
+        return torch.stack([self.encode_clip_images([stream_decode(self.vae, keyframes[:, :, k:k + 1])[0]]).float().cpu()
+                            for k in range(keyframes.shape[2])])
+
     def image_count(self) -> int:
         """Reference images the CLIP encoder sees: two for an FLF2V base (first and last frame), else one."""
         return 2 if self.subclip.config.pos_embed_seq_len else 1
@@ -232,7 +240,8 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         start = int(round(j * spacing / c.fps * SAMPLE_RATE))
         waves = [w[start:start + int(round((spacing + 1) / c.fps * SAMPLE_RATE))] for w in plan.waves]
         text, negative = (t.to(device) if t is not None else None for t in plan.texts[j])
-        common = dict(identity=plan.identity.to(device), boxes=plan.boxes.to(device), image_tokens=plan.image_tokens)
+        image = plan.image_tokens if plan.keyframe_tokens is None else plan.keyframe_tokens[j:j + 2].flatten(0, 1)
+        common = dict(identity=plan.identity.to(device), boxes=plan.boxes.to(device), image_tokens=image)
         z = plan.keyframes.shape[1]
         many = plan.identity.shape[1] > 1
         hk, wk = plan.keyframes.shape[-2:]
@@ -326,6 +335,7 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
             sr_keyframes=sr_keyframes, waves=waves, texts=[texts_at((j + 0.5) * c.spacing / c.fps) for j in range(spans)],
             references={k: references[k] for k in ("keyframe", "sr")}, identity=identity, boxes=box_tensor,
             identity_masks=self.first_frame_masks(image, boxes, character_masks), image_tokens=image_tokens,
+            keyframe_tokens=self.keyframe_clip_tokens(keyframes),
             seconds={"blueprint": tic["blueprint"] - tic["start"], "keyframes": tic["keyframes"] - tic["blueprint"]},
             blueprint_passes=common.get("passes", 0))
 

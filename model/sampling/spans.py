@@ -35,6 +35,7 @@ class CascadePlan:
     seconds: dict[str, float] = field(default_factory=dict)  # planning time per stage
     blueprint_passes: int = 0
     image_tokens: torch.Tensor | None = None  # (n, tokens, D) CLIP states of the reference (Wan 2.1 I2V / FLF2V)
+    keyframe_tokens: torch.Tensor | None = None  # (K, 1, tokens, D) CLIP states of each keyframe (FLF2V's spans)
 
 
 class RunFolder:

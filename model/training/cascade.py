@@ -108,19 +108,27 @@ class StageWindows(torch.utils.data.Dataset):
                "identity": pipe.encode_images(item["identity"][:, :, None]).float(),
                "boxes": item["boxes"], "masks": latent_masks(item["masks"][None], (f, h, w))[0],
                "audio": self.audio(item, f), "num_characters": item["num_characters"]}
-        clip = self.clip_tokens(item["reference"])
+        clip = self.clip_tokens(item["reference"], frames[0])
         if clip is not None:
             out["clip"] = clip
         return {**out, **(key or {})}
 
-    def clip_tokens(self, reference: torch.Tensor) -> torch.Tensor | None:
-        """(n, tokens, D) CLIP states of the window's reference frame, as sampling gives a Wan 2.1 I2V / FLF2V stage
-        (n = 2 on FLF2V: the reference twice); None for a stage without image attention."""
+    def clip_tokens(self, reference: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
+        """(n, tokens, D) CLIP states as sampling gives them to a Wan 2.1 I2V / FLF2V stage: the reference; on FLF2V
+        the reference twice for the planning stages, the window's first and last frame for the span stages; None
+        for a stage without image attention. `frames` (3, T, H, W) in [-1, 1]."""
         pipe = self.pipe
         if getattr(pipe, "image_encoder", None) is None or pipe.stage(self.stage).config.image_dim is None:
             return None
-        image = ((reference.permute(1, 2, 0).float() + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-        return pipe.encode_clip_images([image] * pipe.image_count()).float().cpu()
+
+        def rgb(x: torch.Tensor) -> np.ndarray:
+            return ((x.permute(1, 2, 0).float() + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+
+        if pipe.image_count() == 1:
+            return pipe.encode_clip_images([rgb(reference)]).float().cpu()
+        if self.stage in ("blueprint", "keyframe"):
+            return pipe.encode_clip_images([rgb(reference)] * 2).float().cpu()
+        return pipe.encode_clip_images([rgb(frames[:, 0]), rgb(frames[:, -1])]).float().cpu()
 
     def audio(self, item: dict, f: int) -> torch.Tensor:
         """(C, F, 4, feat) audio feature windows per latent frame, as sampling gives them (zeros without audio)."""
