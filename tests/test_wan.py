@@ -15,6 +15,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, 
 from PIL import Image
 from safetensors import safe_open
 
+from model.errors import AvatarInputError
 from model.networks.audio import AudioEncoder
 from model.networks.transformer import AvatarTransformer
 from model.sampling.cascade import CascadeAvatarPipeline
@@ -365,3 +366,15 @@ def test_flf2v_spans_see_the_clip_of_their_own_keyframes(wan):
     reference = pipe.encode_clip_images([image])[0]
     torch.testing.assert_close(seen["blueprint"][0][0], reference)
     torch.testing.assert_close(seen["blueprint"][0][1], reference)
+
+
+def test_flf2v_without_a_last_frame_and_a_last_frame_without_flf2v(wan):
+    """An FLF2V clip without a last frame is conditioned on its first frame only (CLIP sees the reference twice, as the
+    transformer needs two images); a last frame given to an I2V transformer is one clear error."""
+    first, last = images(32)
+    out = clip_pipeline(wan("flf2v"))(first, [None], num_frames=9, height=32, width=32, num_inference_steps=1,
+                                      character_boxes=[[0, 0, 32, 32]])
+    assert out.frames.shape == (9, 32, 32, 3)
+    with pytest.raises(AvatarInputError, match="last_image"):
+        clip_pipeline(wan("i2v"))(first, [None], num_frames=9, height=32, width=32, num_inference_steps=1,
+                                  character_boxes=[[0, 0, 32, 32]], last_image=last)

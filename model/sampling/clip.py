@@ -105,6 +105,16 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
         mask = anchor_mask(1, f, *shape[-2:], [0] + ([f - 1] if last is not None else []))
         return torch.cat([mask, latents], 1), None
 
+    def clip_second_image(self, image: np.ndarray, last: np.ndarray | None) -> list[np.ndarray]:
+        """The second CLIP image of an FLF2V transformer (the last frame, or the reference again without one: the
+        clip is then conditioned on its first frame only); none for any other. A last frame for a transformer that
+        cannot take one is an error."""
+        two = bool(self.transformer.config.pos_embed_seq_len)
+        if last is not None and not two:
+            raise AvatarInputError("a last_image for a transformer without first-last-frame conditioning",
+                                   "use a Wan FLF2V checkpoint for first-last-frame clips, or leave last_image out")
+        return ([image] if last is None else [last]) if two else []
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def __call__(self, reference_image, audio: list | None = None, prompt: str = "", negative_prompt: str = "",
@@ -154,7 +164,7 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
         text = self.encode_prompt([prompt]).to(device, dtype)
         negative = self.encode_prompt([negative_prompt]).to(device, dtype) if guidance_scale > 1 else None
         last = None if last_image is None else check_inputs(last_image, None)[0]
-        clip_tokens = self.encode_clip_images([image] if last is None else [image, last])
+        clip_tokens = self.encode_clip_images([image] + self.clip_second_image(image, last))
 
         r = self.vae_factors[1]
         shape = (1, self.vae.config.z_dim, latent_frames(num_frames), height // r, width // r)
