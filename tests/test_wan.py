@@ -378,3 +378,23 @@ def test_flf2v_without_a_last_frame_and_a_last_frame_without_flf2v(wan):
     with pytest.raises(AvatarInputError, match="last_image"):
         clip_pipeline(wan("i2v"))(first, [None], num_frames=9, height=32, width=32, num_inference_steps=1,
                                   character_boxes=[[0, 0, 32, 32]], last_image=last)
+
+
+def test_subclip_condition_on_an_flf2v_base_is_wans_own(wan):
+    """On an FLF2V base a sub-clip is conditioned as Wan FLF2V conditions a clip on its first and last frame: the
+    condition equals what diffusers' WanImageToVideoPipeline.prepare_latents builds from the two decoded keyframes
+    (frame mask, then the VAE latents of [first, zeros..., last]); the tiny cascade of our own keeps the latent layout."""
+    from model.sampling.media import stream_decode
+    from model.sampling.presets import build_cascade
+
+    pipe = cascade_pipeline(wan("flf2v"), WanBuildConfig(max_characters=1), height=64, width=64)
+    keyframes = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    ours = pipe.subclip_condition(keyframes, 0)
+    ends = [torch.from_numpy(stream_decode(pipe.vae, keyframes[:, :, k:k + 1])[0]).permute(2, 0, 1).float()[None]
+            / 127.5 - 1 for k in (0, 1)]
+    reference = WanImageToVideoPipeline.from_pretrained(str(wan("flf2v")))
+    _, theirs = reference.prepare_latents(ends[0], 1, 16, 32, 32, pipe.cascade.subclip_frames, torch.float32, "cpu",
+                                          torch.Generator().manual_seed(0), last_image=ends[1])
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert build_cascade("tiny").subclip_condition(keyframes, 0) is None

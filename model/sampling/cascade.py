@@ -35,13 +35,13 @@ from ..networks.audio import SAMPLE_RATE, AudioEncoder
 from ..networks.mask_head import MaskPredictionHead
 from ..networks.transformer import AvatarTransformer
 from ..storyline import Storyline
-from .conditioning import condition, end_anchors, spatial_guide, temporal_guide
+from .conditioning import condition, end_anchors, pixel_condition, spatial_guide, temporal_guide
 from .denoise import Expert, denoise
 from .geometry import CASCADE_STAGES, CascadeConfig
 from .media import export_to_mp4, peak_memory_mb, stream_decode
 from .schedulers import TimeSchedule, shifted_schedule
 from .shared import SharedBase, SharedStages
-from .spans import CascadePlan, RunFolder, ray_spans
+from .spans import CascadePlan, RunFolder, render_spans, run_signature
 from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
 
 DEFAULT_STEPS = 10  # a stage with no saved schedule samples with this many shifted steps
@@ -84,10 +84,11 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
                  keyframe_2: AvatarTransformer | None = None, subclip_2: AvatarTransformer | None = None,
                  interpolate_2: AvatarTransformer | None = None, sr_2: AvatarTransformer | None = None,
                  text_length: int = 64, expand_timesteps: bool = False, boundary_ratio: float | None = None,
-                 base_checkpoint: dict | None = None):
+                 base_checkpoint: dict | None = None, pixel_condition: bool = False):
         """The optional parts come from a Wan checkpoint (wan.py): CLIP (`image_encoder`, `image_processor`), the
         low-noise expert of each stage (`<stage>_2`, switched at `boundary_ratio`: Wan 2.2 A14B), `expand_timesteps`
-        (TI2V: anchors clean at timestep 0), `text_length` (512 on Wan) and `base_checkpoint` (what it was built on)."""
+        (TI2V: anchors clean at timestep 0), `text_length` (512 on Wan), `base_checkpoint` (what it was built on) and
+        `pixel_condition` (sub-clips conditioned as Wan I2V / FLF2V: subclip_condition)."""
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                               audio_encoder=audio_encoder, mask_head=mask_head, blueprint=blueprint, keyframe=keyframe,
@@ -98,7 +99,8 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
                                      interpolation=interpolation, sr_scale=sr_scale, blueprint_scale=blueprint_scale,
                                      max_keyframes=max_keyframes, side_multiple=self.vae_factors[1] * 2)
         self.register_to_config(**self.cascade.to_dict(), text_length=text_length, expand_timesteps=expand_timesteps,
-                                boundary_ratio=boundary_ratio, base_checkpoint=base_checkpoint)
+                                boundary_ratio=boundary_ratio, base_checkpoint=base_checkpoint,
+                                pixel_condition=pixel_condition)
         self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (schedulers.py)
         self.bases: dict[str, SharedBase] = {}  # the transformer the stages share, by expert (shared.py)
 
@@ -124,6 +126,16 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
     def stage_name(self, transformer: AvatarTransformer) -> str:
         return next(s for s in CASCADE_STAGES if getattr(self, s) is transformer)
 
+    def subclip_condition(self, keyframes: torch.Tensor, j: int) -> torch.Tensor | None:
+        """On a Wan I2V / FLF2V / A14B base (`pixel_condition`), span j's sub-clip condition as Wan builds it from
+        its first and last frame: keyframes j and j + 1 decoded, the frames between them zeros, encoded together
+        (conditioning.pixel_condition); None (the latent layout) on any other cascade."""
+        if not self.config.get("pixel_condition"):
+            return None
+        ends = [torch.from_numpy(stream_decode(self.vae, keyframes[:, :, k:k + 1])[0]).permute(2, 0, 1).float()[None]
+                / 127.5 - 1 for k in (j, j + 1)]
+        return pixel_condition(self, ends[0], ends[1], self.cascade.subclip_frames)
+
     def keyframe_clip_tokens(self, keyframes: torch.Tensor) -> torch.Tensor | None:
         """(K, 1, tokens, D) CLIP states of each keyframe, decoded: a span between keyframes j and j + 1 gives an
         FLF2V base the CLIP of its own first and last frame, as Wan FLF2V takes them (None on any other base)."""
@@ -147,15 +159,15 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
                 negative: torch.Tensor | None, guidance: float, steps: int | None, audio_tokens: torch.Tensor | None,
                 reference: torch.Tensor, identity: torch.Tensor, boxes: torch.Tensor,
                 masks: torch.Tensor | None = None, use_mask_head: bool = False,
-                identity_masks: torch.Tensor | None = None,
-                image_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                identity_masks: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stage's latents of `shape` from noise (one seed per batch item), anchors fixed, on its schedule
         (self.schedule) through the one loop (denoise.py). A distilled stage (guidance baked in) makes one forward
         pass a step."""
         device, dtype = self._execution_device, transformer.dtype
         b = shape[0]
         noise = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
-        cond = condition(shape, anchors, guide).to(device, dtype)
+        cond = (condition(shape, anchors, guide) if cond is None else cond).to(device, dtype)
         stage = self.stage_name(transformer)
         schedule = self.schedule(stage, steps)
         if schedule.guidance is not None:
@@ -250,7 +262,8 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         tokens = self.audio_encoder(waves, c.subclip_frames, c.fps / c.interpolation, float("inf")).tokens
         sub, masks = self.denoise(self.subclip, (1, z, fs, hk, wk), [stage_seed(plan.seed, "subclip", j)], ends, None,
                                   text, negative, guidance, steps, tokens.to(device), plan.references["keyframe"].to(device),
-                                  use_mask_head=many, identity_masks=plan.identity_masks, **common)
+                                  use_mask_head=many, identity_masks=plan.identity_masks,
+                                  cond=self.subclip_condition(plan.keyframes, j), **common)
         tokens = self.audio_encoder(waves, spacing + 1, c.fps, float("inf")).tokens.to(device)
         guide = temporal_guide(sub.float().cpu(), c.interpolation)
         fi = guide.shape[2]
@@ -372,14 +385,14 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
             raise AvatarInputError(f"{len(waves)} audio tracks for {len(boxes)} characters in the reference image",
                                    "give at most one audio per visible character (or pass character_boxes)")
         waves += [None] * (len(boxes) - len(waves))
-        run = RunFolder(run_dir, self.run_signature(image, waves, duration_s, storyline, boxes, seed,
+        run = RunFolder(run_dir, run_signature(self, image, waves, duration_s, storyline, boxes, seed,
                                                     num_inference_steps, guidance_scale, start_from_reference,
                                                     character_masks))
         plan = run.plan() or run.save_plan(self.plan(image, waves, storyline, duration_s, boxes, seed,
                                                      num_inference_steps, guidance_scale, start_from_reference,
                                                      character_masks=character_masks))
         tic_spans = time.perf_counter()
-        spans = self.render_spans(plan, run, workers, ray_address, span_callback)
+        spans = render_spans(self, plan, run, workers, ray_address, span_callback)
         seconds_spans = time.perf_counter() - tic_spans
         tic = time.perf_counter()
         frames = self.decode_video(spans, plan.frames)
@@ -424,33 +437,3 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         span apart would start every span on the VAE's first-frame path: a visible jump at every join."""
         latents = (torch.cat([spans[0]] + [s[:, :, 1:] for s in spans[1:]], 2))
         return stream_decode(self.vae, latents, frames)
-
-    def run_signature(self, image, waves, duration_s, storyline, boxes, seed, steps, guidance, start,
-                      character_masks=None) -> str:
-        """What a run folder's spans depend on: a resumed run must have asked for the same."""
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(image).tobytes())
-        if character_masks is not None:
-            h.update(np.ascontiguousarray(character_masks, bool).tobytes())
-        for w in waves:
-            h.update(b"none" if w is None else np.ascontiguousarray(w, np.float32).tobytes())
-        schedules = {s: self.schedule(s, steps).to_dict() for s in CASCADE_STAGES}
-        h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start, schedules,
-                             self.cascade.to_dict(), str(self.name_or_path)], sort_keys=True, default=str).encode())
-        return h.hexdigest()[:16]
-
-    def render_spans(self, plan: CascadePlan, run: "RunFolder", workers: int, ray_address: str | None,
-                     callback) -> list[torch.Tensor]:
-        """Every span's latents, from the run folder where done, else rendered here or on Ray actors."""
-        done = {j: latents for j in range(plan.spans) if (latents := run.span(j)) is not None}
-        todo = [j for j in range(plan.spans) if j not in done]
-        report = (lambda: callback(len(done), plan.spans)) if callback else (lambda: None)
-        if workers > 0 and todo:
-            for j, latents in ray_spans(self, plan, todo, workers, ray_address, run):
-                done[j] = run.save_span(j, latents)
-                report()
-        else:
-            for j in todo:
-                done[j] = run.save_span(j, self.render_span(plan, j))
-                report()
-        return [done[j] for j in range(plan.spans)]

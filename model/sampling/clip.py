@@ -22,7 +22,7 @@ from ..errors import AvatarInputError
 from ..networks.audio import SAMPLE_RATE, AudioEncoder, latent_frames
 from ..networks.mask_head import MaskPredictionHead
 from ..networks.transformer import AvatarTransformer
-from .conditioning import anchor_mask
+from .conditioning import pixel_condition
 from .denoise import Expert, denoise
 from .media import export_to_mp4
 from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
@@ -95,15 +95,11 @@ class AvatarPipeline(DiffusionPipeline, PipelineSteps):
             return None, {0: self.encode_images(ref[:, :, None]).float()}
         if self.transformer.config.in_channels == shape[1]:
             return None, None
-        h, w = ref.shape[-2:]
-        frames = [ref[:, :, None], ref.new_zeros(1, 3, num_frames - 1 - (last is not None), h, w)]
+        end = None
         if last is not None:
             end = torch.from_numpy(last).permute(2, 0, 1).float()[None] / 127.5 - 1
-            frames.append(F.interpolate(end, size=(h, w), mode="bilinear", antialias=True)[:, :, None])
-        latents = self.encode_images(torch.cat(frames, 2)).float()
-        f = shape[2]
-        mask = anchor_mask(1, f, *shape[-2:], [0] + ([f - 1] if last is not None else []))
-        return torch.cat([mask, latents], 1), None
+            end = F.interpolate(end, size=ref.shape[-2:], mode="bilinear", antialias=True)
+        return pixel_condition(self, ref, end, num_frames), None
 
     def clip_second_image(self, image: np.ndarray, last: np.ndarray | None) -> list[np.ndarray]:
         """The second CLIP image of an FLF2V transformer (the last frame, or the reference again without one: the

@@ -61,6 +61,20 @@ def condition(shape: tuple[int, ...], anchors: dict[int, torch.Tensor] | None = 
     return torch.cat([mask, latents], 1)
 
 
+def pixel_condition(pipe, first: torch.Tensor, last: torch.Tensor | None, num_frames: int) -> torch.Tensor:
+    """(1, 4 + z, F, h, w) Wan 2.1 I2V / FLF2V's own condition, as diffusers' WanImageToVideoPipeline builds it: the
+    frame mask, then the VAE latents of the video [first, zeros..., (last)] (`first`, `last`: (1, 3, H, W) in
+    [-1, 1]). What a sub-clip stage on a Wan I2V / FLF2V base is conditioned with (the empty slots hold the latents
+    of those zero frames, not zero latents)."""
+    h, w = first.shape[-2:]
+    frames = [first[:, :, None], first.new_zeros(1, 3, num_frames - 1 - (last is not None), h, w)]
+    if last is not None:
+        frames.append(last[:, :, None])
+    latents = pipe.encode_images(torch.cat(frames, 2)).float().cpu()
+    f = latents.shape[2]
+    return torch.cat([anchor_mask(1, f, *latents.shape[-2:], [0] + ([f - 1] if last is not None else [])), latents], 1)
+
+
 def with_anchors(x: torch.Tensor, anchors: dict[int, torch.Tensor] | None, noise: torch.Tensor,
                  sigma: float | torch.Tensor) -> torch.Tensor:
     """x with each anchor slot set to the anchor noised to `sigma` with the slot's own noise (exact at sigma 0)."""

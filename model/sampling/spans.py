@@ -3,6 +3,7 @@ Ray actors that render them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from runtime import start_ray
 
 from ..errors import AvatarInputError
+from .geometry import CASCADE_STAGES
 
 
 @dataclass
@@ -76,6 +78,38 @@ class RunFolder:
             torch.save(latents, tmp)
             tmp.replace(self.folder / f"span_{j:05d}.pt")
         return latents
+
+
+def run_signature(pipe, image, waves, duration_s, storyline, boxes, seed, steps, guidance, start,
+                  character_masks=None) -> str:
+    """What a run folder's spans depend on: a resumed run must have asked for the same."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(image).tobytes())
+    if character_masks is not None:
+        h.update(np.ascontiguousarray(character_masks, bool).tobytes())
+    for w in waves:
+        h.update(b"none" if w is None else np.ascontiguousarray(w, np.float32).tobytes())
+    schedules = {s: pipe.schedule(s, steps).to_dict() for s in CASCADE_STAGES}
+    h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start, schedules,
+                         pipe.cascade.to_dict(), str(pipe.name_or_path)], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def render_spans(pipe, plan: CascadePlan, run: RunFolder, workers: int, ray_address: str | None,
+                 callback) -> list[torch.Tensor]:
+    """Every span's latents, from the run folder where done, else rendered by `pipe` here or on Ray actors."""
+    done = {j: latents for j in range(plan.spans) if (latents := run.span(j)) is not None}
+    todo = [j for j in range(plan.spans) if j not in done]
+    report = (lambda: callback(len(done), plan.spans)) if callback else (lambda: None)
+    if workers > 0 and todo:
+        for j, latents in ray_spans(pipe, plan, todo, workers, ray_address, run):
+            done[j] = run.save_span(j, latents)
+            report()
+    else:
+        for j in todo:
+            done[j] = run.save_span(j, pipe.render_span(plan, j))
+            report()
+    return [done[j] for j in range(plan.spans)]
 
 
 def ray_spans(pipe, plan: CascadePlan, todo: list[int], workers: int,

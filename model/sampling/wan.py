@@ -227,7 +227,7 @@ def cascade_pipeline(folder: str | Path, config: WanBuildConfig | None = None, *
     # the checkpoint's scheduler config: each stage steps with Euler through the sigmas it gives (schedulers.py)
     pipe = CascadeAvatarPipeline(**shared_parts(ckpt, config), scheduler=load_component(ckpt, "scheduler"), **stages,
                                  **geometry, text_length=TEXT_TOKENS, expand_timesteps=ckpt.expand_timesteps,
-                                 boundary_ratio=ckpt.boundary_ratio,
+                                 boundary_ratio=ckpt.boundary_ratio, pixel_condition=ckpt.cond_channels > 0,
                                  base_checkpoint=ckpt.describe() | {"dtype": str(config.dtype).removeprefix("torch.")})
     pipe.bases = bases
     return pipe

@@ -14,8 +14,8 @@ import torch
 
 from ..errors import AvatarInputError
 from ..sampling.cascade import CascadeAvatarPipeline
-from ..sampling.conditioning import (clip_latents, condition, end_anchors, image_latents, latent_masks, resize_frames,
-                                     spatial_guide, temporal_guide)
+from ..sampling.conditioning import (clip_latents, condition, end_anchors, image_latents, latent_masks,
+                                     pixel_condition, resize_frames, spatial_guide, temporal_guide)
 from ..sampling.geometry import CASCADE_STAGES, CascadeConfig
 from ..sampling.presets import VAE_TINY, VAE_WIDE, build_cascade
 from ..sampling.saved import saved_cascade
@@ -78,7 +78,7 @@ class StageWindows(torch.utils.data.Dataset):
     def encode(self, item: dict, rng: np.random.Generator) -> dict:
         pipe, c, stage = self.pipe, self.cascade, self.stage
         frames = item["frames"][None]  # (1, 3, T, H, W)
-        key = None
+        key = cond = None
         if stage == "blueprint":
             x0 = image_latents(pipe, frames)
             anchors = end_anchors(x0) if rng.random() < 0.5 else ({0: x0[:, :, :1]} if rng.random() < 0.5 else {})
@@ -90,6 +90,9 @@ class StageWindows(torch.utils.data.Dataset):
         elif stage == "subclip":
             x0 = clip_latents(pipe, frames)
             anchors, guide = end_anchors(x0, last=rng.random() >= 0.25), None  # first-only: the chained baseline
+            if pipe.config.get("pixel_condition"):  # on a Wan I2V / FLF2V base, as subclip_condition samples it
+                last = frames[:, :, -1] if x0.shape[2] - 1 in anchors else None
+                cond = pixel_condition(pipe, frames[:, :, 0], last, frames.shape[2])
         elif stage == "interpolate":
             x0 = clip_latents(pipe, frames)
             guide = temporal_guide(clip_latents(pipe, frames[:, :, ::c.interpolation]), c.interpolation)
@@ -103,7 +106,8 @@ class StageWindows(torch.utils.data.Dataset):
         f, h, w = x0.shape[2:]
         anchored = torch.zeros(f, dtype=torch.bool)
         anchored[list(anchors)] = True
-        out = {"x0": x0[0].float(), "cond": condition(x0.shape, anchors, guide)[0], "anchored": anchored,
+        cond = condition(x0.shape, anchors, guide) if cond is None else cond
+        out = {"x0": x0[0].float(), "cond": cond[0], "anchored": anchored,
                "reference": pipe.encode_images(item["reference"][None, :, None])[0].float(),
                "identity": pipe.encode_images(item["identity"][:, :, None]).float(),
                "boxes": item["boxes"], "masks": latent_masks(item["masks"][None], (f, h, w))[0],
