@@ -148,6 +148,17 @@ def test_cascade_stages_share_one_copy_of_the_base(wan, tmp_path):
         torch.testing.assert_close(again.stage(s).state_dict(), pipe.stage(s).state_dict(), rtol=0, atol=0)
     assert again.subclip.audio_blocks[0].attn.to_out[0].weight.abs().min() == 0.5  # zero-init + 0.5
     assert again.sr.audio_blocks[0].attn.to_out[0].weight.abs().max() == 0
+    # a save of the loaded cascade (a training checkpoint) links the base's files instead of writing them again
+    again.save_pretrained(tmp_path / "checkpoint")
+    for file in (tmp_path / "cascade" / "base" / "transformer").iterdir():
+        assert (tmp_path / "checkpoint" / "base" / "transformer" / file.name).stat().st_ino == file.stat().st_ino
+    # with every stage fine-tuned nothing is shared: no base is written
+    for stage in CASCADE_STAGES:
+        again.unshare(stage)
+    again.save_pretrained(tmp_path / "all-tuned")
+    assert not (tmp_path / "all-tuned" / "base").exists()
+    tuned = CascadeAvatarPipeline.from_pretrained(tmp_path / "all-tuned")
+    torch.testing.assert_close(tuned.sr.state_dict(), pipe.sr.state_dict(), rtol=0, atol=0)
 
 
 def test_cascade_schedule_carries_the_checkpoint_flow_shift(wan):

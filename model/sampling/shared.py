@@ -6,6 +6,8 @@ folder holds only its own tensors, none at init, and `shared.json` naming the re
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ class SharedBase:
 
     config: dict  # the AvatarTransformer config of the stages
     state: dict[str, torch.Tensor]
+    source: Path | None = None  # the folder its files were read from: a save links them instead of writing again
 
     def shares(self, name: str, tensor: torch.Tensor) -> bool:
         """Whether a stage's tensor `name` is this base's own tensor (same storage), i.e. not fine-tuned apart."""
@@ -38,6 +41,8 @@ class SharedBase:
     def to(self, device, dtype: torch.dtype | None = None) -> dict[int, torch.Tensor]:
         """Move the base once; returns {old data_ptr: moved tensor} for the stages to point at."""
         moved = {}
+        if dtype is not None:
+            self.source = None  # cast: the files no longer hold these tensors
         for name, tensor in self.state.items():
             cast = dtype if dtype is not None and tensor.is_floating_point() and not keep_fp32(name) else None
             moved[tensor.data_ptr()] = self.state[name] = tensor.to(device=device, dtype=cast)
@@ -68,23 +73,40 @@ def expert_of(stage: str) -> str:
     return "transformer_2" if stage.endswith("_2") else "transformer"
 
 
+def write_base(base: SharedBase, out: Path) -> None:
+    """One base as an AvatarTransformer folder: its files hard-linked (or copied) from the folder it was read from when
+    there is one (a base is never trained, so a training checkpoint does not write gigabytes again), else written."""
+    out.mkdir(parents=True, exist_ok=True)
+    source = base.source
+    if source is not None and source.is_dir() and source.resolve() != out.resolve():
+        for file in source.iterdir():
+            target = out / file.name
+            target.unlink(missing_ok=True)
+            try:
+                os.link(file, target)
+            except OSError:  # another filesystem
+                shutil.copy2(file, target)
+        return
+    save_torch_state_dict(base.state, out, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                          max_shard_size="10GB")
+    config = {"_class_name": "AvatarTransformer", **{k: v for k, v in base.config.items() if not k.startswith("_")}}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+
+
 def save_shared(folder: str | Path, stages: dict[str, torch.nn.Module], bases: dict[str, SharedBase]) -> None:
     """FOLDER/base/<expert>/ (each base once: an AvatarTransformer folder) and FOLDER/<stage>/: its config, the
     tensors that are its own (what fine-tuning changed; none at init) and shared.json naming the base tensors it uses."""
     folder = Path(folder)
-    for expert, base in bases.items():
-        out = folder / BASE_FOLDER / expert
-        out.mkdir(parents=True, exist_ok=True)
-        save_torch_state_dict(base.state, out, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
-                              max_shard_size="10GB")
-        config = {"_class_name": "AvatarTransformer", **{k: v for k, v in base.config.items() if not k.startswith("_")}}
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+    states = {name: stage.state_dict() for name, stage in stages.items()}
+    used = {expert_of(n) for n, state in states.items() if any(bases[expert_of(n)].shares(k, v) for k, v in state.items())}
+    for expert in sorted(used):
+        write_base(bases[expert], folder / BASE_FOLDER / expert)
     for name, stage in stages.items():
         expert = expert_of(name)
         out = folder / name
         out.mkdir(parents=True, exist_ok=True)
         stage.save_config(out)
-        state = stage.state_dict()
+        state = states[name]
         shared = sorted(k for k, v in state.items() if bases[expert].shares(k, v))
         own = {k: v.contiguous() for k, v in state.items() if k not in set(shared)}
         save_file(own, str(out / WEIGHTS), metadata={"format": "pt"})
@@ -93,10 +115,10 @@ def save_shared(folder: str | Path, stages: dict[str, torch.nn.Module], bases: d
 
 def load_shared(folder: str | Path, dtype=None, skip: set[str] = frozenset()) -> tuple[dict, dict[str, SharedBase]]:
     """The stages of a cascade folder saved by save_shared (each base read once, shared by its stages) and the bases;
-    ({}, {}) for a folder without a shared base. `dtype`: a torch dtype, or diffusers' {component: dtype} dict;
+    ({}, {}) for a folder whose stages were saved whole (diffusers' layout). `dtype`: a torch dtype, or diffusers' {component: dtype} dict;
     `skip`: stages not to load (a base no loaded stage uses is not read)."""
     folder = Path(folder)
-    if not (folder / BASE_FOLDER).is_dir():
+    if not (folder / "model_index.json").is_file():
         return {}, {}
     index = json.loads((folder / "model_index.json").read_text())
     bases: dict[str, SharedBase] = {}
@@ -108,8 +130,9 @@ def load_shared(folder: str | Path, dtype=None, skip: set[str] = frozenset()) ->
         want = dtype.get(name, dtype.get("default")) if isinstance(dtype, dict) else dtype
         shared = json.loads(info.read_text())
         expert = Path(shared["base"]).name
-        if expert not in bases:
-            bases[expert] = SharedBase(*read_transformer(folder / shared["base"], want))
+        if expert not in bases and shared["tensors"]:
+            bases[expert] = SharedBase(*read_transformer(folder / shared["base"], want),
+                                       source=None if want is not None else folder / shared["base"])
         state = {**{k: bases[expert].state[k] for k in shared["tensors"]},
                  **read_safetensors(folder / name / WEIGHTS, want)}
         stages[name] = AvatarTransformer.on_state(AvatarTransformer.load_config(folder / name), state)
