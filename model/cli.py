@@ -241,7 +241,8 @@ def sample(
                                                        "(one clip, as it samples; default: a fresh tiny pipeline)"),
     frames: Optional[int] = typer.Option(None, help="frames (4k+1); default from the audio length"),
     fps: float = typer.Option(25.0),
-    resolution: int = typer.Option(64, help="square output size"),
+    resolution: int = typer.Option(64, help="output height (one clip; a cascade has its own size)"),
+    width: int = typer.Option(0, min=0, help="output width (default: the height; e.g. 832 for Wan's 480p)"),
     steps: Optional[int] = typer.Option(None, min=1, help="denoising steps (default 10; a distilled cascade: its "
                                                           "saved few-step schedules)"),
     guidance: float = typer.Option(1.0, help="text guidance scale (1 = off)"),
@@ -294,7 +295,7 @@ def sample(
         task = bar.add_task("sample", total=steps)
         pipe.set_progress_bar_config(disable=True)
         result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, num_frames=frames, fps=fps,
-                      height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=guidance,
+                      height=resolution, width=width or resolution, num_inference_steps=steps, guidance_scale=guidance,
                       generator=torch.Generator().manual_seed(seed),
                       step_callback=lambda done, total: bar.update(task, completed=done, total=total))
     path = result.save(out)
