@@ -21,6 +21,14 @@ class MediaError(ValueError):
     """A video cannot be copied for a study; the message names the file."""
 
 
+def encode_audio(out, stream, chunk, written: int) -> int:
+    """Encode one audio chunk dated by the samples before it: the AAC encoder then dates its priming samples before 0
+    and the MP4 muxer's edit list trims them (undated, the copy's sound lagged its frames by 1024 samples)."""
+    chunk.pts, chunk.time_base = written, Fraction(1, AUDIO_RATE)
+    out.mux(stream.encode(chunk))
+    return written + chunk.samples
+
+
 def blind_copy(source: str | Path, target: str | Path) -> Path:
     """Re-encode `source` to `target` (MP4): H.264 yuv420p at CRF 20 and the source's frame rate, AAC 48 kHz stereo
     when it has sound, no metadata. Frames and samples are decoded and encoded again, so nothing of the source's
@@ -43,6 +51,7 @@ def blind_copy(source: str | Path, target: str | Path) -> Path:
                 audio = out.add_stream("aac", rate=AUDIO_RATE, layout="stereo") if audio_in is not None else None
                 resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE) if audio else None
                 streams = [video_in] + ([audio_in] if audio_in is not None else [])
+                written = 0  # audio samples so far: each chunk is dated by them (see encode_audio)
                 for frame in src.decode(*streams):
                     if isinstance(frame, av.VideoFrame):
                         image = frame.to_ndarray(format="rgb24")[:video.height, :video.width]
@@ -50,11 +59,11 @@ def blind_copy(source: str | Path, target: str | Path) -> Path:
                     else:
                         frame.pts = None
                         for chunk in resampler.resample(frame):
-                            out.mux(audio.encode(chunk))
+                            written = encode_audio(out, audio, chunk, written)
                 out.mux(video.encode())
                 if audio is not None:
                     for chunk in resampler.resample(None):
-                        out.mux(audio.encode(chunk))
+                        written = encode_audio(out, audio, chunk, written)
                     out.mux(audio.encode())
     except av.error.FFmpegError as exc:
         raise MediaError(f"{source} cannot be copied for the study ({type(exc).__name__}: {exc})") from exc

@@ -294,3 +294,21 @@ def test_cli_prints_rater_links_whole(avatar, systems, tmp_path, monkeypatch):
     assert code == 0
     for token in Study.open(tmp_path / "l.db", "links").tokens().values():
         assert f"{url}/?token={token}" in out  # whole, on one line
+
+
+def test_blind_copies_keep_the_sound_on_the_frames(tmp_path):
+    """A study's blind copy re-encodes the sound sample-aligned with the frames: a click at 0.5 s of the source is at
+    0.5 s of the copy (within the resampler's one sample at 48 kHz; the AAC priming lag was 1024 samples before)."""
+    import av
+    import numpy as np
+
+    from evaluation.media import blind_copy
+    from model.sampling.media import export_to_mp4
+
+    audio = np.zeros(32000, np.float32)
+    audio[8000:8400] = 0.8
+    export_to_mp4(np.zeros((50, 32, 32, 3), np.uint8), 25.0, tmp_path / "source.mp4", audio, 16000)
+    blind_copy(tmp_path / "source.mp4", tmp_path / "copy.mp4")
+    with av.open(str(tmp_path / "copy.mp4")) as f:
+        pcm = np.concatenate([frame.to_ndarray()[0] for frame in f.decode(f.streams.audio[0])])
+    assert abs(int(np.argmax(np.abs(pcm) > 0.3)) - 24000) <= 2

@@ -397,3 +397,18 @@ def test_cli_train_on_a_dataset_whose_clips_all_failed(avatar, tmp_path):
     assert code == 2 and "every one of the 1 clips" in err and "failed curation" in err, err
     code, _, err = avatar("model", "train", tmp_path / "ds", "--out", tmp_path / "run", "--resolution", 50)
     assert code == 2 and "--resolution 50" in err
+
+
+def test_mp4_audio_starts_with_the_frames(tmp_path):
+    """The muxed sound is sample-aligned with the video: a click at 0.5 s decodes at sample 8000, not 1024 samples
+    later (AAC's priming samples are trimmed by the MP4's edit list: the lag was exactly 1024 before)."""
+    import av
+
+    from model.sampling.media import export_to_mp4
+
+    audio = np.zeros(32000, np.float32)
+    audio[8000:8400] = 0.8
+    export_to_mp4(np.zeros((50, 32, 32, 3), np.uint8), 25.0, tmp_path / "click.mp4", audio, 16000)
+    with av.open(str(tmp_path / "click.mp4")) as f:
+        pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in f.decode(f.streams.audio[0])])
+    assert int(np.argmax(np.abs(pcm) > 0.3)) == 8000

@@ -51,6 +51,9 @@ def export_to_mp4(frames: np.ndarray, fps: float, path: str | Path, audio: np.nd
             for i in range(0, len(pcm), chunk):
                 piece = av.AudioFrame.from_ndarray(pcm[None, i:i + chunk], format="fltp", layout="mono")
                 piece.sample_rate = sample_rate
+                # timestamps in samples: the encoder then dates its priming samples before 0, and the MP4 muxer
+                # writes the edit list that trims them (without, the sound lagged the frames by 1024 samples)
+                piece.pts, piece.time_base = i, Fraction(1, sample_rate)
                 out.mux(sound.encode(piece))
             out.mux(sound.encode())
     return path
