@@ -186,6 +186,9 @@ def test_bad_input_is_named(cascade, cascade_dir, inputs, tmp_path):
         cascade(image, [wave], duration_s=0.4, character_boxes=BOX)
     with pytest.raises(AvatarInputError, match="lasts 3.00 s"):
         cascade(image, [wave], duration_s=6.0, character_boxes=BOX)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):  # 0 gave the longest audio's length, nan a traceback
+        with pytest.raises(AvatarInputError, match="positive number of seconds"):
+            cascade(image, [wave], duration_s=bad, character_boxes=BOX)
     with pytest.raises(AvatarInputError, match="4k\\+1"):
         CascadeConfig(subclip_frames=10)
     story = Storyline(duration_s=2.0, shots=[Shot(start_s=0, end_s=1.0), Shot(start_s=1.2, end_s=2.0)])
@@ -218,3 +221,13 @@ def test_every_stage_trains_from_a_curated_dataset(avatar, talking_81, cascade_d
         a, b = getattr(before, stage).state_dict(), getattr(after, stage).state_dict()
         assert any(not torch.equal(a[k], b[k]) for k in a), stage
     assert all(torch.equal(v, after.vae.state_dict()[k]) for k, v in before.vae.state_dict().items())
+
+
+def test_two_speakers_of_different_lengths_without_a_duration(cascade, inputs):
+    """Without a duration the video lasts as long as the longest track and the shorter one ends in silence (turn-taking),
+    as the single-clip path does: tracks of 0.8 s and 1.6 s were refused for not lasting 1.6 s."""
+    image, wave = inputs
+    out = cascade(image, [wave[:12800], wave[:25600]], num_inference_steps=1,
+                  character_boxes=[[0.0, 0.0, 48.0, 96.0], [48.0, 0.0, 96.0, 96.0]])
+    assert len(out.frames) == 40  # 1.6 s at 25 fps
+

@@ -367,11 +367,13 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         c = self.cascade
         image, waves, names = check_inputs(reference_image, audio)
         longest = max([len(w) / SAMPLE_RATE for w in waves if w is not None] + [0.0])
-        duration_s = float(duration_s or longest)
+        if duration_s is not None and not (np.isfinite(duration_s) and duration_s > 0):
+            raise AvatarInputError(f"a duration of {duration_s} s", "give a positive number of seconds (--duration)")
+        asked, duration_s = duration_s is not None, float(duration_s or longest)
         if not duration_s:
             raise AvatarInputError("no duration and no audio", "pass duration_s (--duration) or an audio track")
-        for name, w in zip(names, waves):
-            if w is not None and len(w) / SAMPLE_RATE < duration_s - audio_tolerance_s:
+        for name, w in zip(names, waves):  # without a duration, shorter tracks end in silence (turn-taking)
+            if asked and w is not None and len(w) / SAMPLE_RATE < duration_s - audio_tolerance_s:
                 raise AvatarInputError(f"audio {name} lasts {len(w) / SAMPLE_RATE:.2f} s but the video is to last "
                                        f"{duration_s:g} s", "give audio as long as the duration, or a shorter --duration")
         c.timeline(duration_s)  # a clear error for a duration shorter than one sub-clip, before any model work
