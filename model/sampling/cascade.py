@@ -132,8 +132,8 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         (conditioning.pixel_condition); None (the latent layout) on any other cascade."""
         if not self.config.get("pixel_condition"):
             return None
-        ends = [torch.from_numpy(stream_decode(self.vae, keyframes[:, :, k:k + 1])[0]).permute(2, 0, 1).float()[None]
-                / 127.5 - 1 for k in (j, j + 1)]
+        ends = [torch.from_numpy(self.keyframe_image(keyframes, k)).permute(2, 0, 1).float()[None] / 127.5 - 1
+                for k in (j, j + 1)]
         return pixel_condition(self, ends[0], ends[1], self.cascade.subclip_frames)
 
     def keyframe_clip_tokens(self, keyframes: torch.Tensor) -> torch.Tensor | None:
@@ -141,8 +141,12 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         FLF2V base the CLIP of its own first and last frame, as Wan FLF2V takes them (None on any other base)."""
         if self.image_count() != 2:
             return None
-        return torch.stack([self.encode_clip_images([stream_decode(self.vae, keyframes[:, :, k:k + 1])[0]]).float().cpu()
+        return torch.stack([self.encode_clip_images([self.keyframe_image(keyframes, k)]).float().cpu()
                             for k in range(keyframes.shape[2])])
+
+    def keyframe_image(self, keyframes: torch.Tensor, k: int) -> np.ndarray:
+        """(H, W, 3) uint8: keyframe k of (1, z, K, h, w) latents, decoded."""
+        return stream_decode(self.vae, keyframes[:, :, k:k + 1])[0]
 
     def image_count(self) -> int:
         """Reference images the CLIP encoder sees: two for an FLF2V base (first and last frame), else one."""

@@ -59,6 +59,11 @@ def export_to_mp4(frames: np.ndarray, fps: float, path: str | Path, audio: np.nd
     return path
 
 
+def spatial_factor(vae: AutoencoderKLWan) -> int:
+    """Pixels per latent along a side: 8 for Wan 2.1's VAE, 16 for Wan 2.2's (2x2 pixel patches)."""
+    return int(vae.config.get("scale_factor_spatial") or 2 ** (len(vae.config.dim_mult) - 1))
+
+
 @torch.no_grad()
 def stream_decode(vae: AutoencoderKLWan, latents: torch.Tensor, frames: int | None = None) -> np.ndarray:
     """Normalised latents (1, z, F, h, w) -> uint8 frames (T, H, W, 3), one latent frame at a time through the Wan
@@ -68,7 +73,7 @@ def stream_decode(vae: AutoencoderKLWan, latents: torch.Tensor, frames: int | No
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     total = (latents.shape[2] - 1) * 4 + 1
     frames = total if frames is None else min(frames, total)
-    scale = int(vae.config.get("scale_factor_spatial") or 2 ** (len(vae.config.dim_mult) - 1))
+    scale = spatial_factor(vae)
     video = np.empty((frames, latents.shape[3] * scale, latents.shape[4] * scale, 3), np.uint8)
     done = 0
     vae.clear_cache()

@@ -19,7 +19,7 @@ from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
 from ..errors import AvatarInputError
 from ..networks.audio import SAMPLE_RATE, load_audio
-from .media import read_reference
+from .media import read_reference, spatial_factor
 
 
 def check_inputs(reference_image, audio: list | None) -> tuple[np.ndarray, list[np.ndarray | None], list[str]]:
@@ -74,9 +74,7 @@ class PipelineSteps:
     @property
     def vae_factors(self) -> tuple[int, int]:
         """(temporal, spatial) downsampling of the VAE: (4, 8) for Wan 2.1's, (4, 16) for Wan 2.2's."""
-        c = self.vae.config
-        return int(c.get("scale_factor_temporal") or 4), int(c.get("scale_factor_spatial") or
-                                                             2 ** (len(c.dim_mult) - 1))
+        return int(self.vae.config.get("scale_factor_temporal") or 4), spatial_factor(self.vae)
 
     def encode_prompt(self, prompts: list[str], max_length: int | None = None) -> torch.Tensor:
         """(N, text_length, D) UMT5 states, prompts cleaned as Wan cleans them, padding tokens zero (as Wan does)."""
