@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -128,7 +129,7 @@ def train(
         raise AvatarInputError(f"--task {task!r}", f"use one of {', '.join(TASKS)}, or --stage for a cascade's stages")
     if resolution < 16 or resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
-    if num_processes > 1:
+    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(relaunch(num_processes))
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
                       min_characters=characters if task == "mask" and stage is None else 1, passed_only=not all_clips,
@@ -150,15 +151,14 @@ def train(
 
 
 def relaunch(num_processes: int) -> int:
-    """Run this same command in `num_processes` data-parallel processes (torch.distributed.run, as `accelerate
-    launch` does; on a machine without a GPU the processes use the CPU and gloo)."""
+    """Run this same command in `num_processes` processes (torch.distributed.run, as `accelerate launch` does; on a
+    machine without a GPU the processes use the CPU and gloo); inside, WORLD_SIZE is set and nothing relaunches."""
     import subprocess
     import sys
 
     import torch
 
-    args = [a for i, a in enumerate(sys.argv[1:]) if a != "--num-processes" and sys.argv[i] != "--num-processes"
-            and not a.startswith("--num-processes=")]
+    args = sys.argv[1:]
     env = {**os.environ, **({} if torch.cuda.is_available() else {"ACCELERATE_USE_CPU": "1"})}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
                "--standalone", "-m", "pipelines.cli", *args]
@@ -257,6 +257,8 @@ def sample(
     dtype: str = typer.Option("auto", help="auto (bf16 on a GPU, fp32 on the CPU) | bf16 | fp32 | fp16 (GPU)"),
     offload: str = typer.Option("none", help="GPU memory: none | model (each model moved in when used) | sequential "
                                              "(layer by layer: least memory, slowest)"),
+    context_parallel: int = typer.Option(1, min=1, help="split each clip's latent frames over N processes (GPUs, or "
+                                                        "CPU processes with gloo); started with torchrun"),
 ) -> None:
     """Reference image + one audio per character + prompt -> a video (MP4 with audio). With a cascade folder
     (`avatar model init`, trained stages) any duration; OUT.json says keyframe times, sub-clip spans, seeds, the base
@@ -266,6 +268,8 @@ def sample(
     from .errors import AvatarInputError
     from .sampling.clip import AvatarPipeline
     from .sampling.devices import component_dtypes, place, resolve_device, resolve_dtype
+    from .sampling.geometry import CascadeConfig
+    from .sampling.parallel import check_subclip_split, enable_context_parallel, is_writer, join_process_group
     from .sampling.presets import build_pipeline
     from .sampling.saved import is_cascade, is_wan, saved_pipeline
     from .sampling.wan import WanBuildConfig, clip_pipeline
@@ -273,7 +277,17 @@ def sample(
     quiet_loading()
     device = resolve_device(device)
     weights = resolve_dtype(dtype, device)
-    place_on = dict(device=device, dtype=weights, offload=offload)
+    if context_parallel > 1:
+        if workers or ray_address:
+            raise AvatarInputError("--context-parallel with Ray workers", "split a clip over processes "
+                                   "(--context-parallel) or render sub-clips on Ray actors (--workers), not both")
+        if pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline")):
+            index = json.loads((pipeline / "model_index.json").read_text())  # refused before any process starts
+            check_subclip_split(index.get("subclip_frames", CascadeConfig.subclip_frames), context_parallel)
+        if "WORLD_SIZE" not in os.environ:
+            raise typer.Exit(relaunch(context_parallel))
+        device = join_process_group(device)
+    place_on = dict(device=device, dtype=weights, offload=offload, context_parallel=context_parallel)
     if pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline")):
         return sample_cascade(reference, audio, prompt, out, pipeline, steps, guidance, seed, duration, storyline,
                               ray_address, workers, run_dir, **place_on)
@@ -288,9 +302,11 @@ def sample(
     else:
         pipe = build_pipeline("tiny", seed=seed).to(dtype=weights)
     place(pipe, device, offload)
+    if context_parallel > 1:
+        enable_context_parallel(pipe, context_parallel, device)
     add_character_finders(pipe)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+                  console=console, disable=not is_writer()) as bar:
         steps = steps or 10
         task = bar.add_task("sample", total=steps)
         pipe.set_progress_bar_config(disable=True)
@@ -298,6 +314,8 @@ def sample(
                       height=resolution, width=width or resolution, num_inference_steps=steps, guidance_scale=guidance,
                       generator=torch.Generator().manual_seed(seed),
                       step_callback=lambda done, total: bar.update(task, completed=done, total=total))
+    if not is_writer():
+        return
     path = result.save(out)
     silent = [i for i, s in enumerate(result.silent) if s]
     console.print(f"{path}: {len(result.frames)} frames at {fps} fps, {len(result.boxes)} characters"
@@ -316,25 +334,31 @@ def add_character_finders(pipe) -> None:
 
 def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int | None,
                    guidance: float, seed: int, duration: float | None, storyline: Path | None, ray_address: str | None,
-                   workers: int, run_dir: Path | None, device: str = "cpu", dtype=None, offload: str = "none") -> None:
+                   workers: int, run_dir: Path | None, device: str = "cpu", dtype=None, offload: str = "none",
+                   context_parallel: int = 1) -> None:
     """`avatar model sample` with a cascade folder: the whole duration, sub-clips resumable from the run folder."""
     from .sampling.cascade import CascadeAvatarPipeline
     from .sampling.devices import component_dtypes, place
+    from .sampling.parallel import enable_context_parallel, is_writer
     from .sampling.saved import saved_cascade
 
     pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"),
                                                  dtype=None if dtype is None else component_dtypes(dtype))
     place(pipe, device, offload)
+    if context_parallel > 1:
+        enable_context_parallel(pipe, context_parallel, device)
     pipe.set_progress_bar_config(disable=True)
     add_character_finders(pipe)
     run_dir = run_dir or out.with_name(out.stem + ".run")
     with Progress(TextColumn("sub-clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+                  console=console, disable=not is_writer()) as bar:
         task = bar.add_task("spans", total=None)
         result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, duration_s=duration,
                       storyline=storyline, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                       run_dir=run_dir, ray_address=ray_address, workers=workers or (1 if ray_address else 0),
                       span_callback=lambda done, total: bar.update(task, completed=done, total=total))
+    if not is_writer():
+        return
     path = result.save(out)
     r = result.report
     console.print(f"{path}: {r['frames']} frames at {r['fps']:g} fps, {len(r['spans'])} sub-clips; "

@@ -69,10 +69,13 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
             nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, video_tokens: torch.Tensor, identity_latents: torch.Tensor, identity_boxes: torch.Tensor,
-                grid: tuple[int, int, int], identity_masks: torch.Tensor | None = None) -> torch.Tensor:
+                grid: tuple[int, int, int], identity_masks: torch.Tensor | None = None,
+                first_frame_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """video_tokens (B, N, dim) on the token grid (F, h, w); identity_latents (B, C, z, 1, hc, wc);
         identity_boxes (B, C, 4) xyxy in [0, 1] of the first frame; identity_masks (B, C, H, W) each character's
-        first-frame mask on the latent grid (heads built with first_frame_masks) -> logits (B, C, F, h*p_h, w*p_w)."""
+        first-frame mask on the latent grid (heads built with first_frame_masks) -> logits (B, C, F, h*p_h, w*p_w).
+        `first_frame_tokens` (B, h*w, dim): latent frame 0's tokens when video_tokens are later frames of a clip
+        (context parallelism); default its first frame."""
         b, n, _ = video_tokens.shape
         c = identity_latents.shape[1]
         if c > self.config.max_characters:
@@ -92,7 +95,8 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
         video = self.video_in(video_tokens.to(self.dtype)).reshape(b, 1, f, h * w, -1)
         queries = video + where[:, :, None]
         if self.config.appearance_affinity:
-            queries = queries + self.affinity_in(self.affinity(video_tokens, prior.reshape(b, c, h * w), f))
+            queries = queries + self.affinity_in(self.affinity(video_tokens, prior.reshape(b, c, h * w), f,
+                                                                  first_frame_tokens))
         queries = queries.reshape(b * c, n, -1)
         ident = self.identity_in(identity_latents.flatten(0, 1).to(self.dtype)).flatten(2).transpose(1, 2)
         ident = (ident.reshape(b, c, -1, ident.shape[-1]) + self.slot.weight[:c][None, :, None]).flatten(0, 1)
@@ -107,15 +111,22 @@ class MaskPredictionHead(ModelMixin, ConfigMixin):
             logits = logits + self.prior_scale * (2 * prior - 1)
         return logits
 
-    def affinity(self, video_tokens: torch.Tensor, first_share: torch.Tensor, frames: int) -> torch.Tensor:
+    def affinity(self, video_tokens: torch.Tensor, first_share: torch.Tensor, frames: int,
+                 first_frame_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """How much each token looks like each character's first-frame region, as a tracker's template match:
         video_tokens (B, F*h*w, dim), first_share (B, C, h*w) each cell's share of the character's first-frame mask
         -> (B, C, F, h*w, 2): cosine similarity with the character's mean frame-0 token, and that minus the best
-        similarity of any character (0 where this character matches best)."""
+        similarity of any character (0 where this character matches best). `first_frame_tokens` (B, h*w, dim):
+        frame 0's, when it is not video_tokens' first frame."""
         b, n, dim = video_tokens.shape
-        tokens = F.normalize(F.layer_norm(video_tokens.float(), (dim,)), dim=-1).reshape(b, frames, n // frames, dim)
+
+        def unit(x: torch.Tensor) -> torch.Tensor:
+            return F.normalize(F.layer_norm(x.float(), (dim,)), dim=-1)
+
+        tokens = unit(video_tokens).reshape(b, frames, n // frames, dim)
+        first = tokens[:, 0] if first_frame_tokens is None else unit(first_frame_tokens)
         weight = first_share.float()
-        template = torch.einsum("bcn,bnd->bcd", weight, tokens[:, 0]) / weight.sum(-1, keepdim=True).clamp(min=1e-6)
+        template = torch.einsum("bcn,bnd->bcd", weight, first) / weight.sum(-1, keepdim=True).clamp(min=1e-6)
         sim = torch.einsum("bfnd,bcd->bcfn", tokens, F.normalize(template, dim=-1))
         return torch.stack([sim, sim - sim.max(1, keepdim=True).values], -1).to(self.dtype)
 

@@ -15,6 +15,7 @@ audio blocks that follow when no masks are given.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import AvatarInputError
+from .context_parallel import FrameSplit
 from .mask_head import MaskPredictionHead
 from .weights import read_transformer
 
@@ -90,6 +92,8 @@ def check_characters(audio_tokens: torch.Tensor | None, identity_latents: torch.
 
 class AvatarTransformer(WanTransformer3DModel):
     """Wan DiT with audio cross-attention and reference identity (see the module docstring)."""
+
+    frame_split: FrameSplit | None = None  # context parallelism (enable_context_parallel): None runs whole
 
     @register_to_config
     def __init__(self, patch_size: tuple[int, ...] = (1, 2, 2), num_attention_heads: int = 40,
@@ -205,6 +209,10 @@ class AvatarTransformer(WanTransformer3DModel):
                                        "point at the transformer folder of an avatar or Wan checkpoint")
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
+    def enable_context_parallel(self, split: FrameSplit | None) -> None:
+        """Split every later call with at least `split.world` latent frames over its processes (None: off)."""
+        self.frame_split = split
+
     # ------------------------------------------------------------------ conditioning
     def identity_tokens(self, identity_latents: torch.Tensor) -> torch.Tensor:
         """(B, C, z, 1, h, w) identity-crop latents -> (B, C, Ni, D) tokens tagged with the character slot."""
@@ -255,6 +263,10 @@ class AvatarTransformer(WanTransformer3DModel):
             ref = self.ref_embedding(reference_latents.to(x.dtype)).flatten(2).transpose(1, 2)  # (B, S, D)
             x = (x.reshape(b, grid[0], -1, x.shape[-1]) + ref[:, None]).reshape(x.shape)
         per_token = timestep.ndim == 2  # (B, tokens): Wan 2.2 TI2V's clean first frame at t = 0
+        split = self.frame_split if self.frame_split is not None and self.frame_split.applies(grid[0]) else None
+        if split is not None:  # this process's latent frames only, from here to proj_out
+            x, rotary_emb = split.split(x, 1, grid[0]), tuple(split.split(r, 1, grid[0]) for r in rotary_emb)
+            timestep = split.split(timestep, 1, grid[0]) if per_token else timestep
         temb, timestep_proj, context, context_image = self.condition_embedder(
             timestep.flatten() if per_token else timestep, encoder_hidden_states, encoder_hidden_states_image,
             timestep_seq_len=timestep.shape[1] if per_token else None)
@@ -269,26 +281,20 @@ class AvatarTransformer(WanTransformer3DModel):
         if audio_ctx is not None and weights is not None and weights.shape[1] != audio_ctx.shape[1]:
             raise AvatarInputError(f"{weights.shape[1]} masks for {audio_ctx.shape[1]} audio tracks",
                                    "give one mask per character")
-        audio_index = {layer: i for i, layer in enumerate(self.audio_layer_ids)}
-        mask_logits = features = None
-        for layer, block in enumerate(self.blocks):
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, context, timestep_proj, rotary_emb)
-            else:
-                x = block(x, context, timestep_proj, rotary_emb)
-            if layer == self.mask_layer_id:
-                features = x
-                if mask_head is not None:
-                    if identity_latents is None or identity_boxes is None:
-                        raise AvatarInputError("the mask head needs identity crops and their boxes",
-                                               "pass identity_latents and identity_boxes")
-                    mask_logits = mask_head(x, identity_latents, identity_boxes, grid, identity_masks)
-                    if audio_masks is None and audio_ctx is not None:
-                        weights = self.token_weights(torch.sigmoid(mask_logits.detach()), x.dtype)
-                if stop_after_mask_layer:
-                    return AvatarTransformerOutput(sample=None, mask_logits=mask_logits, features=features)
-            if audio_ctx is not None and layer in audio_index:
-                x = self.audio_blocks[audio_index[layer]](x, audio_ctx, weights, grid)
+        if split is not None:
+            audio_ctx = None if audio_ctx is None else split.split(audio_ctx, 2, grid[0])
+            weights = None if weights is None else split.split(weights, 2, grid[0])
+        local = grid if split is None else (len(split.frames(grid[0])), *grid[1:])
+        head = None if mask_head is None else MaskHeadCall(mask_head, identity_latents, identity_boxes, identity_masks,
+                                                           gates=audio_masks is None, split=split, frames=grid[0])
+        with split.attention(self) if split is not None else nullcontext():
+            x, mask_logits, features = self.run_blocks(x, context, timestep_proj, rotary_emb, audio_ctx, weights,
+                                                       local, head, stop_after_mask_layer)
+        if split is not None:
+            mask_logits = None if mask_logits is None else split.gather(mask_logits, 2, grid[0])
+            features = None if features is None else split.gather(features, 1, grid[0])
+        if stop_after_mask_layer:
+            return AvatarTransformerOutput(sample=None, mask_logits=mask_logits, features=features)
 
         if per_token:
             shift, scale = (self.scale_shift_table[None].to(temb.device) + temb[:, :, None]).chunk(2, dim=2)
@@ -296,8 +302,57 @@ class AvatarTransformer(WanTransformer3DModel):
         else:
             shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
         x = (self.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
-        x = self.proj_out(x).reshape(b, *grid, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        x = self.proj_out(x)
+        x = x if split is None else split.gather(x, 1, grid[0])
+        x = x.reshape(b, *grid, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         sample = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
         if not return_dict:
             return (sample,)
         return AvatarTransformerOutput(sample=sample, mask_logits=mask_logits, features=features)
+
+    def run_blocks(self, x: torch.Tensor, context: torch.Tensor, timestep_proj: torch.Tensor, rotary_emb,
+                   audio_ctx: torch.Tensor | None, weights: torch.Tensor | None, grid: tuple[int, int, int],
+                   head: "MaskHeadCall | None", stop_after_mask_layer: bool):
+        """The DiT blocks, each audio block after its block and the mask head after block mask_layer (its masks gate
+        the later audio blocks when it `gates`); gradient checkpointing, when on, covers all three: the audio blocks
+        hold C times a block's tokens. Returns (tokens, mask logits, features after mask_layer)."""
+        checkpointed = torch.is_grad_enabled() and self.gradient_checkpointing
+        run = self._gradient_checkpointing_func if checkpointed else (lambda fn, *args: fn(*args))
+        audio_index = {layer: i for i, layer in enumerate(self.audio_layer_ids)}
+        mask_logits = features = None
+        for layer, block in enumerate(self.blocks):
+            x = run(block, x, context, timestep_proj, rotary_emb)
+            if layer == self.mask_layer_id:
+                features = x
+                if head is not None:
+                    mask_logits = run(head, x, grid)
+                    if head.gates and audio_ctx is not None:
+                        weights = self.token_weights(torch.sigmoid(mask_logits.detach()), x.dtype)
+                if stop_after_mask_layer:
+                    break
+            if audio_ctx is not None and layer in audio_index:
+                x = run(self.audio_blocks[audio_index[layer]], x, audio_ctx, weights, grid)
+        return x, mask_logits, features
+
+
+@dataclass
+class MaskHeadCall:
+    """The mask head with what one forward pass gives it, called on the tokens after block mask_layer."""
+
+    head: nn.Module
+    identity_latents: torch.Tensor | None
+    identity_boxes: torch.Tensor | None
+    identity_masks: torch.Tensor | None
+    gates: bool  # its masks gate the audio (no audio_masks given)
+    split: FrameSplit | None = None  # context parallelism: this process holds some of the frames
+    frames: int = 0  # latent frames of the whole call
+
+    def __post_init__(self):
+        if self.identity_latents is None or self.identity_boxes is None:
+            raise AvatarInputError("the mask head needs identity crops and their boxes",
+                                   "pass identity_latents and identity_boxes")
+
+    def __call__(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        first = None if self.split is None else self.split.first_frame(tokens, self.frames)
+        return self.head(tokens, self.identity_latents, self.identity_boxes, grid, self.identity_masks,
+                         first_frame_tokens=first)

@@ -15,6 +15,7 @@ from runtime import start_ray
 
 from ..errors import AvatarInputError
 from .geometry import CASCADE_STAGES
+from .parallel import is_writer
 
 
 @dataclass
@@ -41,28 +42,33 @@ class CascadePlan:
 
 
 class RunFolder:
-    """A run's plan and finished spans on disk (or nowhere, without a folder)."""
+    """A run's plan and finished spans on disk (or nowhere, without a folder). Under context parallelism every process
+    reads it before its first transformer call and only the first one writes (parallel.is_writer): the calls are
+    collective, so no process can read a file another is writing."""
 
     def __init__(self, folder: str | Path | None, signature: str):
         self.folder = None if folder is None else Path(folder)
+        self.writer = is_writer()
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.writer:
+            self.folder.mkdir(parents=True, exist_ok=True)
         stamp = self.folder / "run.json"
         if stamp.is_file():
             old = json.loads(stamp.read_text()).get("signature")
             if old != signature:
                 raise AvatarInputError(f"the run folder {self.folder} holds a run of other inputs or settings",
                                        "give a new --run-dir, or the same inputs to resume that run")
-        else:
-            stamp.write_text(json.dumps({"signature": signature}))
+        elif self.writer:
+            stamp.with_suffix(".tmp").write_text(json.dumps({"signature": signature}))
+            stamp.with_suffix(".tmp").replace(stamp)
 
     def plan(self) -> CascadePlan | None:
         path = None if self.folder is None else self.folder / "plan.pt"
         return torch.load(path, weights_only=False) if path is not None and path.is_file() else None
 
     def save_plan(self, plan: CascadePlan) -> CascadePlan:
-        if self.folder is not None:
+        if self.folder is not None and self.writer:
             tmp = self.folder / "plan.pt.tmp"
             torch.save(plan, tmp)
             tmp.replace(self.folder / "plan.pt")
@@ -73,7 +79,7 @@ class RunFolder:
         return torch.load(path, weights_only=True) if path is not None and path.is_file() else None
 
     def save_span(self, j: int, latents: torch.Tensor) -> torch.Tensor:
-        if self.folder is not None:
+        if self.folder is not None and self.writer:
             tmp = self.folder / f"span_{j:05d}.pt.tmp"
             torch.save(latents, tmp)
             tmp.replace(self.folder / f"span_{j:05d}.pt")

@@ -1,0 +1,161 @@
+"""Scale: context-parallel sampling (frames split over processes), FSDP2 training, activation checkpointing. CPU, gloo,
+2 processes started with torch.multiprocessing; tiny cascades whose zero-initialised avatar layers are perturbed so
+that audio, identity and the mask head change the output (else a wrong split of them could not show)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from model.errors import AvatarInputError
+from model.sampling.cascade import CascadeAvatarPipeline
+from model.sampling.presets import build_cascade
+
+BOXES = [[0.0, 0.0, 48.0, 96.0], [48.0, 0.0, 96.0, 96.0]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_group(fn, world: int, *args) -> None:
+    """fn(rank, world, port, *args) in `world` gloo processes."""
+    mp.spawn(fn, args=(world, free_port(), *args), nprocs=world, join=True)
+
+
+def join(rank: int, world: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("cpu:gloo", rank=rank, world_size=world)
+
+
+def perturbed(pipe, seed: int = 0):
+    """Every parameter that starts at zero (audio blocks' outputs, reference embedding, the mask head's last layer)
+    given small random values, so that each input changes the flow."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in [pipe.mask_head, *(getattr(pipe, n) for n in pipe.stage_modules())]:
+            for p in module.parameters():
+                if not p.any():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def cascade_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cp") / "tiny"
+    pipe = build_cascade("tiny", seed=0, first_frame_masks=True, appearance_affinity=True)
+    perturbed(pipe).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(0)
+    image = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
+    t = np.arange(16000 * 2) / 16000
+    voice = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    other = (0.3 * np.sin(2 * np.pi * 330 * t) * (np.sin(2 * np.pi * 2 * t) < 0)).astype(np.float32)
+    masks = np.zeros((2, 96, 96), bool)
+    masks[0, 10:90, 5:45], masks[1, 10:90, 52:92] = True, True
+    return image, [voice, other], masks
+
+
+def sample(folder, inputs, run_dir, split: int = 1) -> None:
+    from model.sampling.parallel import enable_context_parallel
+
+    image, waves, masks = inputs
+    pipe = CascadeAvatarPipeline.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    if split > 1:
+        enable_context_parallel(pipe, split, "cpu")
+    pipe(image, waves, duration_s=1.0, num_inference_steps=2, character_boxes=BOXES, character_masks=masks, seed=5,
+         run_dir=run_dir)
+
+
+def context_parallel_worker(rank, world, port, folder, inputs, run_dir):
+    join(rank, world, port)
+    sample(folder, inputs, run_dir, split=world)
+
+
+def test_context_parallel_gives_the_latents_of_one_process(cascade_dir, inputs, tmp_path):
+    """Two characters with their own audio, the mask head (first-frame masks, appearance affinity) gating the sub-clips:
+    the spans' fp32 latents and the plan's keyframes of 2 processes equal those of one (max abs difference 1e-5).
+    The sub-clip's 3 latent frames go 2 + 1, interpolation and SR's 5 go 3 + 2; the one-frame keyframe passes run
+    whole."""
+    sample(cascade_dir, inputs, tmp_path / "one")
+    run_group(context_parallel_worker, 2, str(cascade_dir), inputs, str(tmp_path / "two"))
+    spans = sorted((tmp_path / "one").glob("span_*.pt"))
+    assert spans and [p.name for p in spans] == sorted(p.name for p in (tmp_path / "two").glob("span_*.pt"))
+    for one in spans:
+        a, b = torch.load(one), torch.load(tmp_path / "two" / one.name)
+        assert a.dtype == torch.float32 and (a - b).abs().max() <= 1e-5, one.name
+    plan_a = torch.load(tmp_path / "one" / "plan.pt", weights_only=False)
+    plan_b = torch.load(tmp_path / "two" / "plan.pt", weights_only=False)
+    assert (plan_a.keyframes - plan_b.keyframes).abs().max() <= 1e-5
+
+
+def test_context_parallel_output_depends_on_the_audio(cascade_dir, inputs, tmp_path):
+    """The check above can fail: on these weights the second character's audio moves the sub-clip latents."""
+    image, waves, masks = inputs
+    sample(cascade_dir, inputs, tmp_path / "a")
+    sample(cascade_dir, (image, [waves[0], waves[0] * 0], masks), tmp_path / "b")
+    a, b = torch.load(tmp_path / "a" / "span_00000.pt"), torch.load(tmp_path / "b" / "span_00000.pt")
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_context_parallel_wider_than_a_subclip_is_refused(cascade_dir):
+    """Sub-clips of 3 latent frames cannot go to 4 processes (one would hold no frame): refused before any work."""
+    from model.sampling.parallel import enable_context_parallel, join_process_group
+
+    pipe = CascadeAvatarPipeline.from_pretrained(str(cascade_dir))
+    with pytest.raises(AvatarInputError, match="3 latent frames"):
+        enable_context_parallel(pipe, 4, "cpu")
+    with pytest.raises(AvatarInputError, match="outside a process group"):
+        enable_context_parallel(pipe, 2, "cpu")
+    os.environ.pop("WORLD_SIZE", None)
+    with pytest.raises(AvatarInputError, match="outside a torchrun launch"):
+        join_process_group("cpu")
+
+
+def test_sample_cli_context_parallel_gives_the_frames_of_one_process(avatar, inputs, tmp_path):
+    """`avatar model sample --context-parallel 2` starts 2 processes itself (torchrun, gloo) and writes the video and
+    the run folder once; its spans equal a one-process run's. Two characters (boxes and audio from the storyline), the
+    plain mask head gating the sub-clips. Refused before any process starts: 4 processes for 3-frame sub-clips, and
+    --context-parallel with Ray workers."""
+    import json
+
+    import cv2
+    import soundfile as sf
+
+    folder = tmp_path / "casc"
+    perturbed(build_cascade("tiny", seed=1)).save_pretrained(str(folder))
+    image, waves, _ = inputs
+    cv2.imwrite(str(tmp_path / "ref.png"), image[..., ::-1])
+    for i, wave in enumerate(waves):
+        sf.write(tmp_path / f"v{i}.wav", wave, 16000)
+    story = {"duration_s": 1.0, "characters": [{"box": BOXES[0], "audio": 0}, {"box": BOXES[1], "audio": 1}],
+             "shots": [{"start_s": 0, "end_s": 1.0, "prompt": "two people talk"}]}
+    (tmp_path / "plan.json").write_text(json.dumps(story))
+    common = ["model", "sample", tmp_path / "ref.png", "-a", tmp_path / "v0.wav", "-a", tmp_path / "v1.wav",
+              "--pipeline", folder, "--steps", 2, "--storyline", tmp_path / "plan.json", "--duration", 1.0]
+    for n in (1, 2):
+        code, _, err = avatar(*common, "--out", tmp_path / f"cp{n}.mp4", "--context-parallel", n)
+        assert code == 0, err
+        assert (tmp_path / f"cp{n}.mp4").stat().st_size > 0 and (tmp_path / f"cp{n}.json").is_file()
+    spans = sorted((tmp_path / "cp1.run").glob("span_*.pt"))
+    assert len(spans) == 2
+    for one in spans:
+        assert (torch.load(one) - torch.load(tmp_path / "cp2.run" / one.name)).abs().max() <= 1e-5
+    code, _, err = avatar(*common, "--out", tmp_path / "cp4.mp4", "--context-parallel", 4)
+    assert code == 2 and "3 latent frames" in err and not (tmp_path / "cp4.run").exists()
+    code, _, err = avatar(*common, "--out", tmp_path / "cp5.mp4", "--context-parallel", 2, "--workers", 2)
+    assert code == 2 and "Ray workers" in err
