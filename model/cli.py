@@ -109,6 +109,8 @@ def train(
     gradient_accumulation: int = typer.Option(1, min=1, help="micro-batches per optimizer step"),
     gradient_checkpointing: bool = typer.Option(False, help="recompute DiT blocks in the backward pass"),
     num_processes: int = typer.Option(1, min=1, help="data-parallel processes (GPUs, or CPU processes with gloo)"),
+    fsdp: bool = typer.Option(False, "--fsdp", help="shard weights, gradients and optimizer state over the processes "
+                                                  "(FSDP2; 2 or more processes)"),
     save_every: int = typer.Option(100, min=1),
     fresh: bool = typer.Option(False, "--fresh", help="ignore checkpoints in OUT (default: resume)"),
 ) -> None:
@@ -117,6 +119,7 @@ def train(
     from .sampling.geometry import CASCADE_STAGES
     from .training.cascade import train_stage
     from .training.clip import TASKS, TrainConfig
+    from .training.engine import check_resume
     from .training.clip import train as run
     from .training.windows import DataConfig
 
@@ -129,8 +132,9 @@ def train(
         raise AvatarInputError(f"--task {task!r}", f"use one of {', '.join(TASKS)}, or --stage for a cascade's stages")
     if resolution < 16 or resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
-    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(relaunch(num_processes))
+    if fsdp and num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise AvatarInputError("--fsdp with one process: there is nothing to shard over",
+                               "add --num-processes N (2 or more), or train without --fsdp")
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
                       min_characters=characters if task == "mask" and stage is None else 1, passed_only=not all_clips,
                       mouth_weight=mouth_weight, face_crop=face_crop, buckets=not square)
@@ -138,7 +142,11 @@ def train(
                          lr=lr, pretrained=str(pretrained) if pretrained else None, size=size, data=data,
                          save_every=save_every, resume=not fresh, vae=vae, vae_steps=vae_steps, audio=audio,
                          captions=str(captions) if captions else None, mixed_precision=mixed_precision,
-                         gradient_accumulation=gradient_accumulation, gradient_checkpointing=gradient_checkpointing)
+                         gradient_accumulation=gradient_accumulation, gradient_checkpointing=gradient_checkpointing,
+                         fsdp=fsdp)
+    check_resume(config.loop())
+    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(relaunch(num_processes))
     worker = int(os.environ.get("RANK", "0")) > 0  # a data-parallel worker other than the first: no display
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, disable=worker) as bar:

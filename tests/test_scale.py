@@ -210,3 +210,92 @@ def test_activation_checkpointing_covers_audio_blocks_and_mask_head():
     growth_ck = runs[4, True][1] - runs[1, True][1]
     assert growth > 1e6 and growth_ck < 0.1 * growth, (growth, growth_ck)
 
+
+
+@pytest.fixture(scope="module")
+def cache(curated_dataset, tmp_path_factory):
+    from model.training.prepare import PrepareConfig, prepare
+    from model.training.windows import DataConfig
+
+    root = tmp_path_factory.mktemp("fsdp")
+    prepare(PrepareConfig(dataset=str(curated_dataset), output=str(root / "c"), executor="local",
+                          data=DataConfig(passed_only=False, num_frames=9, max_characters=1, stride=2)))
+    return root / "c"
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for part in ("transformer", "audio_encoder", "mask_head"):
+        for f in (folder / part).glob("*.safetensors"):
+            out.update({f"{part}.{k}": v for k, v in load_file(f).items()})
+    return out
+
+
+def train_cli(cache, out, steps: int, *extra) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "model", "train", str(cache), "--out", str(out),
+                           "--task", "audio", "--steps", str(steps), "--save-every", "1", "--batch-size", "2",
+                           "--lr", "2e-3", *extra], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_fsdp_trains_the_weights_of_one_process_and_resumes_under_any_count(cache, tmp_path):
+    """The audio task (frozen Wan-shaped weights beside trainable audio layers) for 2 steps: sharded over 2 processes
+    (--fsdp) it gives the weights and optimizer state one process gives (1e-5: gloo sums in another order) and moves
+    no frozen weight; its checkpoint resumes in one process and one process's under FSDP, both to the same step 3."""
+    from model.training.clip import TrainConfig, train
+    from model.training.engine import read_loss_curve
+
+    def one(out, steps):
+        train(TrainConfig(dataset=str(cache), output=str(out), task="audio", steps=steps, save_every=1, lr=2e-3,
+                          batch_size=2))
+
+    one(tmp_path / "one", 2)
+    train_cli(cache, tmp_path / "two", 2, "--fsdp", "--num-processes", "2")
+    a, b, start = (weights(f) for f in (tmp_path / "one" / "pipeline", tmp_path / "two" / "pipeline", cache / "model"))
+    assert set(a) == set(b) == set(start)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    moved = {k for k in b if not torch.equal(b[k], start[k])}
+    assert moved and all(k.startswith(("transformer.audio", "transformer.ref_", "transformer.identity",
+                                       "transformer.character", "audio_encoder")) for k in moved)
+    sharded = torch.load(tmp_path / "two" / "checkpoint-2" / "optimizer.pt")["optimizer"]["state"]
+    plain = torch.load(tmp_path / "one" / "checkpoint-2" / "optimizer.pt")["optimizer"]["state"]
+    assert set(sharded) == set(plain) and all(
+        torch.allclose(sharded[k]["exp_avg"], plain[k]["exp_avg"], atol=1e-7) for k in plain)
+    one(tmp_path / "two", 3)  # the sharded checkpoint, resumed in one process
+    train_cli(cache, tmp_path / "one", 3, "--fsdp", "--num-processes", "2")  # one process's, sharded
+    a, b = weights(tmp_path / "one" / "pipeline"), weights(tmp_path / "two" / "pipeline")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    np.testing.assert_allclose(read_loss_curve(tmp_path / "one")[:, 1], read_loss_curve(tmp_path / "two")[:, 1],
+                               rtol=1e-5)
+
+
+def test_fsdp_refuses_one_process_and_a_checkpoint_it_cannot_place(avatar, cache, tmp_path):
+    import json
+
+    code, _, err = avatar("model", "train", cache, "--out", tmp_path / "x", "--task", "audio", "--fsdp")
+    assert code == 2 and "one process" in err and not (tmp_path / "x").exists()
+    from model.training.clip import TrainConfig, train
+
+    train(TrainConfig(dataset=str(cache), output=str(tmp_path / "old"), task="audio", steps=1, save_every=1,
+                      batch_size=2))
+    ckpt = tmp_path / "old" / "checkpoint-1"  # as checkpoints were saved before: optimizer state by position
+    state = torch.load(ckpt / "optimizer.pt")["optimizer"]
+    names = {n: i for i, n in enumerate(state["param_groups"][0]["params"])}
+    positional = {"state": {names[n]: v for n, v in state["state"].items()},
+                  "param_groups": [{**state["param_groups"][0], "params": list(names.values())}]}
+    torch.save({"optimizer": positional}, ckpt / "optimizer.pt")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1}))
+    code, _, err = avatar("model", "train", cache, "--out", tmp_path / "old", "--task", "audio", "--steps", 2,
+                          "--fsdp", "--num-processes", 2)
+    assert code == 2 and "by position" in err and not (tmp_path / "old" / "checkpoint-2").exists()
+    train(TrainConfig(dataset=str(cache), output=str(tmp_path / "old"), task="audio", steps=2, save_every=1,
+                      batch_size=2))  # without --fsdp it still resumes, and saves by name
+    assert json.loads((tmp_path / "old" / "checkpoint-2" / "trainer_state.json").read_text())["optimizer_state"] == \
+        "by_name"

@@ -9,9 +9,9 @@ Tasks (as the report trains them; TASKS says what each trains and which loss it 
   tiny ones of the tests and benchmarks, which have no pretrained Wan to start from). The text cross-attention
   trains only when the cache has captions.
 
-A cascade's stages train through the same TrainConfig with `stage` set (cascade.py). FSDP for Wan-1.3B / 14B:
-`accelerate launch --use_fsdp --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP --fsdp_transformer_layer_cls_to_wrap
-WanTransformerBlock --mixed_precision bf16 -m pipelines.cli model train ...`.
+A cascade's stages train through the same TrainConfig with `stage` set (cascade.py). Wan-1.3B / 14B shard over GPUs
+with `avatar model train ... --fsdp --num-processes N --mixed-precision bf16 --gradient-checkpointing` (FSDP2,
+fsdp.py; torchrun or accelerate launch start the processes the same way).
 """
 
 from __future__ import annotations
@@ -59,13 +59,14 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     clip_ids: tuple[str, ...] | None = None  # train on these clips of the cache only (train / held-out splits)
     lr_schedule: str = "constant"  # constant | cosine (warmup_cosine: a tenth warm-up, then decay to 0)
+    fsdp: bool = False  # shard the trained module over the processes (FSDP2, fsdp.py); needs 2 or more
 
     def loop(self) -> LoopConfig:
         """The loop's part of this configuration."""
         return LoopConfig(output=self.output, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                           weight_decay=self.weight_decay, save_every=self.save_every, seed=self.seed,
                           mixed_precision=self.mixed_precision, gradient_accumulation=self.gradient_accumulation,
-                          lr_schedule=self.lr_schedule, resume=self.resume,
+                          lr_schedule=self.lr_schedule, resume=self.resume, fsdp=self.fsdp,
                           task=f"the {self.stage} stage" if self.stage else f"the {self.task} task")
 
 

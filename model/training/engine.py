@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader
 
 from ..errors import AvatarInputError
 from .cache import collate_cache
+from .fsdp import (full_parameters, gathered_weights, is_sharded, load_optimizer_state, named_optimizer_state,
+                   parameter_names, positional_state, shard)
 
 PRECISIONS = ("no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
@@ -49,6 +51,7 @@ class LoopConfig:
     lr_schedule: str = "constant"  # constant | cosine (warmup_cosine: a tenth warm-up, then decay to 0)
     resume: bool = True
     task: str = "training"  # what is trained, as errors name it
+    fsdp: bool = False  # shard the module over the processes (fsdp.py) instead of replicating it (DDP)
 
 
 @dataclass
@@ -73,6 +76,14 @@ def resume_point(config: LoopConfig) -> Checkpoint | None:
     state = torch.load(folder / "optimizer.pt", weights_only=True)["optimizer"]
     step = int(json.loads((folder / "trainer_state.json").read_text())["step"])
     return Checkpoint(folder, step, state)
+
+
+def check_resume(config: LoopConfig) -> None:
+    """Before any process starts: refuse a sharded run resuming a checkpoint whose optimizer state it cannot place."""
+    folder = latest_checkpoint(config.output) if config.resume else None
+    if folder is not None and config.fsdp and \
+            json.loads((folder / "trainer_state.json").read_text()).get("optimizer_state") != "by_name":
+        raise positional_state(str(folder))
 
 
 def warmup_cosine(steps: int, warmup: float = 0.1) -> Callable[[int], float]:
@@ -166,13 +177,17 @@ def fit(module: nn.Module, params: list[torch.nn.Parameter], data, config: LoopC
     output = Path(config.output)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.lr_schedule not in LR_SCHEDULES:
         raise AvatarInputError(f"learning-rate schedule {config.lr_schedule!r}", f"use one of {LR_SCHEDULES}")
+    if config.fsdp:
+        parameter_names(module, params)  # every trained parameter inside the module that is sharded
+        module = shard(module, accelerator.device, config.mixed_precision)
+        params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     step = 0 if checkpoint is None else checkpoint.step
     if checkpoint is not None:
         try:
-            optimizer.load_state_dict(checkpoint.optimizer)
+            load_optimizer_state(module, optimizer, params, checkpoint.optimizer, config.output)
         except ValueError as exc:  # other parameter groups: another architecture or task
             raise AvatarInputError(f"the checkpoint in {config.output} trained other weights than this run "
                                    f"({config.task}): {exc}",
@@ -180,7 +195,10 @@ def fit(module: nn.Module, params: list[torch.nn.Parameter], data, config: LoopC
                                    "(or --fresh)") from exc
     factor = warmup_cosine(config.steps) if config.lr_schedule == "cosine" else (lambda _: 1.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: factor(i + step))  # resumes at `step`
-    module, optimizer = accelerator.prepare(module, optimizer)
+    if config.fsdp:  # the optimizer still skips its step while gradients accumulate
+        optimizer = accelerator.prepare(optimizer)
+    else:
+        module, optimizer = accelerator.prepare(module, optimizer)
     batches = GlobalBatches(ShardBlockSampler(data, config.seed), config.batch_size, accelerator.process_index,
                             accelerator.num_processes, start_batch=step * config.gradient_accumulation)
     collate = getattr(data, "collate", collate_cache)  # a dataset of other windows (the cascade's stages) brings its own
@@ -188,9 +206,11 @@ def fit(module: nn.Module, params: list[torch.nn.Parameter], data, config: LoopC
     module.train()
     run_loop(accelerator, module, optimizer, params, loader, save, config, step, progress, schedule)
     final = output / FINAL_DIR
+    weights = gathered_weights(module)  # every process takes part; the first one writes
     if accelerator.is_main_process:
         final.mkdir(parents=True, exist_ok=True)
-        save(final)
+        with full_parameters(module, weights):
+            save(final)
     accelerator.wait_for_everyone()
     return final
 
@@ -228,7 +248,7 @@ def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Pat
             if step % config.save_every == 0 or step == config.steps:
                 if main:
                     curve.flush()
-                    save_checkpoint(save, optimizer, output / f"checkpoint-{step}", step)
+                save_checkpoint(save, module, optimizer, params, output / f"checkpoint-{step}", step, main)
                 accelerator.wait_for_everyone()
             if step >= config.steps:
                 break
@@ -237,11 +257,21 @@ def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Pat
             curve.close()
 
 
-def save_checkpoint(save: Callable[[Path], None], optimizer, folder: Path, step: int) -> None:
+def save_checkpoint(save: Callable[[Path], None], module, optimizer, params, folder: Path, step: int,
+                    main: bool) -> None:
+    """A checkpoint any number of processes resumes: the weights through `save` (gathered when sharded), the optimizer
+    state by parameter name. Every process calls it; the main one writes."""
+    plain = getattr(module, "module", module)  # DDP's wrapped module: its parameter names
+    weights = gathered_weights(module)
+    state = named_optimizer_state(plain, getattr(optimizer, "optimizer", optimizer), params)
+    if not main:
+        return
     folder.mkdir(parents=True, exist_ok=True)
-    save(folder)
-    torch.save({"optimizer": optimizer.state_dict()}, folder / "optimizer.pt")
-    (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    with full_parameters(module, weights):
+        save(folder)
+    torch.save({"optimizer": state}, folder / "optimizer.pt")
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "optimizer_state": "by_name",
+                                                           "sharded": is_sharded(module)}))
 
 
 def read_loss_curve(output: str | Path) -> np.ndarray:
