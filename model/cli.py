@@ -51,6 +51,8 @@ def prepare(
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: start local Ray)"),
     local: bool = typer.Option(False, "--local", help="run in this process instead of Ray Data"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="prepare clips that failed before again"),
+    device: str = typer.Option("cpu", help="where the VAE encodes: cpu | cuda | auto (Ray actors ask for GPUs)"),
+    gpus_per_worker: float = typer.Option(1.0, min=0.01, help="with a GPU: each Ray actor's share of one"),
 ) -> None:
     """Turn a curated dataset into a training cache once (latents, masks, identity crops, audio features)."""
     from .errors import AvatarInputError
@@ -66,7 +68,8 @@ def prepare(
     config = PrepareConfig(dataset=str(dataset), output=str(out), pipeline=str(pipeline) if pipeline else None,
                            size=size, vae=vae, vae_steps=vae_steps, audio=audio, data=data,
                            captions=str(captions) if captions else None, executor="local" if local else "ray",
-                           ray_address=ray_address, retry_failed=retry_failed)
+                           ray_address=ray_address, retry_failed=retry_failed, device=device,
+                           gpus_per_worker=gpus_per_worker)
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         fit = bar.add_task("fit vae", total=vae_steps, visible=vae_steps > 0 and pipeline is None)
@@ -187,23 +190,27 @@ def init(
     dtype: str = typer.Option("bf16", help="--from-wan: the weights' precision, bf16 | fp32"),
     audio: str = typer.Option("log_mel", help="--from-wan: log_mel | whisper[:NAME_OR_FOLDER] | wav2vec2:FOLDER | "
                                               "wav2vec2-all:FOLDER (every hidden layer)"),
+    audio_layers: str = typer.Option("all", help="blocks with audio cross-attention: all | every:K | I,J,... "
+                                                 "(fewer: fewer parameters and activations)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Write an untrained CascadeAvatarPipeline to train stage by stage: random weights of a named size, or on your Wan
     checkpoint (the five stages share its weights on disk and in memory until one is fine-tuned)."""
     from .errors import AvatarInputError
-    from .sampling.presets import CASCADE, build_cascade
+    from .networks.transformer import audio_layer_ids
+    from .sampling.presets import CASCADE, TRANSFORMER, build_cascade
 
     quiet_loading()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AvatarInputError(f"--out {out} already exists and is not empty", "give a new folder (init never "
                                "writes over what it did not make)")
     if from_wan is not None:
-        return init_from_wan(from_wan, out, resolution, width, characters, dtype, audio, seed)
+        return init_from_wan(from_wan, out, resolution, width, characters, dtype, audio, audio_layers, seed)
     if size not in CASCADE:
         raise typer.BadParameter(f"{size!r}: one of {sorted(CASCADE)}", param_hint="--size")
     side = resolution or CASCADE[size]["height"]
-    pipe = build_cascade(size, seed=seed, max_characters=characters,
+    layers = audio_layer_ids(audio_layers, TRANSFORMER[size]["num_layers"])
+    pipe = build_cascade(size, seed=seed, max_characters=characters, audio_layers=layers,
                          **{**CASCADE[size], "height": side, "width": width or side})
     pipe.save_pretrained(str(out))
     c = pipe.cascade
@@ -212,12 +219,13 @@ def init(
 
 
 def init_from_wan(folder: Path, out: Path, height: int, width: int, characters: int, dtype: str, audio: str,
-                  seed: int) -> None:
+                  audio_layers: str, seed: int) -> None:
     """`avatar model init --from-wan`: the cascade on the user's Wan checkpoint, saved with one copy of its weights."""
     import torch
 
     from .errors import AvatarInputError
     from .networks.audio import audio_front_end
+    from .networks.transformer import audio_layer_ids
     from .sampling.devices import DTYPES
     from .sampling.wan import WAN_GEOMETRY, WanBuildConfig, WanCheckpoint, cascade_pipeline
 
@@ -228,8 +236,9 @@ def init_from_wan(folder: Path, out: Path, height: int, width: int, characters: 
     geometry.update({k: v for k, v in (("height", height), ("width", width or height)) if v})
     torch.manual_seed(seed)
     with console.status(f"building the cascade on {folder.name} ({ckpt.kind})"):
+        layers = audio_layer_ids(audio_layers, int(ckpt.transformer.get("num_layers", 40)))
         pipe = cascade_pipeline(folder, WanBuildConfig(dtype=DTYPES[dtype], max_characters=characters,
-                                                       audio=audio_front_end(audio)), **geometry)
+                                                       audio=audio_front_end(audio), audio_layers=layers), **geometry)
         pipe.save_pretrained(str(out))
     c = pipe.cascade
     console.print(f"{out}: cascade on {folder.name} ({ckpt.kind}, {dtype}, flow shift {ckpt.flow_shift:g}), output "

@@ -299,3 +299,31 @@ def test_fsdp_refuses_one_process_and_a_checkpoint_it_cannot_place(avatar, cache
                       batch_size=2))  # without --fsdp it still resumes, and saves by name
     assert json.loads((tmp_path / "old" / "checkpoint-2" / "trainer_state.json").read_text())["optimizer_state"] == \
         "by_name"
+
+
+def test_audio_layers_put_audio_attention_on_a_subset_of_blocks(avatar, tmp_path):
+    """`init --audio-layers every:2` gives the tiny cascade's 3 blocks audio attention on blocks 0 and 2 (fewer audio
+    parameters, which benchmarks/model_scale.py counts at full size); a bad spec is one clear error."""
+    import json
+
+    from model.networks.transformer import audio_layer_ids
+
+    code, _, err = avatar("model", "init", "--out", tmp_path / "sub", "--audio-layers", "every:2")
+    assert code == 0, err
+    config = json.loads((tmp_path / "sub" / "subclip" / "config.json").read_text())
+    assert config["audio_layers"] == [0, 2]
+    pipe = CascadeAvatarPipeline.from_pretrained(str(tmp_path / "sub"))
+    assert len(pipe.subclip.audio_blocks) == 2 and pipe.subclip.audio_layer_ids == [0, 2]
+    assert audio_layer_ids("all", 40) is None and audio_layer_ids("5,1", 40) == [1, 5]
+    assert audio_layer_ids("every:10", 40) == [0, 10, 20, 30]
+    for bad in ("every:0", "3,40", "some", ""):
+        code, _, err = avatar("model", "init", "--out", tmp_path / "bad", "--audio-layers", bad)
+        assert code == 2 and "--audio-layers" in err and not (tmp_path / "bad").exists(), bad
+
+
+def test_prepare_on_a_gpu_that_is_not_there_is_one_clear_error(avatar, curated_dataset, tmp_path, monkeypatch):
+    """`avatar model prepare --device cuda` encodes on GPUs (Ray actors asking for num_gpus); where none is visible it
+    is refused before any work (CUDA reported absent, so this holds on a GPU machine too)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = avatar("model", "prepare", curated_dataset, "--out", tmp_path / "c", "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in err and not (tmp_path / "c").exists()

@@ -72,6 +72,28 @@ WAN_CONFIG_KEYS = ("patch_size", "num_attention_heads", "attention_head_dim", "i
 AVATAR_CONFIG_KEYS = ("audio_dim", "audio_layers", "mask_layer", "ref_channels", "max_characters")
 
 
+def audio_layer_ids(spec: str, num_layers: int) -> list[int] | None:
+    """The blocks that get audio cross-attention: "all" (None: every block, as MultiTalk and InfiniteTalk),
+    "every:K" (blocks 0, K, 2K, ...) or "I,J,..." (block indices)."""
+    text = spec.strip().lower()
+    try:
+        if text == "all":
+            return None
+        if text.startswith("every:"):
+            step = int(text.split(":", 1)[1])
+            if step < 1:
+                raise ValueError
+            ids = list(range(0, num_layers, step))
+        else:
+            ids = sorted({int(i) for i in text.split(",")})
+    except ValueError:
+        ids = []
+    if not ids or any(not 0 <= i < num_layers for i in ids):
+        raise AvatarInputError(f"--audio-layers {spec!r} for a transformer of {num_layers} blocks",
+                               f"use all, every:K (K >= 1) or block indices from 0 to {num_layers - 1} (e.g. 0,4,8)")
+    return ids
+
+
 def widen_patch_embedding(weight: torch.Tensor, extra: int) -> torch.Tensor:
     """Wan's patch-embedding weight (D, C, p, p, p) with `extra` zero input channels appended: the new inputs (the
     cascade's conditioning on a T2V / TI2V base) do nothing until trained."""

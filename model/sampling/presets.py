@@ -79,13 +79,14 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 def build_cascade(size: str = "tiny", seed: int = 0, max_characters: int = 4, vae: dict | None = None,
                   audio: dict | None = None, first_frame_masks: bool = False, appearance_affinity: bool = False,
-                  **geometry) -> CascadeAvatarPipeline:
+                  audio_layers: list[int] | None = None, **geometry) -> CascadeAvatarPipeline:
     """An untrained cascade of the named size: five AvatarTransformers with Wan's 36-channel first-last-frame
-    input, sharing a VAE, text encoder, audio encoder and mask head (`geometry`: CascadeConfig fields)."""
+    input, sharing a VAE, text encoder, audio encoder and mask head (`geometry`: CascadeConfig fields; `audio_layers`:
+    the blocks with audio cross-attention, None for all)."""
 
     base = build_pipeline(size, seed=seed, max_characters=max_characters, vae=vae, audio=audio,
                           first_frame_masks=first_frame_masks, appearance_affinity=appearance_affinity)
-    cfg = {**WAN_COMMON, **TRANSFORMER[size], "max_characters": max_characters,
+    cfg = {**WAN_COMMON, **TRANSFORMER[size], "max_characters": max_characters, "audio_layers": audio_layers,
            "in_channels": WAN_COMMON["in_channels"] + COND_CHANNELS}
     stages = {}
     for i, name in enumerate(CASCADE_STAGES):

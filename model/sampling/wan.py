@@ -158,6 +158,7 @@ class WanBuildConfig:
     max_characters: int = 4
     audio_dim: int = 768  # the audio tokens' width (wav2vec2-base's and Whisper-small's; the encoder projects to it)
     audio: dict = field(default_factory=dict)  # AudioEncoder front end, e.g. {"wav2vec2_path": ...}
+    audio_layers: list[int] | None = None  # blocks with audio cross-attention (None: every block)
 
 
 def load_component(ckpt: WanCheckpoint, name: str, dtype: torch.dtype | None = None):
@@ -173,7 +174,7 @@ def avatar_layers(ckpt: WanCheckpoint, config: WanBuildConfig) -> dict:
     """The AvatarTransformer settings on this checkpoint (mask head after two thirds of the blocks)."""
     layers = int(ckpt.transformer.get("num_layers", 40))
     return {"audio_dim": config.audio_dim, "max_characters": config.max_characters, "ref_channels": ckpt.z_dim,
-            "mask_layer": (2 * layers) // 3}
+            "mask_layer": (2 * layers) // 3, "audio_layers": config.audio_layers}
 
 
 def shared_parts(ckpt: WanCheckpoint, config: WanBuildConfig) -> dict:

@@ -30,6 +30,7 @@ from ..errors import AvatarInputError
 from ..networks.audio import audio_front_end
 from ..networks.mask_head import MaskPredictionHead
 from ..sampling.clip import AvatarPipeline
+from ..sampling.devices import resolve_device
 from ..sampling.presets import VAE_TINY, VAE_WIDE, build_pipeline
 from ..sampling.saved import saved_pipeline
 from .cache import CACHE_FILE, CLIPS_FILE, JOURNAL_DIR, MODEL_DIR, SHARD_DIR, cache_info, shard_row
@@ -55,6 +56,8 @@ class PrepareConfig:
     retry_failed: bool = False
     max_characters_model: int = 4
     seed: int = 0
+    device: str = "cpu"  # where the VAE encodes: cpu | cuda | auto (on Ray, actors that ask for GPUs)
+    gpus_per_worker: float = 1.0  # Ray actors' num_gpus with a GPU device (0.5: two actors share a GPU)
 
 
 @dataclass
@@ -120,11 +123,12 @@ def read_captions(path: str | None, dataset: str) -> dict[str, str]:
 class PrepareStep:
     """One clip -> its shard of training windows (the model loads once per step object)."""
 
-    def __init__(self, cache: str, dataset: str, data: DataConfig, captions: dict[str, str]):
+    def __init__(self, cache: str, dataset: str, data: DataConfig, captions: dict[str, str], device: str = "cpu"):
 
         self.cache, self.dataset, self.data, self.captions = Path(cache), dataset, data, captions
         self.curated = CuratedDataset(dataset)  # opened once, not per clip
         self.pipe = AvatarPipeline.from_pretrained(str(self.cache / MODEL_DIR))
+        self.pipe.vae.to(device)  # encode_images moves each window to it; the audio front end stays on the CPU
         self.pipe.set_progress_bar_config(disable=True)
 
     def __call__(self, clip_id: str) -> dict:
@@ -163,7 +167,7 @@ class PrepareStep:
             out["audio"].append(self.audio_windows(item))
             out["start"].append(item["start"])
             out["flipped"].append(bool(item.get("flipped", False)))
-        shard = {k: torch.stack(v) for k, v in out.items() if k not in ("audio", "start", "flipped")}
+        shard = {k: torch.stack(v).cpu() for k, v in out.items() if k not in ("audio", "start", "flipped")}
         shard["audio"] = torch.stack(out["audio"])
         shard.update(start=out["start"], flipped=out["flipped"], clip_id=clip_id, caption=self.captions.get(clip_id, ""),
                      num_characters=items[0]["num_characters"], fps=items[0]["fps"],
@@ -204,9 +208,17 @@ def run_ray(step_args: tuple, clip_ids: list[str], config: PrepareConfig, progre
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress is None
     ds = ray.data.from_items([{"clip_id": c} for c in clip_ids], override_num_blocks=len(clip_ids))
-    workers = max(1, min(len(clip_ids), int(ray.available_resources().get("CPU", 1))))
+    gpus = config.gpus_per_worker if step_args[-1].startswith("cuda") else 0
+    resources = ray.available_resources()
+    slots = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1)
+    if gpus and slots < 1:
+        raise AvatarInputError(f"--device cuda with {gpus} GPU per worker on a Ray cluster with "
+                               f"{resources.get('GPU', 0):g} GPUs", "lower --gpus-per-worker, or join a cluster "
+                               "with GPUs (--ray-address)")
+    workers = max(1, min(len(clip_ids), int(slots)))
     ds = ds.map_batches(_RayPrepare, fn_constructor_kwargs={"step_args": step_args}, batch_size=1, num_cpus=1,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), zero_copy_batch=False)
+                        num_gpus=gpus, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+                        zero_copy_batch=False)
     rows = []
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
         rows.append({k: v[0] for k, v in batch.items()})
@@ -220,6 +232,7 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
     """Build (or resume) the cache; every done clip of the dataset ends as a shard or a failed row."""
     tic = time.perf_counter()
     out = Path(config.output)
+    device = resolve_device(config.device)  # a GPU asked for where none is visible: refused before any work
     try:
         dataset = CuratedDataset(config.dataset)
     except CurationError as exc:
@@ -249,7 +262,7 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
         rows[r.clip_id] = {"clip_id": r.clip_id, "status": "failed", "windows": 0,
                            "error": f"failed in curation: {r.error}", "has_audio": False, "bucket": "", "seconds": 0.0}
     todo = [c for c in todo if c not in set(not_done["clip_id"])]
-    step_args = (str(out), config.dataset, config.data, captions)
+    step_args = (str(out), config.dataset, config.data, captions, device)
     journal = out / JOURNAL_DIR
     journal.mkdir(exist_ok=True)
 
