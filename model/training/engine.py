@@ -2,12 +2,15 @@
 the benchmarks' baselines call `fit`.
 
 Accelerate gives device placement, mixed precision (bf16 / fp16), gradient accumulation and data parallelism:
-run `accelerate launch -m pipelines.cli model train ...` or `avatar model train ... --num-processes N`. A global
+run `accelerate launch -m pipelines.cli model train ...` or `avatar model train ... --num-processes N`; with
+`--fsdp` the module is sharded over the processes instead of replicated (FSDP2, fsdp.py). A global
 batch is always the same windows in the same order (ShardBlockSampler), each process taking its slice of it, and
 each window draws its noise from its position in that order: the loss curve does not depend on the number of
 processes, and a checkpoint resumes under any number of them. `fit` owns resuming (the latest `OUT/checkpoint-STEP/`:
 its step and optimizer state; the caller loads the weights from the folder `resume_point` names), checkpoints
-(`save(folder)` plus the optimizer state) and the final save to `OUT/pipeline/`; `OUT/loss.csv` holds the loss curve.
+(`save(folder)` with the full weights, gathered when sharded, plus the optimizer state by parameter name: any number
+of processes, sharded or not, resumes them) and the final save to `OUT/pipeline/`; `OUT/loss.csv` holds the loss
+curve.
 """
 
 from __future__ import annotations
@@ -179,6 +182,28 @@ def fit(module: nn.Module, params: list[torch.nn.Parameter], data, config: LoopC
         output.mkdir(parents=True, exist_ok=True)
     if config.lr_schedule not in LR_SCHEDULES:
         raise AvatarInputError(f"learning-rate schedule {config.lr_schedule!r}", f"use one of {LR_SCHEDULES}")
+    module, optimizer, params, schedule = prepared(module, params, config, accelerator, checkpoint)
+    step = 0 if checkpoint is None else checkpoint.step
+    batches = GlobalBatches(ShardBlockSampler(data, config.seed), config.batch_size, accelerator.process_index,
+                            accelerator.num_processes, start_batch=step * config.gradient_accumulation)
+    collate = getattr(data, "collate", collate_cache)  # a dataset of other windows (the cascade's stages) brings its own
+    loader = DataLoader(PositionedWindows(data), batch_sampler=batches, collate_fn=lambda items: positioned(items, collate))
+    module.train()
+    run_loop(accelerator, module, optimizer, params, loader, save, config, step, progress, schedule)
+    final = output / FINAL_DIR
+    weights = gathered_weights(module)  # every process takes part; the first one writes
+    if accelerator.is_main_process:
+        final.mkdir(parents=True, exist_ok=True)
+        with full_parameters(module, weights):
+            save(final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def prepared(module: nn.Module, params: list[torch.nn.Parameter], config: LoopConfig, accelerator,
+             checkpoint: Checkpoint | None):
+    """(module, optimizer, trained parameters, lr schedule) ready to train: the module sharded (config.fsdp) or
+    wrapped for data parallelism, AdamW resumed from the checkpoint's optimizer state."""
     if config.fsdp:
         parameter_names(module, params)  # every trained parameter inside the module that is sharded
         module = shard(module, accelerator.device, config.mixed_precision)
@@ -196,23 +221,9 @@ def fit(module: nn.Module, params: list[torch.nn.Parameter], data, config: LoopC
     factor = warmup_cosine(config.steps) if config.lr_schedule == "cosine" else (lambda _: 1.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: factor(i + step))  # resumes at `step`
     if config.fsdp:  # the optimizer still skips its step while gradients accumulate
-        optimizer = accelerator.prepare(optimizer)
-    else:
-        module, optimizer = accelerator.prepare(module, optimizer)
-    batches = GlobalBatches(ShardBlockSampler(data, config.seed), config.batch_size, accelerator.process_index,
-                            accelerator.num_processes, start_batch=step * config.gradient_accumulation)
-    collate = getattr(data, "collate", collate_cache)  # a dataset of other windows (the cascade's stages) brings its own
-    loader = DataLoader(PositionedWindows(data), batch_sampler=batches, collate_fn=lambda items: positioned(items, collate))
-    module.train()
-    run_loop(accelerator, module, optimizer, params, loader, save, config, step, progress, schedule)
-    final = output / FINAL_DIR
-    weights = gathered_weights(module)  # every process takes part; the first one writes
-    if accelerator.is_main_process:
-        final.mkdir(parents=True, exist_ok=True)
-        with full_parameters(module, weights):
-            save(final)
-    accelerator.wait_for_everyone()
-    return final
+        return module, accelerator.prepare(optimizer), params, schedule
+    module, optimizer = accelerator.prepare(module, optimizer)
+    return module, optimizer, params, schedule
 
 
 def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Path], None], config: LoopConfig,
