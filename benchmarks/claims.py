@@ -54,6 +54,34 @@ SCALE = "curation_pipeline_scale"
 
 WAN = "wan_memory"
 
+MS = "model_scale"
+MS_COLUMNS = (("params_b", "{:.2f}"), ("weights_gib", "{:.1f}"), ("train_state_gib", "{:.1f}"),
+              ("per_gpu_weights_state_gib.1", "{:.1f}"), ("per_gpu_weights_state_gib.8", "{:.1f}"),
+              ("per_gpu_weights_state_gib.64", "{:.1f}"), ("activations_gib_no_ckpt", "{:.0f}"),
+              ("activations_gib_ckpt", "{:.1f}"), ("backward_peak_gib_ckpt_estimate", "{:.1f}"))
+
+
+def scale_table_claims(rows: list[dict]) -> list[Claim]:
+    """One claim per cell of the scale benchmark's memory table (benchmarks/README.md writes it from the same rows)."""
+    out = []
+    for i, row in enumerate(rows):
+        line = f"| {row['model']} | {row['resolution']} | {row['characters']} |"
+        for key, fmt in MS_COLUMNS:
+            value = row
+            for part in key.split("."):
+                value = value[part]
+            out.append(Claim(line, fmt.format(value), MS, f"memory_table.{i}.{key}", section="Scale: memory and "
+                             "context parallelism"))
+    return out
+
+
+def scale_rows() -> list[dict]:
+    """The memory table's rows in the committed results (the README's table is written from them)."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "results" / f"{MS}.json").read_text())["memory_table"]
+
 CLAIMS: list[Claim] = [
     # cascade cost (generated)
     *in_section(
@@ -491,6 +519,35 @@ CLAIMS: list[Claim] = [
         C("| Wan2.2-I2V-A14B |", "355.9", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.cascade_copies"),
         C("| Wan2.2-I2V-A14B |", "34.5", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.gpu_offload_model"),
         C("| Wan2.2-I2V-A14B |", "0.85", WAN, "checkpoints.Wan2.2-I2V-A14B.gib_bf16.gpu_offload_sequential_block"),
+    ),
+    # scale: the fitted memory table (one claim per cell) and the numbers around it
+    *scale_table_claims(scale_rows()),
+    *in_section(
+        "Scale: memory and context parallelism",
+        C("fits every point within", "0.6", MS, "activation_fit.no_ckpt.rel_err_max", scale=100),
+        C("fits every point within", "0.13", MS, "activation_fit.no_ckpt.rel_err_median", scale=100),
+        C("and 5.6% (median", "5.6", MS, "activation_fit.ckpt.rel_err_max", scale=100),
+        C("and 5.6% (median", "0.6", MS, "activation_fit.ckpt.rel_err_median", scale=100),
+        C("checkpointing keeps a median", "8.0", MS, "activation_fit.checkpointing_saves_median", scale=100),
+        C("| Wan2.1 1.3B (30 blocks) |", "0.29", MS, "audio_layers.Wan2.1-T2V-1.3B.all.avatar_layers_params",
+          scale=1e-9),
+        C("| Wan2.1 1.3B (30 blocks) |", "0.08", MS, "audio_layers.Wan2.1-T2V-1.3B.every:4.avatar_layers_params",
+          scale=1e-9),
+        C("| Wan2.1 14B (40 blocks) |", "4.23", MS, "audio_layers.Wan2.1-I2V-14B-480P.all.avatar_layers_params",
+          scale=1e-9),
+        C("| Wan2.1 14B (40 blocks) |", "1.08", MS, "audio_layers.Wan2.1-I2V-14B-480P.every:4.avatar_layers_params",
+          scale=1e-9),
+        C("| Wan2.1 14B (40 blocks) |", "411", MS,
+          "audio_layers.Wan2.1-I2V-14B-480P.every:4.characters.4.activations_gib_480p_bf16.no_ckpt"),
+        C("| Wan2.1 14B (40 blocks) |", "16.2", MS,
+          "audio_layers.Wan2.1-I2V-14B-480P.every:4.characters.4.activations_gib_480p_bf16.ckpt"),
+        C("flow by 1.07, so", "1.07", MS, "context_parallel.second_character_audio_moves_sample_max_abs"),
+        C("alternating repeats: 0.72x", "0.72", MS, "context_parallel.ratio_median"),
+        C("0.63 to 0.75)", "0.63", MS, "context_parallel.ratio_median_ci95.0"),
+        C("0.63 to 0.75)", "0.75", MS, "context_parallel.ratio_median_ci95.1"),
+        C("two whole forwards at once took", "1.12", MS, "context_parallel.contention_ratio_median"),
+        C("processes hold 0.501", "0.501", MS, "fsdp_shards.2.rank_fraction.0"),
+        C("processes hold 0.501", "0.2515", MS, "fsdp_shards.4.rank_fraction.0"),
     ),
     # the README's summary of the same table
     *[replace(c, doc="README.md", section="Use your own Wan weights") for c in (
