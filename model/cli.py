@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,6 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from runtime.launch import launched, relaunch
 
 app = typer.Typer(help="model: train and sample the avatar model", no_args_is_help=True)
 console = Console(stderr=True)
@@ -148,7 +149,7 @@ def train(
                          gradient_accumulation=gradient_accumulation, gradient_checkpointing=gradient_checkpointing,
                          fsdp=fsdp)
     check_resume(config.loop())
-    if num_processes > 1 and "WORLD_SIZE" not in os.environ:
+    if num_processes > 1 and not launched():
         raise typer.Exit(relaunch(num_processes))
     worker = int(os.environ.get("RANK", "0")) > 0  # a data-parallel worker other than the first: no display
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -159,21 +160,6 @@ def train(
                     vae_progress=lambda s, n, loss: bar.update(fit, completed=s, loss=f"{loss:.4f}"))
     if not worker:
         console.print(f"pipeline: {final}   loss curve: {out / 'loss.csv'}")
-
-
-def relaunch(num_processes: int) -> int:
-    """Run this same command in `num_processes` processes (torch.distributed.run, as `accelerate launch` does; on a
-    machine without a GPU the processes use the CPU and gloo); inside, WORLD_SIZE is set and nothing relaunches."""
-    import subprocess
-    import sys
-
-    import torch
-
-    args = sys.argv[1:]
-    env = {**os.environ, **({} if torch.cuda.is_available() else {"ACCELERATE_USE_CPU": "1"})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
-               "--standalone", "-m", "pipelines.cli", *args]
-    return subprocess.call(command, env=env)
 
 
 @app.command()
@@ -256,9 +242,10 @@ def sample(
     out: Path = typer.Option(Path("outputs/sample.mp4"), "--out", "-o", help="MP4 with the audio muxed"),
     pipeline: Optional[Path] = typer.Option(None, help="trained AvatarPipeline or cascade folder, or a Wan checkpoint "
                                                        "(one clip, as it samples; default: a fresh tiny pipeline)"),
-    frames: Optional[int] = typer.Option(None, help="frames (4k+1); default from the audio length"),
-    fps: float = typer.Option(25.0),
-    resolution: int = typer.Option(64, help="output height (one clip; a cascade has its own size)"),
+    frames: Optional[int] = typer.Option(None, help="one clip: frames (4k+1); default from the audio length"),
+    fps: Optional[float] = typer.Option(None, help="one clip: frame rate (default 25; a cascade has its own)"),
+    resolution: Optional[int] = typer.Option(None, help="one clip: output height (default 64; a cascade has its "
+                                                         "own size)"),
     width: int = typer.Option(0, min=0, help="output width (default: the height; e.g. 832 for Wan's 480p)"),
     steps: Optional[int] = typer.Option(None, min=1, help="denoising steps (default 10; a distilled cascade: its "
                                                           "saved few-step schedules)"),
@@ -276,6 +263,7 @@ def sample(
                                              "(layer by layer: least memory, slowest)"),
     context_parallel: int = typer.Option(1, min=1, help="split each clip's latent frames over N processes (GPUs, or "
                                                         "CPU processes with gloo); started with torchrun"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier video (and report) at --out"),
 ) -> None:
     """Reference image + one audio per character + prompt -> a video (MP4 with audio). With a cascade folder
     (`avatar model init`, trained stages) any duration; OUT.json says keyframe times, sub-clip spans, seeds, the base
@@ -290,22 +278,26 @@ def sample(
     from .sampling.presets import build_pipeline
     from .sampling.saved import is_cascade, is_wan, saved_pipeline
     from .sampling.wan import WanBuildConfig, clip_pipeline
+    from runtime.outputs import check_output
 
     quiet_loading()
+    cascade = pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline"))
+    check_output(out, (".mp4",), overwrite, report=out.with_suffix(".json") if cascade else None)
+    if cascade:
+        CascadeConfig.read(pipeline).refuse_clip_options(frames, fps, resolution, width)
     device = resolve_device(device)
     weights = resolve_dtype(dtype, device)
     if context_parallel > 1:
         if workers or ray_address:
             raise AvatarInputError("--context-parallel with Ray workers", "split a clip over processes "
                                    "(--context-parallel) or render sub-clips on Ray actors (--workers), not both")
-        if pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline")):
-            index = json.loads((pipeline / "model_index.json").read_text())  # refused before any process starts
-            check_subclip_split(index.get("subclip_frames", CascadeConfig.subclip_frames), context_parallel)
-        if "WORLD_SIZE" not in os.environ:
+        if cascade:  # refused before any process starts
+            check_subclip_split(CascadeConfig.read(pipeline).subclip_frames, context_parallel)
+        if not launched():
             raise typer.Exit(relaunch(context_parallel))
         device = join_process_group(device)
     place_on = dict(device=device, dtype=weights, offload=offload, context_parallel=context_parallel)
-    if pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline")):
+    if cascade:
         return sample_cascade(reference, audio, prompt, out, pipeline, steps, guidance, seed, duration, storyline,
                               ray_address, workers, run_dir, **place_on)
     if duration is not None or storyline is not None:
@@ -324,7 +316,7 @@ def sample(
     add_character_finders(pipe)
     with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not is_writer()) as bar:
-        steps = steps or 10
+        steps, fps, resolution = steps or 10, fps or 25.0, resolution or 64
         task = bar.add_task("sample", total=steps)
         pipe.set_progress_bar_config(disable=True)
         result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, num_frames=frames, fps=fps,

@@ -41,6 +41,8 @@ from .geometry import CASCADE_STAGES, CascadeConfig
 from .media import export_to_mp4, peak_memory_mb, stream_decode
 from .schedulers import TimeSchedule, shifted_schedule
 from .shared import SharedBase, SharedStages
+from runtime.outputs import REPORT_KEY
+
 from .spans import CascadePlan, RunFolder, render_spans, run_signature
 from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
 
@@ -403,7 +405,7 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         tic = time.perf_counter()
         frames = self.decode_video(spans, plan.frames)
         seconds_decode = time.perf_counter() - tic
-        report = {"duration_s": duration_s, "frames": int(plan.frames), "fps": c.fps, "size": [c.height, c.width],
+        report = {REPORT_KEY: "avatar model sample", "duration_s": duration_s, "frames": int(plan.frames), "fps": c.fps, "size": [c.height, c.width],
                   "keyframe_times_s": [round(j * c.spacing / c.fps, 4) for j in range(plan.spans + 1)],
                   "spans": [{"index": j, "first_frame": j * c.spacing,
                              "last_frame": min((j + 1) * c.spacing, plan.frames - 1) - (j < plan.spans - 1)}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ..errors import AvatarInputError
 
@@ -52,6 +54,24 @@ class CascadeConfig:
     def blueprint_size(self) -> tuple[int, int]:
         h, w = self.keyframe_size
         return h // self.blueprint_scale, w // self.blueprint_scale
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "CascadeConfig":
+        """The geometry a saved cascade folder's model_index.json holds."""
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+        return cls(**{k: v for k, v in index.items() if k in cls.__dataclass_fields__ and k != "side_multiple"})
+
+    def refuse_clip_options(self, frames: int | None, fps: float | None, height: int | None, width: int) -> None:
+        """The cascade samples at its own size and rate for a duration: --frames, or an --fps / --resolution / --width
+        other than its own, is an error rather than ignored."""
+        asked = {"--frames": frames, "--fps": None if fps in (None, self.fps) else fps,
+                 "--resolution": None if height in (None, self.height) else height,
+                 "--width": None if width in (0, self.width) else width}
+        given = [f"{k} {v:g}" for k, v in asked.items() if v is not None]
+        if given:
+            raise AvatarInputError(f"{', '.join(given)} for a cascade, which samples {self.height}x{self.width} at "
+                                   f"{self.fps:g} fps", "drop them (--duration sets the length), or build a cascade "
+                                   "of that size and rate (avatar model init --resolution / --width)")
 
     def to_dict(self) -> dict:
         """The fields saved in model_index.json (side_multiple comes from the VAE, not from the file)."""

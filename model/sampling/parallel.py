@@ -9,6 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from runtime.launch import launched
+
 from ..errors import AvatarInputError
 from ..networks.context_parallel import FrameSplit, frame_split
 
@@ -16,7 +18,7 @@ from ..networks.context_parallel import FrameSplit, frame_split
 def join_process_group(device: str) -> str:
     """Start this process's part of a torchrun launch (gloo on the CPU, NCCL on GPUs) and return its device: on GPUs
     the one of its local rank."""
-    if "WORLD_SIZE" not in os.environ:
+    if not launched():
         raise AvatarInputError("context parallelism outside a torchrun launch",
                                "run `avatar model sample ... --context-parallel N` (it starts the processes), or "
                                "launch with torchrun --nproc-per-node N")

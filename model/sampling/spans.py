@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +65,18 @@ class RunFolder:
             stamp.with_suffix(".tmp").replace(stamp)
 
     def plan(self) -> CascadePlan | None:
-        path = None if self.folder is None else self.folder / "plan.pt"
-        return torch.load(path, weights_only=False) if path is not None and path.is_file() else None
+        return self.read("plan.pt", weights_only=False)
+
+    def read(self, name: str, weights_only: bool = True):
+        """A saved plan or span, or None where there is none or it cannot be read (a file cut short by a crash or a
+        full disk is made again: each file is written whole, under a temporary name first)."""
+        path = None if self.folder is None else self.folder / name
+        if path is None or not path.is_file():
+            return None
+        try:
+            return torch.load(path, weights_only=weights_only)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
+            return None
 
     def save_plan(self, plan: CascadePlan) -> CascadePlan:
         if self.folder is not None and self.writer:
@@ -75,8 +86,7 @@ class RunFolder:
         return plan
 
     def span(self, j: int) -> torch.Tensor | None:
-        path = None if self.folder is None else self.folder / f"span_{j:05d}.pt"
-        return torch.load(path, weights_only=True) if path is not None and path.is_file() else None
+        return self.read(f"span_{j:05d}.pt")
 
     def save_span(self, j: int, latents: torch.Tensor) -> torch.Tensor:
         if self.folder is not None and self.writer:
@@ -98,7 +108,26 @@ def run_signature(pipe, image, waves, duration_s, storyline, boxes, seed, steps,
     schedules = {s: pipe.schedule(s, steps).to_dict() for s in CASCADE_STAGES}
     h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start, schedules,
                          pipe.cascade.to_dict(), str(pipe.name_or_path)], sort_keys=True, default=str).encode())
+    h.update(weights_fingerprint(pipe.name_or_path).encode())
     return h.hexdigest()[:16]
+
+
+def weights_fingerprint(folder: str | Path | None, samples: int = 4, chunk: int = 1 << 16) -> str:
+    """What a saved pipeline's weights are, cheaply: each safetensors file's name, size and `samples` chunks of its
+    bytes at even offsets (new weights of the same shapes change every chunk; a 14B checkpoint is not read whole).
+    Empty for a pipeline not loaded from a folder."""
+    root = Path(str(folder or ""))
+    if not folder or not root.is_dir():
+        return ""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.safetensors")):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(root)}:{size}".encode())
+        with path.open("rb") as f:
+            for k in range(samples):
+                f.seek(max(0, size - chunk) * k // max(1, samples - 1))
+                h.update(f.read(chunk))
+    return h.hexdigest()
 
 
 def render_spans(pipe, plan: CascadePlan, run: RunFolder, workers: int, ray_address: str | None,

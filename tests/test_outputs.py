@@ -1,0 +1,115 @@
+"""What commands write: one output rule (format and place checked before any work, nothing replaced that the command
+did not make, --overwrite for its own), resumes that notice new weights, and run files cut short made again."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.sampling.cascade import CascadeAvatarPipeline
+from model.sampling.presets import build_cascade
+from model.sampling.spans import weights_fingerprint
+from runtime.outputs import REPORT_KEY, OutputError, check_output
+
+BOX = [[8.0, 4.0, 88.0, 92.0]]
+
+
+def test_check_output_refuses_what_it_must_not_write(tmp_path):
+    report = tmp_path / "out.json"
+    for bad, match in ((tmp_path / "vid.json", "not a .mp4"), (tmp_path / "noext", "not a .mp4"),
+                       (tmp_path / "file.txt" / "out.mp4", "cannot write")):
+        (tmp_path / "file.txt").write_text("x")
+        with pytest.raises(OutputError, match=match):
+            check_output(bad, (".mp4",))
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output(tmp_path / "dir.mp4", (".mp4",))
+    assert check_output(tmp_path / "new" / "out.mp4", (".mp4",), report=tmp_path / "new" / "out.json")
+    (tmp_path / "out.mp4").write_bytes(b"video")
+    with pytest.raises(OutputError, match="already exists.*--overwrite"):
+        check_output(tmp_path / "out.mp4", (".mp4",))
+    report.write_text(json.dumps({"shots": []}))  # a user's file where the report would go: never replaced
+    with pytest.raises(OutputError, match="did not write"):
+        check_output(tmp_path / "out.mp4", (".mp4",), overwrite=True, report=report)
+    report.write_text(json.dumps({REPORT_KEY: "avatar model sample"}))  # our own report: --overwrite replaces it
+    assert check_output(tmp_path / "out.mp4", (".mp4",), overwrite=True, report=report)
+    with pytest.raises(OutputError, match="already exists"):
+        check_output(tmp_path / "out.mp4", (".mp4",), report=report)
+
+
+@pytest.fixture(scope="module")
+def cascade_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("outputs") / "casc"
+    build_cascade("tiny", seed=0).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    import cv2
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    image = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "ref.png"), image[..., ::-1])
+    t = np.arange(16000 * 2) / 16000
+    sf.write(folder / "voice.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    return folder
+
+
+def test_sample_refuses_before_any_work_what_it_would_overwrite(avatar, cascade_dir, inputs, tmp_path):
+    """The storyline being read is where the report would go (plan.mp4 -> plan.json); a video already at --out; an
+    --out that is no MP4; --fps / --frames a cascade would ignore: each one clear error, nothing written."""
+    story = {"duration_s": 1.0, "characters": [{"box": BOX[0], "audio": 0}],
+             "shots": [{"start_s": 0, "end_s": 1.0, "prompt": "talks"}]}
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(story))
+    common = ["model", "sample", inputs / "ref.png", "-a", inputs / "voice.wav", "--pipeline", cascade_dir,
+              "--steps", 1, "--duration", 1.0]
+    code, _, err = avatar(*common, "--storyline", plan, "--out", tmp_path / "plan.mp4")
+    assert code == 2 and "did not write" in err and json.loads(plan.read_text()) == story
+    (tmp_path / "precious.mp4").write_bytes(b"keep me")
+    code, _, err = avatar(*common, "--out", tmp_path / "precious.mp4")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "precious.mp4").read_bytes() == b"keep me"
+    for out in ("vid.json", "noext"):
+        code, _, err = avatar(*common, "--out", tmp_path / out)
+        assert code == 2 and "not a .mp4" in err
+    code, _, err = avatar(*common, "--out", tmp_path / "x.mp4", "--fps", 30, "--frames", 33)
+    assert code == 2 and "--frames 33, --fps 30 for a cascade" in err and not (tmp_path / "x.run").exists()
+
+
+def test_a_resumed_run_notices_new_weights_and_remakes_a_cut_span(cascade_dir, inputs, tmp_path):
+    """The run folder's signature holds the weights: the same folder re-initialised with another seed is another run
+    (the old spans are not reused). A span file cut short is rendered again: its latents equal a clean run's."""
+    import shutil
+
+    import cv2
+    import soundfile as sf
+
+    from model.errors import AvatarInputError
+
+    image = cv2.imread(str(inputs / "ref.png"))[..., ::-1].copy()
+    wave, _ = sf.read(inputs / "voice.wav", dtype="float32")
+    folder = tmp_path / "casc"
+    shutil.copytree(cascade_dir, folder)
+    pipe = CascadeAvatarPipeline.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(duration_s=1.0, num_inference_steps=1, character_boxes=BOX, run_dir=tmp_path / "run")
+    pipe(image, [wave], **kwargs)
+    span = tmp_path / "run" / "span_00000.pt"
+    clean = torch.load(span)
+    span.write_bytes(span.read_bytes()[:100])  # a crash or a full disk cut it short
+    pipe(image, [wave], **kwargs)
+    assert torch.equal(torch.load(span), clean)
+    before = weights_fingerprint(folder)
+    shutil.rmtree(folder)
+    build_cascade("tiny", seed=3).save_pretrained(str(folder))
+    assert weights_fingerprint(folder) != before
+    other = CascadeAvatarPipeline.from_pretrained(str(folder))
+    other.set_progress_bar_config(disable=True)
+    with pytest.raises(AvatarInputError, match="other inputs or settings"):
+        other(image, [wave], **kwargs)
