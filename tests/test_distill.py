@@ -192,3 +192,24 @@ def test_distill_bad_input_is_named(avatar, talking_81, teacher_dir, tmp_path):
     shutil.rmtree(broken / "subclip")
     code, _, err = avatar("model", "distill", broken, "--dataset", talking_81, "--out", tmp_path / "o")
     assert code != 0 and "missing the stage(s) subclip" in err
+
+
+def test_distill_resumes_only_the_same_teacher_and_stops_at_its_steps(avatar, talking_81, teacher_dir, tmp_path):
+    """OUT's students resume only under the teacher (its weights) and settings they were distilled from; another
+    teacher into the same OUT is refused before any work. A rerun at or past its last checkpoint trains no further
+    step (the loss curve does not grow)."""
+    from model.training.engine import read_loss_curve
+
+    args = ["--dataset", talking_81, "--student-steps", 2, "--stage", "subclip", "--windows", 2, "--noises", 1,
+            "--steps", 2, "--save-every", 1]
+    out = tmp_path / "d"
+    code, _, err = avatar("model", "distill", teacher_dir, "--out", out, *args)
+    assert code == 0, err
+    code, _, err = avatar("model", "distill", teacher_dir, "--out", out, *args)  # done: nothing more
+    assert code == 0, err
+    assert list(read_loss_curve(out)[:, 0]) == [1, 2]
+    other = tmp_path / "other"
+    build_cascade("tiny", seed=5).save_pretrained(str(other))
+    code, _, err = avatar("model", "distill", other, "--out", out, *args)
+    assert code == 2 and "another teacher" in err and "--fresh" in err
+    assert list(read_loss_curve(out)[:, 0]) == [1, 2]

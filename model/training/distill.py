@@ -37,6 +37,7 @@ from ..sampling.geometry import CASCADE_STAGES
 from ..sampling.lora import add_lora, fused, load_lora, save_lora
 from ..sampling.saved import saved_cascade
 from ..sampling.schedulers import TimeSchedule, euler, fit_schedule, shifted_schedule
+from ..sampling.spans import weights_fingerprint
 from .cascade import StageWindows, anchored_loss, stage_flow
 from .engine import FINAL_DIR, LoopConfig, fit, resume_point
 from .windows import DataConfig
@@ -254,7 +255,7 @@ def stage_trajectories(pipe, stage: str, config: DistillConfig, cache: Path, pro
 
     grid = stage_grid(config)
     path = cache / f"{stage}.pt"
-    key = json.dumps([str(Path(config.teacher).resolve()), str(Path(config.dataset).resolve()), grid.sigmas,
+    key = json.dumps([weights_fingerprint(config.teacher), str(Path(config.dataset).resolve()), grid.sigmas,
                       config.noises, config.max_windows, config.guidance, config.prompt, config.negative_prompt,
                       config.seed, asdict(config.data)], default=str)
     if path.is_file():
@@ -339,6 +340,7 @@ def distill(config: DistillConfig, progress: Callable[[str, int, int, float | No
 
     check_config(config)
     output = Path(config.output)
+    check_same_run(config)
     output.mkdir(parents=True, exist_ok=True)
     pipe = CascadeAvatarPipeline.from_pretrained(config.teacher)
     pipe.set_progress_bar_config(disable=True)
@@ -365,7 +367,8 @@ def distill(config: DistillConfig, progress: Callable[[str, int, int, float | No
     students, params = make_students(pipe, config, None if checkpoint is None else checkpoint.folder)
     module = DistillModule(students, pipe.audio_encoder, pipe.encode_prompt([config.prompt]).float())
     points = TrajectoryPoints(entries, config.start_share)
-    (output / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    (output / "distill_config.json").write_text(json.dumps({**asdict(config), **run_identity(config)}, indent=2,
+                                                           default=str))
     tic = time.perf_counter()
     fit(module, params, points, loop, lambda folder: save_student(pipe, students, schedules, folder, config.lora_rank),
         checkpoint, (lambda s, t, loss: progress("distil", s, t, loss)) if progress else None)
@@ -374,6 +377,24 @@ def distill(config: DistillConfig, progress: Callable[[str, int, int, float | No
     report["seconds"]["train"] = round(time.perf_counter() - tic, 2)
     (output / "distill_report.json").write_text(json.dumps(report, indent=2))
     return final
+
+
+def run_identity(config: DistillConfig) -> dict:
+    """What a distillation's students are made of: the teacher's weights and the settings that shape them."""
+    return {"teacher_weights": weights_fingerprint(config.teacher),
+            "shaping": [config.student_steps, list(config.stages), config.lora_rank, config.schedule,
+                        config.teacher_steps, config.guidance, config.prompt, config.negative_prompt, config.seed]}
+
+
+def check_same_run(config: DistillConfig) -> None:
+    """Refuse to resume OUT's students when they were distilled from another teacher or with other settings."""
+    saved = Path(config.output) / "distill_config.json"
+    if not config.resume or resume_point(config.loop()) is None or not saved.is_file():
+        return
+    old, new = json.loads(saved.read_text()), json.loads(json.dumps(run_identity(config)))
+    if any(old.get(k) != v for k, v in new.items()):
+        raise AvatarInputError(f"{config.output} holds students distilled from another teacher or with other "
+                               "settings", "give a new --out, or pass --fresh to start over in it")
 
 
 @torch.no_grad()

@@ -235,6 +235,8 @@ def run_loop(accelerator, module, optimizer, params, loader, save: Callable[[Pat
     if main and curve.tell() == 0:
         writer.writerow(["step", "loss", "seconds"])
     tic, losses = time.perf_counter(), []
+    if step >= config.steps:  # a checkpoint at or past the last step: nothing left to train
+        return
     try:
         for batch in loader:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
