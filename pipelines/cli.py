@@ -27,7 +27,7 @@ from evaluation.cli import app as eval_app
 from evaluation.gsb import AccessDenied, StudyError
 from model.cli import app as model_app
 from model.errors import AvatarInputError
-from runtime.outputs import OutputError
+from runtime.outputs import OutputError, check_output
 from pipelines import metrics_cli  # noqa: F401 - registers `avatar eval metrics` and `avatar eval gsb metrics`
 from pipelines.console import QuietConsole, log_path_for
 
@@ -171,6 +171,7 @@ def direct(
     llm_timeout: float = typer.Option(60.0, help="seconds per request to an --llm server (3 tries)"),
     rounds: int = typer.Option(2, min=1, help="rounds of the three experts before the storyline is written"),
     out: Path = typer.Option(Path("plan.json"), help="the storyline (for `avatar model sample --storyline`)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a storyline already at --out"),
 ) -> None:
     """Write a storyline: shots over the audio timeline with prompts and per-shot negative prompts."""
     from model.directors.co_reasoning import CoReasoningDirector
@@ -178,6 +179,7 @@ def direct(
     from model.directors.llm import load_llm
     from model.directors.perception import Listener, make_brief
 
+    check_output(out, (".json",), overwrite)  # before any work (and before its log folder)
     log = log_path_for(str(out.parent), "direct")
     with QuietConsole(log) as quiet, quiet.status("perceiving the image and the audio..."):
         brief = make_brief(image, [str(a) for a in audio], prompt, Listener(), make_viewer())

@@ -21,6 +21,7 @@ from evaluation.cli import gsb_app
 from evaluation.metrics import EXPERIMENTAL, MetricsConfig, MetricsItem, VideoMetrics, evaluate_videos
 from evaluation.metrics.errors import MetricsError
 from pipelines.console import QuietConsole, log_path_for
+from runtime.outputs import check_output
 
 SHOWN = {"lip_sync.offset_frames": "offset", "lip_sync.confidence": "sync conf", "identity.mean": "identity",
          "temporal.warp_error": "warp err", "temporal.flicker": "flicker", "drift.colour_per_min": "colour/min",
@@ -73,10 +74,13 @@ def metrics_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per video instead of a table"),
     lip_sync: bool = typer.Option(True, help="--no-lip-sync scores silent videos"),
     hands: bool = typer.Option(True, help="--no-hands skips the hand metrics"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a table already at --out"),
 ) -> None:
     """Lip sync, identity, temporal stability, drift and hands of each video; a bad video is reported, the rest go on."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if out is not None:
+        check_output(out, (".parquet",), overwrite)  # before any scoring
     items = _items(videos, audio, reference)
     config = MetricsConfig(lip_sync=lip_sync, hands=hands)
     log = log_path_for(str(out.parent if out else Path("outputs")), "metrics")

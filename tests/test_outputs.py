@@ -113,3 +113,22 @@ def test_a_resumed_run_notices_new_weights_and_remakes_a_cut_span(cascade_dir, i
     other.set_progress_bar_config(disable=True)
     with pytest.raises(AvatarInputError, match="other inputs or settings"):
         other(image, [wave], **kwargs)
+
+
+def test_direct_and_eval_metrics_refuse_their_out_before_any_work(avatar, inputs, tmp_path):
+    """`avatar direct --out` (a storyline .json) and `avatar eval metrics --out` (a .parquet): an existing file without
+    --overwrite, a folder, another format: one clear error, before any model loads, the file untouched."""
+    keep = tmp_path / "keep.parquet"
+    keep.write_bytes(b"the user's table")
+    video = tmp_path / "v.mp4"
+    for out, match in ((keep, "--overwrite"), (tmp_path, "not a .parquet"), (tmp_path / "t.csv", "not a .parquet")):
+        code, _, err = avatar("eval", "metrics", video, "--out", out)
+        assert code == 2 and match in err, err
+    assert keep.read_bytes() == b"the user's table"
+    plan = tmp_path / "plan.json"
+    plan.write_text("{}")
+    common = ["direct", "--image", inputs / "ref.png", "--audio", inputs / "voice.wav"]
+    for out, match in ((plan, "--overwrite"), (tmp_path / "plan.txt", "not a .json")):
+        code, _, err = avatar(*common, "--out", out)
+        assert code == 2 and match in err, err
+    assert plan.read_text() == "{}" and not (tmp_path / "_logs").exists()
