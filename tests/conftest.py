@@ -145,9 +145,27 @@ def postgres_url(postgres_server_url):
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    drop_database(admin, name)
     admin.dispose()
+
+
+def drop_database(admin, name: str, tries: int = 20) -> None:
+    """Drop a test database. FORCE ends our own leftover connections; it is refused while a backend of another role
+    (an autovacuum worker) is in the database, so then plain DROP is retried until that worker has left."""
+    import time
+    import warnings
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(tries):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"' + (" WITH (FORCE)" if attempt % 2 == 0 else "")))
+            return
+        except DBAPIError:
+            time.sleep(0.5)
+    warnings.warn(f"the test database {name} could not be dropped")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
