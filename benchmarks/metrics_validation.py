@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import SHARED, emit  # noqa: E402
 from curation.video import read_clip  # noqa: E402
 from evaluation.metrics.faces import FaceAnalyzer, FaceConfig  # noqa: E402
-from evaluation.metrics.lipsync import SyncConfig, assign_speakers, audio_feature, sync  # noqa: E402
+from curation.sync import SyncConfig, assign_speakers, audio_feature, sync  # noqa: E402
 from evaluation.metrics.temporal import TemporalConfig, colour_distance, slope_per_minute, temporal_stability  # noqa: E402
 
 DATA = SHARED / "data"

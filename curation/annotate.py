@@ -15,6 +15,8 @@ from .detect import DetectorConfig, Detections, PersonDetector
 from .errors import CurationError
 from .overlay import draw
 from .pose import PoseConfig, PoseEstimator
+from .shot_clips import ShotSplit
+from .talking import TalkConfig, Talking, talk
 from .track import PersonTracker, TrackerConfig
 from .validate import Validation, ValidationConfig, validate
 from .version import __version__
@@ -45,6 +47,8 @@ class AnnotatorConfig:
     pose: PoseConfig = field(default_factory=PoseConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    shots: ShotSplit = field(default_factory=ShotSplit)  # split sources at shots (curate run / curate clip)
+    talk: TalkConfig = field(default_factory=TalkConfig)
     num_threads: int | None = None  # cap every runtime's threads (pipeline actors); None: library defaults
 
 
@@ -59,20 +63,31 @@ class ClipAnnotation:
     detections: list[Detections]
     keypoint_format: str
     timings: dict[str, float]
+    shot: tuple[int, int] | None = None  # the source range of the shot the clip was cut from
+    talking: Talking | None = None  # sync, who speaks, per-person audio and quality (None: not run)
 
     @property
     def num_persons(self) -> int:
         return int(self.masks.shape[1])
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the clip does not pass (empty when it does)."""
+        v = self.validation
+        out = [] if v.passed else [f"validation: {v.quality:.2f} of frames valid"]
+        return out + (self.talking.reasons if self.talking else [])
 
     def clip_row(self) -> dict:
         c = self.clip
         return schema.clip_row(
             self.clip_id, c.source, status="done", num_frames=c.num_frames, fps=c.fps, width=c.width,
             height=c.height, audio=c.audio_source, num_persons=self.num_persons,
-            quality=self.validation.quality, passed=self.validation.passed,
-            timings={s: float(self.timings.get(s, 0.0)) for s in schema.STAGES},
+            quality=self.validation.quality, passed=not self.reasons, reasons=self.reasons,
+            timings={s: float(self.timings[s]) if s in self.timings else None for s in schema.STAGES},
             first_frame=int(c.frame_indices[0]), stride=c.meta.get("stride"), max_side=c.meta.get("max_side"),
             audio_file=schema.audio_file(self.clip_id) if c.audio is not None else None,
+            shot_start_frame=self.shot[0] if self.shot else None, shot_end_frame=self.shot[1] if self.shot else None,
+            **(self.talking.clip_columns(self.clip_id) if self.talking else {}),
         )
 
     def audio_bytes(self) -> bytes | None:
@@ -80,8 +95,16 @@ class ClipAnnotation:
         c = self.clip
         return schema.encode_audio(c.audio, c.sample_rate) if c.audio is not None else None
 
+    def person_audio_bytes(self) -> dict[int, bytes]:
+        """Each person's own audio (FLAC), where who speaks was found."""
+        t = self.talking
+        if t is None or t.person_audio is None:
+            return {}
+        return {i: schema.encode_audio(a, self.clip.sample_rate) for i, a in enumerate(t.person_audio)}
+
     def tracks_table(self) -> pa.Table:
         v, t_len, n = self.validation, self.masks.shape[0], self.masks.shape[1]
+        speakers = self.talking.speakers if self.talking else None
         rows = []
         for i in range(n):
             for t in range(t_len):
@@ -94,6 +117,8 @@ class ClipAnnotation:
                     "det_iou": float(v.det_iou[t, i]),
                     "kpt_in_mask": None if np.isnan(v.kpt_in_mask[t, i]) else float(v.kpt_in_mask[t, i]),
                     "valid": bool(v.valid[t, i]), "reasons": v.reasons[t][i],
+                    "speaking": bool(speakers.speaking[i, t]) if speakers else None,
+                    "speaking_score": float(speakers.score[i, t]) if speakers else None,
                 })
         return pa.Table.from_pylist(rows, schema=schema.TRACKS_SCHEMA)
 
@@ -117,6 +142,7 @@ class ClipWork:
     poses: list[np.ndarray] | None = None
     masks: np.ndarray | None = None
     keypoint_format: str = "coco17"
+    shot: tuple[int, int] | None = None
 
 
 STEPS = ("detect", "pose", "track")
@@ -124,7 +150,7 @@ STEPS = ("detect", "pose", "track")
 
 def dataset_info(config: AnnotatorConfig) -> dict:
     """How a dataset made with ``config`` was made (parquet file metadata), without loading models."""
-    from . import pose as pose_mod, track as track_mod
+    from . import pose as pose_mod, shots as shots_mod, track as track_mod
     from .weights import resolve_weights
 
     root = config.weights_dir
@@ -136,11 +162,15 @@ def dataset_info(config: AnnotatorConfig) -> dict:
         "tracker": track_mod.weights_spec(config.tracker, track_backend),
     }
     paths = {k: (resolve_weights(v, root) if v else None) for k, v in specs.items()}
+    if config.shots.enabled and shots_mod.resolve_backend(config.shots.detector.backend) == "transnetv2":
+        paths["shots"] = shots_mod.transnetv2_weights(config.shots.detector.weights, root)
     return {
         "avatarkit.pipeline_version": __version__,
         "avatarkit.clip_id_scheme": schema.CLIP_ID_SCHEME,
         "avatarkit.models": {k: (Path(p).name if p else None) for k, p in paths.items()},
         "avatarkit.backends": {"pose": pose_backend, "tracker": track_backend,
+                               "shots": shots_mod.resolve_backend(config.shots.detector.backend)
+                               if config.shots.enabled else None,
                                "tracker_model": Path(config.tracker.sam2_config).stem if track_backend == "sam2"
                                else Path(config.tracker.seg_weights).stem},
         "avatarkit.weight_sha256": {k: (file_sha256(str(p)) if p else "random-init") for k, p in paths.items()},
@@ -183,7 +213,9 @@ class ClipAnnotator:
         return dataset_info(self.config)
 
     def decode(self, video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
-               start: int = 0, end: int | None = None) -> ClipWork:
+               start: int = 0, end: int | None = None, shot: tuple[int, int] | None = None) -> ClipWork:
+        """Decode frames [start, end) (and the audio under them); ``shot`` is the source range of the shot they
+        were cut from, recorded with the clip."""
         r = self.config.read
         tic = time.perf_counter()
         video = schema.canonical_source(video)
@@ -200,7 +232,7 @@ class ClipAnnotator:
         if asked is None and end is not None and (not declared or end >= declared):
             end = None
         check_complete(clip, start, end, r.stride)
-        work = ClipWork(clip_id, str(video), clip)
+        work = ClipWork(clip_id, str(video), clip, shot=shot)
         work.timings["decode"] = time.perf_counter() - tic
         return work
 
@@ -232,17 +264,28 @@ class ClipAnnotator:
         tic = time.perf_counter()
         verdict = validate(work.clip.frames, work.masks, work.detections, work.poses, self.config.validation)
         work.timings["validate"] = time.perf_counter() - tic
-        return ClipAnnotation(
+        annotation = ClipAnnotation(
             clip_id=work.clip_id, clip=work.clip, masks=work.masks, validation=verdict,
             detections=work.detections, keypoint_format=work.keypoint_format,
-            timings=work.timings,
+            timings=work.timings, shot=work.shot,
         )
+        return self.talk(annotation) if self.config.talk.enabled else annotation
+
+    def talk(self, annotation: ClipAnnotation) -> ClipAnnotation:
+        """Sync, who speaks, per-person audio and quality (curation/talking.py); the stored audio is realigned."""
+        tic = time.perf_counter()
+        annotation.talking = talk(annotation.clip, annotation.validation.keypoints, annotation.validation.boxes,
+                                  annotation.keypoint_format, self.config.talk)
+        if annotation.talking.audio is not None:
+            annotation.clip.audio = annotation.talking.audio
+        annotation.timings["talk"] = time.perf_counter() - tic
+        return annotation
 
     def __call__(
         self, video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
-        start: int = 0, end: int | None = None,
+        start: int = 0, end: int | None = None, shot: tuple[int, int] | None = None,
     ) -> ClipAnnotation:
-        work = self.decode(video, audio=audio, start=start, end=end)
+        work = self.decode(video, audio=audio, start=start, end=end, shot=shot)
         return self.validate(self.track(self.estimate_pose(self.detect(work))))
 
     def write(self, annotations: list[ClipAnnotation], out: str | os.PathLike,
@@ -262,5 +305,7 @@ class ClipAnnotator:
             schema.write_tracks(out, a.tracks_table(), info)
             if (data := a.audio_bytes()) is not None:
                 schema.write_audio(out, a.clip_id, data)
+            for person, data in a.person_audio_bytes().items():
+                schema.write_audio(out, a.clip_id, data, person)
         schema.write_clips(out, kept + rows, info)
         return out

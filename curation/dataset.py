@@ -30,6 +30,7 @@ class ClipRecord:
     valid: np.ndarray  # (T, N) frame verdicts
     reasons: list[list[list[str]]]  # [t][n] why not valid
     keypoint_format: str
+    person_audio: list[np.ndarray] | None = None  # per person (person_id order): their own audio; None: not curated
 
 
 class CuratedDataset:
@@ -99,4 +100,11 @@ class CuratedDataset:
         reasons = [list(map(list, tracks["reasons"].iloc[t * n:(t + 1) * n])) for t in range(t_len)]
         return ClipRecord(clip_id, clip, masks, np.stack(tracks["box"].to_numpy()).reshape(t_len, n, 4).astype(np.float32),
                           kpts.reshape(t_len, n, -1, 3), tracks["valid"].to_numpy().reshape(t_len, n), reasons,
-                          str(self.metadata.get("keypoint_format", "coco17")))
+                          str(self.metadata.get("keypoint_format", "coco17")), self._person_audio(row, n))
+
+    def _person_audio(self, row: pd.Series, persons: int) -> list[np.ndarray] | None:
+        """Each person's own audio (curation/speakers.py), where the dataset has it for every person."""
+        files = row.get("person_audio_files")
+        if files is None or not isinstance(files, (list, np.ndarray)) or len(files) != persons:
+            return None
+        return [schema.read_audio(self.folder, f)[0] for f in files]

@@ -23,8 +23,9 @@ from pycocotools import mask as mask_utils
 
 from .errors import CurationError
 
-SCHEMA_VERSION = "2"  # 2: exact decode parameters and the clip's own audio (audio/<clip_id>.flac) per clip
-STAGES = ("decode", "detect", "pose", "track", "validate")
+SCHEMA_VERSION = "3"  # 2: exact decode parameters and the clip's own audio (audio/<clip_id>.flac) per clip;
+# 3: talking-video curation (the shot's source range, audio-visual sync, who speaks, per-person audio and quality)
+STAGES = ("decode", "detect", "pose", "track", "validate", "shots", "talk")
 
 TIMINGS_TYPE = pa.struct([(s, pa.float32()) for s in STAGES])
 CLIPS_SCHEMA = pa.schema([
@@ -47,6 +48,18 @@ CLIPS_SCHEMA = pa.schema([
     ("stride", pa.int32()),
     ("max_side", pa.int32()),
     ("audio_file", pa.string()),  # the clip's audio as annotated, relative to the dataset folder (FLAC, mono)
+    # schema 3: talking-video curation (curation/shots.py, sync.py, speakers.py, quality.py); null where not run
+    ("shot_start_frame", pa.int32()),  # the source range of the shot this clip was cut from (end exclusive)
+    ("shot_end_frame", pa.int32()),
+    ("av_offset_frames", pa.int32()),  # audio-visual offset measured (calibrated zero; + : sound later than lips)
+    ("av_sync_confidence", pa.float32()),
+    ("av_shift_frames", pa.int32()),  # how far the stored audio was moved to remove the offset (0: left as is)
+    # per person, indexed by person_id: own audio (the clip's audio gated by their speaking), quality measures
+    ("person_audio_files", pa.list_(pa.string())),
+    ("face_size", pa.list_(pa.float32())),  # median face height in decoded pixels (null: no face seen)
+    ("sharpness", pa.list_(pa.float32())),  # median variance of the Laplacian inside the face box
+    ("motion", pa.list_(pa.float32())),  # median body keypoint speed per frame, in person heights
+    ("reasons", pa.list_(pa.string())),  # why a done clip did not pass (validation, sync, quality floors)
 ])
 MASK_TYPE = pa.struct([("size", pa.list_(pa.int32(), 2)), ("counts", pa.binary())])
 BOX_TYPE = pa.list_(pa.float32(), 4)
@@ -62,9 +75,12 @@ TRACKS_SCHEMA = pa.schema([
     ("kpt_in_mask", pa.float32()),
     ("valid", pa.bool_()),
     ("reasons", pa.list_(pa.string())),
+    ("speaking", pa.bool_()),  # schema 3: this person speaks on this frame (curation/speakers.py); null: not run
+    ("speaking_score", pa.float32()),
 ])
 CLIPS_FILE, TRACKS_DIR, AUDIO_DIR = "clips.parquet", "tracks.parquet", "audio"
 JOURNAL_DIR = "_journal"  # pipelines/curate.py: one clips row per finished clip until the run consolidates
+SHOTS_DIR = "_shots"  # pipelines/shots.py: each manifest source's shots, so a resumed run detects nothing twice
 _PARTITIONING = pads.partitioning(pa.schema([("clip_id", pa.string())]), flavor="hive")
 
 
@@ -173,15 +189,17 @@ def encode_audio(samples: np.ndarray, sample_rate: int) -> bytes:
     return sink.getvalue()
 
 
-def audio_file(clip_id: str) -> str:
-    return f"{AUDIO_DIR}/{clip_id}.flac"
+def audio_file(clip_id: str, person_id: int | None = None) -> str:
+    """The clip's audio (``audio/<clip_id>.flac``), or one person's own (``audio/<clip_id>/<person_id>.flac``)."""
+    return f"{AUDIO_DIR}/{clip_id}.flac" if person_id is None else f"{AUDIO_DIR}/{clip_id}/{person_id}.flac"
 
 
-def write_audio(folder: str | os.PathLike, clip_id: str, data: bytes) -> str:
-    """Write one clip's FLAC bytes (``encode_audio``) into the dataset; returns its path relative to the folder."""
+def write_audio(folder: str | os.PathLike, clip_id: str, data: bytes, person_id: int | None = None) -> str:
+    """Write one clip's (or one person's) FLAC bytes (``encode_audio``) into the dataset; returns its path relative
+    to the folder."""
     fs, root = filesystem_for(folder)
-    fs.create_dir(f"{root}/{AUDIO_DIR}", recursive=True)
-    rel = audio_file(clip_id)
+    rel = audio_file(clip_id, person_id)
+    fs.create_dir(f"{root}/{posixpath.dirname(rel)}", recursive=True)
     with fs.open_output_stream(f"{root}/{rel}.tmp") as fh:
         fh.write(data)
     fs.move(f"{root}/{rel}.tmp", f"{root}/{rel}")
@@ -204,13 +222,25 @@ def clear_dataset(folder: str | os.PathLike) -> None:
     for name in (CLIPS_FILE,):
         if fs.get_file_info(f"{root}/{name}").type == pafs.FileType.File:
             fs.delete_file(f"{root}/{name}")
-    for name in (TRACKS_DIR, AUDIO_DIR, JOURNAL_DIR):
+    for name in (TRACKS_DIR, AUDIO_DIR, JOURNAL_DIR, SHOTS_DIR):
         if fs.get_file_info(f"{root}/{name}").type == pafs.FileType.Directory:
             fs.delete_dir(f"{root}/{name}")
 
 
+def _upgrade_timings(table: pa.Table) -> pa.Table:
+    """Timings of an older schema (fewer stages) as today's struct: the stages it predates are null."""
+    i = table.column_names.index("timings")
+    old = table.column(i).combine_chunks()
+    fields = [old.field(s) if s in {f.name for f in old.type} else pa.nulls(len(old), pa.float32())
+              for s in STAGES]
+    return table.set_column(i, "timings", pa.StructArray.from_arrays(
+        [f.cast(pa.float32()) for f in fields], names=list(STAGES), mask=old.is_null()))
+
+
 def upgrade_clips(table: pa.Table) -> pa.Table:
     """A clips table of any schema version in today's columns: columns it predates are null."""
+    if "timings" in table.column_names and table.schema.field("timings").type != TIMINGS_TYPE:
+        table = _upgrade_timings(table)
     for name in CLIPS_SCHEMA.names:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(len(table), CLIPS_SCHEMA.field(name).type))
@@ -234,7 +264,9 @@ def read_tracks(folder: str | os.PathLike, clip_id: str | None = None) -> pa.Tab
     fs, root = filesystem_for(folder)
     if fs.get_file_info(f"{root}/{TRACKS_DIR}").type != pafs.FileType.Directory:
         return TRACKS_SCHEMA.empty_table()
-    data = pads.dataset(f"{root}/{TRACKS_DIR}", format="parquet", partitioning=_PARTITIONING, filesystem=fs)
+    # today's schema for every file: columns an older schema predates read as null
+    data = pads.dataset(f"{root}/{TRACKS_DIR}", schema=TRACKS_SCHEMA, format="parquet", partitioning=_PARTITIONING,
+                        filesystem=fs)
     table = data.to_table(filter=(pads.field("clip_id") == clip_id) if clip_id else None)
     table = table.select(TRACKS_SCHEMA.names).cast(TRACKS_SCHEMA)
     return table.sort_by([("clip_id", "ascending"), ("person_id", "ascending"), ("frame_idx", "ascending")])

@@ -10,6 +10,7 @@ import csv
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -19,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.cli import app as curate_app
-from curation.cli import (DWPose, MaxSide, PoseBackend, Sam2Checkpoint, Stride, TrackerBackend, WeightsDir,
-                          build_config)
+from curation.cli import (DWPose, MaxClipS, MaxSide, MinClipS, PoseBackend, Sam2Checkpoint, SplitShots, Stride, Talk,
+                          TrackerBackend, WeightsDir, build_config)
 from curation.errors import CurationError
 from dashboards.cli import app as dash_app
 from evaluation.cli import app as eval_app
@@ -61,6 +62,8 @@ def print_run_summary(summary, out, log: Path, console: Console) -> None:
     if summary.dropped:
         console.print(f"recomputed with the new settings: {summary.dropped} clips made the old way and not in this "
                       "manifest were dropped")
+    if summary.short_shots:
+        console.print(f"{summary.short_shots} shots shorter than --min-clip-s were left out")
     if summary.failed_by_reason:
         reasons = Table(title="failed by reason")
         reasons.add_column("reason")
@@ -71,6 +74,9 @@ def print_run_summary(summary, out, log: Path, console: Console) -> None:
     rows = schema.read_clips(out).to_pylist()
     passed = sum(bool(r["passed"]) for r in rows if r["status"] == "done")
     console.print(f"{passed} of {summary.done} done clips pass validation")
+    held = Counter(reason.split(":")[0] for r in rows if r["status"] == "done" for reason in (r["reasons"] or []))
+    if held:
+        console.print("not passed because of: " + ", ".join(f"{k} ({n})" for k, n in held.most_common()))
     console.print(f"Ray and library messages: {log}", soft_wrap=True)
 
 
@@ -105,11 +111,16 @@ def run_command(
     sam2_checkpoint: Sam2Checkpoint = None,
     dwpose: DWPose = None,
     previews: bool = typer.Option(False, help="write overlay MP4s under OUT/previews"),
+    shots: SplitShots = True,
+    max_clip_s: MaxClipS = 10.0,
+    min_clip_s: MinClipS = 1.0,
+    talk: Talk = True,
 ) -> None:
     """Curate every clip of MANIFEST with Ray Data; rerun to resume (clips already done are skipped)."""
     from pipelines.curate import CurateConfig
 
-    annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose)
+    annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose,
+                             shots, max_clip_s, min_clip_s, talk)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
                           retry_failed=retry_failed, recompute=recompute, previews=previews, annotator=annotator)
     log = log_path_for(out, "curate")

@@ -42,6 +42,7 @@ from curation.weights import WEIGHTS_ENV
 from runtime import start_ray
 
 from .manifest import ManifestItem, read_manifest
+from .shots import detect_shots, split_items
 
 JOURNAL_DIR = schema.JOURNAL_DIR
 MAX_RETRIES = 2  # restarts of a crashed stage actor, and retries of its task
@@ -96,6 +97,7 @@ class CurateSummary:
     persons: int
     seconds: float
     dropped: int = 0  # clips made with the old settings that a recompute removed without redoing (not in manifest)
+    short_shots: int = 0  # shots left out as shorter than --min-clip-s
 
     @property
     def frames_per_s(self) -> float:
@@ -183,8 +185,12 @@ class DetectStep(_Step):
 
     def run(self, row):
         end = None if row["end"] < 0 else int(row["end"])
-        work = self.annotator.decode(row["video"], audio=row["audio"] or None, start=int(row["start"]), end=end)
+        shot = (int(row["shot_start"]), int(row["shot_end"])) if row["shot_start"] >= 0 else None
+        work = self.annotator.decode(row["video"], audio=row["audio"] or None, start=int(row["start"]), end=end,
+                                     shot=shot)
         work.clip_id = row["clip_id"]
+        if shot is not None:
+            work.timings["shots"] = float(row["shot_seconds"])
         return pack(self.annotator.detect(work))
 
 
@@ -214,7 +220,8 @@ class TrackStep(_Step):
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, schema.TRACKS_SCHEMA) as writer:
             writer.write_table(annotation.tracks_table())
-        result = {"clip_row": annotation.clip_row(), "tracks": sink.getvalue(), "audio": annotation.audio_bytes()}
+        result = {"clip_row": annotation.clip_row(), "tracks": sink.getvalue(), "audio": annotation.audio_bytes(),
+                  "person_audio": annotation.person_audio_bytes()}
         return {"payload": pickle.dumps(result, protocol=5), "frames": NO_FRAMES, "masks": NO_MASKS}
 
 
@@ -241,12 +248,15 @@ class Journal:
                     rows[r["clip_id"]] = r
         return rows
 
-    def add(self, row: dict, tracks: pa.Table | None = None, audio: bytes | None = None) -> None:
+    def add(self, row: dict, tracks: pa.Table | None = None, audio: bytes | None = None,
+            person_audio: dict[int, bytes] | None = None) -> None:
         """Write the clip's tracks and audio first, then its row: a journaled 'done' always has its files."""
         if tracks is not None:
             schema.write_tracks(self.root, tracks, self.info)
         if audio is not None:
             schema.write_audio(self.root, row["clip_id"], audio)
+        for person, data in (person_audio or {}).items():
+            schema.write_audio(self.root, row["clip_id"], data, person)
         table = pa.Table.from_pylist([row], schema=self.schema)
         path = f"{self.dir}/{row['clip_id']}.parquet"
         pq.write_table(table, path + ".tmp", filesystem=self.fs)
@@ -307,17 +317,32 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
         a = replace(a, weights_dir=os.environ[WEIGHTS_ENV])
     items = read_manifest(config.manifest, stride=a.read.stride)
     info = dataset_info(a)  # resolves every weight file now: a missing one fails here
-    dropped = 0
-    if provenance.check_rerun(config.output, info, config.recompute):  # made otherwise, and recompute asked
-        old = Journal(config.output, info).load()
-        dropped = len(set(old) - {i.clip_id for i in items})
+    recompute = provenance.check_rerun(config.output, info, config.recompute)  # made otherwise, and recompute asked
+    old = Journal(config.output, info).load() if recompute else {}
+    if recompute:
         schema.clear_dataset(config.output)
     journal = Journal(config.output, info)
     known = journal.load()
+
+    def settled(clip_id: str) -> bool:  # done, or failed and not to be retried
+        prev = known.get(clip_id)
+        return prev is not None and (prev["status"] == DONE or (prev["status"] == FAILED and not config.retry_failed))
+
+    shots: dict[str, tuple[int, int]] = {}
+    shot_seconds: dict[str, float] = {}
+    short_shots = shot_failures = 0
+    if a.shots.enabled:  # the first stage: sources -> one clip per shot
+        sources = [i for i in {i.clip_id: i for i in items}.values() if not i.error and not settled(i.clip_id)]
+        records = detect_shots(sources, a, config.output, lambda: _init_ray(config))
+        split = split_items(sources, records, a.shots, a.read.stride)
+        kept = [i for i in items if i.error or settled(i.clip_id)]  # row errors; sources that failed before
+        items = sorted(kept + split.failed + split.items, key=lambda i: i.row)
+        shots, shot_seconds, short_shots, shot_failures = (split.shots, split.shot_seconds, split.short_shots,
+                                                           len(split.failed))
+    dropped = len(set(old) - {i.clip_id for i in items})
     todo: list[ManifestItem] = []
     for item in dict((i.clip_id, i) for i in items).values():  # a repeated manifest row is one clip
-        prev = known.get(item.clip_id)
-        if prev is not None and (prev["status"] == DONE or (prev["status"] == FAILED and not config.retry_failed)):
+        if settled(item.clip_id):
             continue
         if item.error:
             journal.add(schema.clip_row(item.clip_id, item.video, status=FAILED, error=item.error, audio=item.audio))
@@ -336,8 +361,9 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
             os.makedirs(previews, exist_ok=True)
         ds = ray.data.from_items([
             {"clip_id": i.clip_id, "video": i.video, "audio": i.audio or "", "start": i.start,
-             "end": -1 if i.end is None else i.end, "status": RUNNING, "error": "", "payload": b"",
-             "frames": NO_FRAMES, "masks": NO_MASKS}
+             "end": -1 if i.end is None else i.end, "shot_start": shots.get(i.clip_id, (-1, -1))[0],
+             "shot_end": shots.get(i.clip_id, (-1, -1))[1], "shot_seconds": shot_seconds.get(i.clip_id, 0.0),
+             "status": RUNNING, "error": "", "payload": b"", "frames": NO_FRAMES, "masks": NO_MASKS}
             for i in todo
         ], override_num_blocks=len(todo))
         ds = _map(ds, DetectStep, config.detect, a)  # decode + detect
@@ -348,7 +374,7 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
                 if row["status"] == RUNNING:
                     result = pickle.loads(row["payload"])
                     tracks = pa.ipc.open_stream(result["tracks"]).read_all()
-                    journal.add(result["clip_row"], tracks, result["audio"])
+                    journal.add(result["clip_row"], tracks, result["audio"], result["person_audio"])
                     frames += result["clip_row"]["num_frames"]
                     persons += result["clip_row"]["num_persons"]
                 else:
@@ -362,7 +388,8 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     mine = [by_id[cid] for cid in dict.fromkeys(i.clip_id for i in items)]
     failed = [r for r in mine if r["status"] == FAILED]
     return CurateSummary(
-        output=config.output, total=len(mine), processed=finished, done=len(mine) - len(failed), failed=len(failed),
+        output=config.output, total=len(mine), processed=finished + shot_failures, done=len(mine) - len(failed),
+        failed=len(failed),
         failed_by_reason=dict(Counter(_reason(r["error"]) for r in failed)), frames=frames, persons=persons,
-        seconds=time.perf_counter() - tic, dropped=dropped,
+        seconds=time.perf_counter() - tic, dropped=dropped, short_shots=short_shots,
     )

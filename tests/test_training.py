@@ -38,6 +38,8 @@ def test_prepare_accounts_for_every_clip_and_records_how_it_was_made(curated_dat
     info = json.loads((cache / "cache.json").read_text())
     assert info["audio_front_end"] == "log_mel:80" and info["resolution"] == [64, 64] and info["num_frames"] == 9
     assert info["has_audio"] and len(info["vae_sha256"]) == 16
+    # curated with COCO-17 keypoints (no mouths, so no per-person audio): the talking head's track drives its person
+    assert info["audio_sources"] == {"first_character_only": 1, "none": 1}
     two = prepare(PrepareConfig(dataset=str(curated_dataset), output=str(tmp_path / "two"), executor="ray", num_cpus=2,
                                 data=DataConfig(passed_only=False, num_frames=9, min_characters=2, max_characters=2)))
     failed = pd.read_parquet(tmp_path / "two" / "clips.parquet").query("status == 'failed'")

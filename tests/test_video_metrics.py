@@ -8,7 +8,7 @@ import pytest
 from curation.video import read_clip, write_video
 from evaluation.metrics import MetricsConfig, MetricsError, MetricsEvaluator, MetricsItem, evaluate_videos
 from evaluation.metrics.faces import FaceAnalyzer
-from evaluation.metrics.lipsync import audio_feature, sync
+from curation.sync import audio_feature, sync
 from evaluation.metrics.temporal import temporal_stability
 
 SR = 16000

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from curation.errors import CurationError
+from curation.sync import SyncConfig, assign_speakers, audio_feature, sync
 
 from .errors import MetricsError
 from .faces import FaceAnalyzer, FaceConfig, FaceTrack
 from .hands import hand_confidence
-from .lipsync import SyncConfig, assign_speakers, audio_feature, sync
 from .temporal import TemporalConfig, colour_distance, slope_per_minute, temporal_stability
 
 # Metrics whose validation (benchmarks/metrics_validation.py) did not show that they measure what they claim;

@@ -64,11 +64,16 @@ def matches(pipe, info: dict) -> list[str]:
     return differ
 
 
+AUDIO_PER_PERSON = "per_person"  # each character's slot: their own audio (curated who speaks when)
+AUDIO_FIRST_CHARACTER = "first_character_only"  # datasets without it: the clip's track to the first character
+
+
 def shard_row(shard: dict) -> dict:
     """The clips.parquet row of a written shard; `bucket` (latent frames x height x width, characters) says which
     windows can share a batch."""
     return {"clip_id": shard["clip_id"], "status": "done", "windows": len(shard["x0"]), "error": None,
-            "has_audio": shard["has_audio"], "bucket": bucket_key(shard), "seconds": 0.0}
+            "has_audio": shard["has_audio"], "bucket": bucket_key(shard), "seconds": 0.0,
+            "audio_source": shard.get("audio_source")}
 
 
 def bucket_key(shard: dict) -> str:

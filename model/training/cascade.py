@@ -22,7 +22,7 @@ from ..sampling.saved import saved_cascade
 from .clip import TrainConfig
 from .engine import fit, make_accelerator, resume_point, window_noise
 from .vae import fit_vae
-from .windows import AvatarClipDataset, DataConfig
+from .windows import AvatarClipDataset, DataConfig, character_waves
 
 TRAIN_KEYFRAMES = 5  # keyframes per blueprint training window
 
@@ -136,11 +136,9 @@ class StageWindows(torch.utils.data.Dataset):
 
     def audio(self, item: dict, f: int) -> torch.Tensor:
         """(C, F, 4, feat) audio feature windows per latent frame, as sampling gives them (zeros without audio)."""
-        c, enc, n = self.cascade, self.pipe.audio_encoder, item["num_characters"]
+        c, enc = self.cascade, self.pipe.audio_encoder
         frames = self.windows.config.num_frames
-        waves = [item["audio"]] + [None] * (n - 1)  # a clip's one track is its largest person's (prepare.py)
-        if item["audio"] is None:
-            waves = [None] * n
+        waves = character_waves(item)
         if self.stage in ("blueprint", "keyframe"):  # pooled around each keyframe, from output-rate windows
             step = self.windows.config.frame_step
             span = (frames - 1) * step + 1

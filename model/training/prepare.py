@@ -33,9 +33,10 @@ from ..sampling.clip import AvatarPipeline
 from ..sampling.devices import resolve_device
 from ..sampling.presets import VAE_TINY, VAE_WIDE, build_pipeline
 from ..sampling.saved import saved_pipeline
-from .cache import CACHE_FILE, CLIPS_FILE, JOURNAL_DIR, MODEL_DIR, SHARD_DIR, cache_info, shard_row
+from .cache import (AUDIO_FIRST_CHARACTER, AUDIO_PER_PERSON, CACHE_FILE, CLIPS_FILE, JOURNAL_DIR, MODEL_DIR,
+                    SHARD_DIR, cache_info, shard_row)
 from .vae import fit_vae
-from .windows import AvatarClipDataset, DataConfig, mirrored
+from .windows import AvatarClipDataset, DataConfig, character_waves, mirrored
 
 
 
@@ -171,15 +172,16 @@ class PrepareStep:
         shard["audio"] = torch.stack(out["audio"])
         shard.update(start=out["start"], flipped=out["flipped"], clip_id=clip_id, caption=self.captions.get(clip_id, ""),
                      num_characters=items[0]["num_characters"], fps=items[0]["fps"],
-                     has_audio=items[0]["audio"] is not None)
+                     has_audio=items[0]["audio"] is not None,
+                     audio_source=AUDIO_PER_PERSON if items[0].get("person_audio") else
+                     AUDIO_FIRST_CHARACTER if items[0]["audio"] is not None else "none")
         return shard
 
     def audio_windows(self, item: dict) -> torch.Tensor:
-        """(C, num_frames, feat) feature windows of every character: a clip's one track drives its first character
-        (the largest person) and the others hear silence, as do all of a clip without sound."""
-        c = item["num_characters"]
-        windows, _ = self.pipe.audio_encoder.windows([item["audio"]] + [None] * (c - 1), self.data.num_frames,
-                                                     item["fps"])
+        """(C, num_frames, feat) feature windows of every character: each character's own audio where curation
+        found who speaks (the clip's audio gated by their speaking); in datasets without it, the clip's one track
+        drives the first character and the others hear silence, as do all of a clip without sound."""
+        windows, _ = self.pipe.audio_encoder.windows(character_waves(item), self.data.num_frames, item["fps"])
         return windows.cpu()
 
 
@@ -280,6 +282,9 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
     table = pd.DataFrame([rows[c] for c in every if c in rows])
     table.to_parquet(out / CLIPS_FILE, index=False)
     info["has_audio"] = bool(table.has_audio.any())
+    # which rule fed the characters' audio slots: per-person audio from curation, or the old one (first character)
+    sources = sorted(set(table.audio_source.dropna())) if "audio_source" in table else []
+    info["audio_sources"] = {s: int((table.audio_source == s).sum()) for s in sources}
     (out / CACHE_FILE).write_text(json.dumps(info, indent=1, default=str))
     for f in journal.glob("*.json"):
         f.unlink()

@@ -193,16 +193,20 @@ class AvatarClipDataset(Dataset):
             boxes.append([x0 / width, y0 / height, x1 / width, y1 / height])
         m = torch.from_numpy(masks).permute(1, 0, 2, 3).float()  # (C, T, H, W)
         m = F.interpolate(m, size=size, mode="area")
-        audio = None
+        audio = person_audio = None
         if r.clip.audio is not None:
             sr = r.clip.sample_rate
             a0 = int(round(start / r.clip.fps * sr))
-            audio = r.clip.audio[a0:a0 + int(round(c.span / r.clip.fps * sr))].astype(np.float32)
+            under = slice(a0, a0 + int(round(c.span / r.clip.fps * sr)))
+            audio = r.clip.audio[under].astype(np.float32)
+            if r.person_audio is not None:  # each character's own speech (who speaks when, in curation)
+                person_audio = [r.person_audio[i][under].astype(np.float32) for i in order]
         weights = mouth_weights(keypoints, frames.shape[1:3], size, c.mouth_weight)
         return {"clip_id": cid, "start": start, "frames": to_tensor(frames, size), "masks": m, "weights": weights,
                 "identity": torch.stack(crops), "boxes": torch.tensor(boxes, dtype=torch.float32),
                 "reference": to_tensor(frames[:1], size)[:, 0],
-                "audio": audio, "fps": float(r.clip.fps) / c.frame_step, "num_characters": len(order)}
+                "audio": audio, "person_audio": person_audio, "fps": float(r.clip.fps) / c.frame_step,
+                "num_characters": len(order)}
 
 
 def mirrored(item: dict) -> dict:
@@ -215,11 +219,21 @@ def mirrored(item: dict) -> dict:
     return out
 
 
+def character_waves(item: dict) -> list[np.ndarray | None]:
+    """The waveform of each character's audio slot: their own audio where curation found who speaks when (the
+    clip's audio gated by their speaking); in datasets without it, the clip's one track drives the first character
+    and the others hear silence (None), as do all of a clip without sound."""
+    if item.get("person_audio") is not None:
+        return list(item["person_audio"])
+    n = item["num_characters"]
+    return [item["audio"]] + [None] * (n - 1) if item["audio"] is not None else [None] * n
+
+
 def collate(items: list[dict]) -> dict:
     """Batch items with the same number of characters (audio stays a list: one waveform or None per item)."""
     n = {it["num_characters"] for it in items}
     if len(n) != 1:
         raise AvatarInputError(f"a batch mixes {sorted(n)} characters", "use batch_size=1 or group clips by persons")
     out = {k: torch.stack([it[k] for it in items]) for k in ("frames", "masks", "identity", "boxes", "reference", "weights")}
-    out.update({k: [it[k] for it in items] for k in ("clip_id", "start", "audio", "fps")})
+    out.update({k: [it.get(k) for it in items] for k in ("clip_id", "start", "audio", "person_audio", "fps")})
     return out

@@ -1,4 +1,7 @@
-"""Lip sync in the spirit of SyncNet's offset / confidence, without learned weights: a face's mouth opening per
+"""Audio-visual sync: the lip-sync measure (used by curation and by evaluation/metrics), its calibration, and a
+clip's verdict and realigned audio.
+
+Lip sync in the spirit of SyncNet's offset / confidence, without learned weights: a face's mouth opening per
 frame (face mesh) against the onsets of the voice (the rise of the speech-band log energy from frame to frame),
 correlated over offsets of +-15 frames.
 
@@ -10,6 +13,11 @@ peaks; the confidence is that peak over the median correlation across offsets (a
 median distance minus the minimum); the distance is 1 - peak correlation.
 
 Sign: a positive offset means the sound comes later than the mouth movement that makes it.
+
+The measure's absolute zero is not where in-sync clips read 0: on real in-sync clips its raw offset scatters (shifts
+relative to one clip are recovered exactly). ``SyncCalibration`` holds the zero and the spread that in-sync clips
+reach, measured on a tuning half of real clips (benchmarks/curation_talking.py); curation reports offsets from that
+zero and moves a clip's audio only when the measure is confident and the offset lies outside the spread.
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ def audio_feature(audio: np.ndarray, sample_rate: int, fps: float, num_frames: i
     return np.where(np.isfinite(rise), np.maximum(rise, 0.0), np.nan)
 
 
-def _standardise(x: np.ndarray, window: int) -> np.ndarray:
+def standardise(x: np.ndarray, window: int) -> np.ndarray:
     """Fill gaps with the mean, remove the moving average, scale to unit variance (NaN stays NaN)."""
     missing = ~np.isfinite(x)
     if missing.all():
@@ -98,7 +106,7 @@ def _correlation(video: np.ndarray, audio: np.ndarray, k: int, min_frames: int) 
 def sync(mouth: np.ndarray, energy: np.ndarray, config: SyncConfig = SyncConfig()) -> SyncResult | None:
     """Offset, confidence and distance of a mouth-opening series against an audio series (same frames); None when
     fewer than `min_frames` frames have both, or when either does not vary (a still mouth, silence)."""
-    video, audio = _standardise(mouth, config.detrend_frames), _standardise(energy, config.detrend_frames)
+    video, audio = standardise(mouth, config.detrend_frames), standardise(energy, config.detrend_frames)
     if not (np.nanstd(video) > 0 and np.nanstd(audio) > 0):
         return None
     offsets = np.arange(-config.max_offset, config.max_offset + 1)
@@ -126,3 +134,58 @@ def assign_speakers(mouths: list[np.ndarray], energies: list[np.ndarray],
         for i, j in zip(rows, cols):
             faces[int(i)] = int(j)
     return faces, score
+
+
+@dataclass(frozen=True)
+class SyncCalibration:
+    """Where in-sync clips read, and how confident a reading must be (values: benchmarks/curation_talking.py, tuning
+    half of shared/data/talking; the held-out spread is in benchmarks/results/curation_talking.json)."""
+
+    # Measured on the tuning half (8 in-sync clips; benchmarks/curation_talking.py derives all four by these rules):
+    zero: int = 2  # the median raw offset of the tuning clips (readings -13 to +13)
+    correct_confidence: float = 0.18  # the median tuning confidence (rounded up): the audio is moved only at or above
+    spread: int = 4  # max |raw - zero| of the tuning clips at least that confident: only offsets beyond it are moved
+    min_confidence: float = 0.10  # the lowest tuning confidence (rounded down): below, sync cannot be established
+    # (dubbed, voice-over, or no visible speaker) and the clip does not pass
+
+
+@dataclass
+class ClipSync:
+    """A clip's audio-visual sync as curation records it."""
+
+    offset_frames: int | None  # from the calibrated zero; None: not measured
+    confidence: float | None
+    shift_frames: int  # how far the stored audio was moved (0: left as it was)
+    person: int | None  # whose mouth was measured (the one that follows the voice best)
+    reason: str | None  # why sync could not be established (the clip does not pass), None when it was
+
+
+def clip_sync(mouths: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float,
+              calibration: SyncCalibration = SyncCalibration(), config: SyncConfig = SyncConfig()) -> ClipSync:
+    """Offset and confidence of a clip on the face that speaks (of ``mouths``, (N, T), the one whose mouth follows
+    the voice best), and the shift that removes the offset when the reading is confident and beyond the spread."""
+    onsets = audio_feature(audio, sample_rate, fps, mouths.shape[1], config)
+    results = [sync(m, onsets, config) for m in mouths]
+    scored = [(r.confidence, i, r) for i, r in enumerate(results) if r is not None]
+    if not scored:
+        why = "no face with a visible mouth" if len(mouths) == 0 or all(np.isnan(m).all() for m in mouths) \
+            else "no mouth moves with the voice (too short, a still face, or silence)"
+        return ClipSync(None, None, 0, None, f"audio-visual sync not established: {why}")
+    confidence, person, best = max(scored)
+    offset = best.offset_frames - calibration.zero
+    if confidence < calibration.min_confidence:
+        return ClipSync(offset, confidence, 0, person, f"audio-visual sync not established: confidence "
+                        f"{confidence:.2f} < {calibration.min_confidence} (dubbed, voice-over, or no visible speaker)")
+    shift = offset if confidence >= calibration.correct_confidence and abs(offset) > calibration.spread else 0
+    return ClipSync(offset, confidence, shift, person, None)
+
+
+def shift_audio(audio: np.ndarray, sample_rate: int, fps: float, frames: int) -> np.ndarray:
+    """The audio moved ``frames`` video frames earlier (a positive offset: sound late), same length, silence filled."""
+    n = int(round(frames / fps * sample_rate))
+    out = np.zeros_like(audio)
+    if n >= 0:
+        out[:len(audio) - n] = audio[n:]
+    else:
+        out[-n:] = audio[:len(audio) + n]
+    return out
