@@ -16,7 +16,7 @@ from dashboards import APPS
 from dashboards.access import LOOPBACK, OWNER_TOKEN_ENV
 
 app = typer.Typer(help="dashboards: Streamlit apps for raters, results and datasets", no_args_is_help=True)
-Port = Annotated[int, typer.Option(help="port to serve on")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="port to serve on")]
 Host = Annotated[str, typer.Option(help="address to bind (0.0.0.0 to let raters on the network in)")]
 DEFAULT_DB = os.environ.get("AVATAR_GSB_DB", "outputs/gsb.db")
 

@@ -423,6 +423,7 @@ def distill(
                            save_every=save_every, resume=not fresh, seed=seed,
                            trajectories=str(trajectories) if trajectories else None,
                            data=DataConfig(max_characters=characters, passed_only=not all_clips, face_crop=face_crop))
+    config.loop()  # its settings are checked before any work
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:

@@ -132,3 +132,26 @@ def test_direct_and_eval_metrics_refuse_their_out_before_any_work(avatar, inputs
         code, _, err = avatar(*common, "--out", out)
         assert code == 2 and match in err, err
     assert plan.read_text() == "{}" and not (tmp_path / "_logs").exists()
+
+
+def test_training_settings_that_cannot_work_are_refused_before_any_work(avatar, tmp_path):
+    (tmp_path / "ds").mkdir()
+    for args, match in ((("train", tmp_path / "ds", "--out", tmp_path / "t", "--lr", "-1"), "--lr -1.0"),
+                        (("train", tmp_path / "ds", "--out", tmp_path / "t", "--face-crop", "-2"), "--face-crop -2.0"),
+                        (("distill", tmp_path / "casc", "--dataset", tmp_path / "ds", "--out", tmp_path / "d",
+                          "--lr", "nan"), "--lr nan"),
+                        (("distill", tmp_path / "casc", "--dataset", tmp_path / "ds", "--out", tmp_path / "d",
+                          "--face-crop", "-2"), "--face-crop -2.0")):
+        code, _, err = avatar("model", *args)
+        assert code == 2 and match in err and "Traceback" not in err, (args, err)
+        assert not (tmp_path / "t").exists() and not (tmp_path / "d").exists()
+
+
+def test_metrics_and_dashboard_options_that_cannot_work_are_one_clear_error(avatar, data_dir, tmp_path):
+    talk = data_dir / "talking"
+    code, _, err = avatar("eval", "metrics", talk / "videoretalking_face5.mp4", "--audio",
+                          talk / "videoretalking_face5_16k.wav", "--audio", talk / "videoretalking_face3_16k.wav",
+                          "--out", tmp_path / "m.parquet")
+    assert code == 2 and "2 --audio for 1 videos" in err and "Traceback" not in err
+    code, _, err = avatar("dash", "results", "--db", tmp_path / "gsb.db", "--port", "-1")
+    assert code == 2 and "--port" in err

@@ -224,3 +224,29 @@ def test_a_rerun_with_other_settings_is_refused_or_recomputed_and_audio_is_kept(
     assert schema.read_metadata(out / schema.CLIPS_FILE)["avatarkit.config"]["read"]["max_frames"] == 3
     assert set(schema.read_tracks(out).column("clip_id").to_pylist()) == {rows[0]["clip_id"]}
     assert not (out / spoken["audio_file"]).exists()
+
+
+def test_a_source_with_a_cut_becomes_one_clip_per_shot_and_its_shots_are_found_once(ray_local, tmp_path, data_dir):
+    from curation.composites import cut_composite, read_segment
+    from pipelines.curate import curate
+
+    pieces = [read_segment(data_dir / "bedroom" / "bedroom.mp4", 40, (320, 180), 0),
+              read_segment(data_dir / "crosswalk" / "people1.mp4", 40, (320, 180), 0)]
+    frames, spans = cut_composite(pieces, ["cut"], 0, (320, 180))
+    video = write_video(tmp_path / "two_shots.mp4", frames, 25)
+    manifest = _manifest(tmp_path / "m.csv", [[video, "", "", ""]])
+    out = tmp_path / "ds"
+    summary = curate(_config(manifest, out))
+    rows = _check_dataset(out, 2)
+    assert summary.done == 2 and spans == [(40, 40)]
+    assert sorted((r["shot_start_frame"], r["shot_end_frame"], r["first_frame"]) for r in rows) == \
+        [(0, 40, 0), (40, 80, 40)]
+    assert all(r["timings"]["shots"] > 0 for r in rows)
+    assert len(list((out / schema.SHOTS_DIR).glob("*.json"))) == 1
+    Path(video).write_bytes(b"not a video any more")  # a rerun reads the shots it found, and has nothing to do
+    again = curate(_config(manifest, out))
+    assert (again.processed, again.done) == (0, 2)
+    whole = _config(manifest, tmp_path / "whole")
+    whole.annotator.shots.enabled = False
+    write_video(video, frames, 25)
+    assert curate(whole).done == 1 and _check_dataset(tmp_path / "whole", 1)[0]["shot_start_frame"] is None

@@ -56,6 +56,11 @@ class LoopConfig:
     task: str = "training"  # what is trained, as errors name it
     fsdp: bool = False  # shard the module over the processes (fsdp.py) instead of replicating it (DDP)
 
+    def __post_init__(self):
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise AvatarInputError(f"--lr {self.lr} (the {self.task}'s learning rate)",
+                                   "give a positive number, e.g. 1e-4")
+
 
 @dataclass
 class Checkpoint:

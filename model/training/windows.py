@@ -40,6 +40,12 @@ class DataConfig:
     #                        to it with about size[0] * size[1] pixels (batches group windows of one shape)
     frame_step: int = 1  # source frames between a window's frames (the cascade's stages sample at lower rates)
 
+    def __post_init__(self):
+        for name in ("face_crop", "mouth_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and np.isfinite(value)):
+                raise AvatarInputError(f"--{name.replace('_', '-')} {value}", "give 0 (off) or a positive number")
+
     @property
     def span(self) -> int:
         """Source frames one window covers."""
