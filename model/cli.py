@@ -350,7 +350,9 @@ def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, p
     from .sampling.devices import component_dtypes, place
     from .sampling.parallel import enable_context_parallel, is_writer
     from .sampling.saved import saved_cascade
+    from .storyline import Storyline
 
+    plan = Storyline.read(storyline) if storyline is not None else None  # a bad file is refused before any work
     pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"),
                                                  dtype=None if dtype is None else component_dtypes(dtype))
     place(pipe, device, offload)
@@ -363,7 +365,7 @@ def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, p
                   console=console, disable=not is_writer()) as bar:
         task = bar.add_task("spans", total=None)
         result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, duration_s=duration,
-                      storyline=storyline, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+                      storyline=plan, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                       run_dir=run_dir, ray_address=ray_address, workers=workers or (1 if ray_address else 0),
                       span_callback=lambda done, total: bar.update(task, completed=done, total=total))
     if not is_writer():

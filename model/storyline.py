@@ -64,12 +64,20 @@ class Storyline(BaseModel):
         except FileNotFoundError as exc:
             raise AvatarInputError(f"storyline {path} does not exist", "give the plan.json that `avatar direct` "
                                    "wrote") from exc
+        except IsADirectoryError as exc:
+            raise AvatarInputError(f"storyline {path} is a folder", "give the plan.json file inside it") from exc
+        except UnicodeDecodeError as exc:
+            raise AvatarInputError(f"storyline {path} is not text (a binary file?)",
+                                   "give the plan.json that `avatar direct` wrote") from exc
         except (json.JSONDecodeError, ValidationError) as exc:
             raise AvatarInputError(f"storyline {path} does not follow the schema ({str(exc).splitlines()[0]})",
                                    "see model/storyline.py for the schema") from exc
 
-    def check(self, duration_s: float, name: str = "storyline") -> None:
-        """An AvatarInputError unless the shots cover [0, duration_s] in order, without gaps or overlaps."""
+    def check(self, duration_s: float, name: str = "storyline", image_size: tuple[int, int] | None = None) -> None:
+        """An AvatarInputError unless the shots cover [0, duration_s] in order, without gaps or overlaps, and (given
+        the reference image's (width, height)) every character box holds some of the image."""
+        if image_size is not None:
+            self.check_boxes(image_size, name)
         shots = self.shots
         problems = []
         if abs(shots[0].start_s) > TOLERANCE_S:
@@ -85,6 +93,17 @@ class Storyline(BaseModel):
         if problems:
             raise AvatarInputError(f"the shots of {name} do not cover the duration: {'; '.join(problems[:3])}",
                                    "give shots that run from 0 to the duration without gaps or overlaps")
+
+    def check_boxes(self, image_size: tuple[int, int], name: str = "storyline") -> None:
+        """Each character box must cover at least one pixel of the reference image: a storyline made for another
+        image (or a box that is not xyxy) is refused before any work."""
+        w, h = image_size
+        for i, ch in enumerate(self.characters):
+            x0, y0, x1, y1 = ch.box
+            if min(x1, w) - max(x0, 0) < 1 or min(y1, h) - max(y0, 0) < 1:
+                raise AvatarInputError(f"character {i} of {name} has the box {ch.box}, which holds no pixel of the "
+                                       f"{w}x{h} reference image", "make the storyline for this image (`avatar "
+                                       "direct --image IMAGE`), or fix the box (x0, y0, x1, y1 in its pixels)")
 
     def shot_at(self, time_s: float) -> Shot:
         """The shot that holds `time_s` (the last one past the end)."""

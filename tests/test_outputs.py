@@ -80,6 +80,13 @@ def test_sample_refuses_before_any_work_what_it_would_overwrite(avatar, cascade_
         assert code == 2 and "not a .mp4" in err
     code, _, err = avatar(*common, "--out", tmp_path / "x.mp4", "--fps", 30, "--frames", 33)
     assert code == 2 and "--frames 33, --fps 30 for a cascade" in err and not (tmp_path / "x.run").exists()
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)))
+    elsewhere = dict(story, characters=[{"box": [900.0, 900.0, 990.0, 990.0], "audio": 0}])  # another image's box
+    (tmp_path / "other.json").write_text(json.dumps(elsewhere))
+    for bad, match in (("binary.json", "is not text"), (".", "is a folder"), ("other.json", "holds no pixel")):
+        code, _, err = avatar(*common, "--storyline", tmp_path / bad, "--out", tmp_path / "y.mp4")
+        assert code == 2 and match in err and "Traceback" not in err, err
+        assert not (tmp_path / "y.run").exists()
 
 
 def test_a_resumed_run_notices_new_weights_and_remakes_a_cut_span(cascade_dir, inputs, tmp_path):

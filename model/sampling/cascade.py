@@ -386,7 +386,7 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         if isinstance(storyline, (str, Path)):
             storyline = Storyline.read(storyline)
         storyline = storyline or Storyline.single_shot(duration_s, prompt, negative_prompt)
-        storyline.check(duration_s)
+        storyline.check(duration_s, image_size=(image.shape[1], image.shape[0]))
         boxes = character_boxes or [ch.box for ch in storyline.characters] or \
             self.find_characters(image, self.subclip.config.max_characters)
         if len(waves) > len(boxes):
