@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runtime.outputs import check_output_folder
+
 from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig, dataset_info
 from .errors import CurationError
 from .provenance import check_rerun
@@ -98,6 +100,7 @@ def clip_command(
     audio; + previews)."""
     if not video.exists():  # say so before spending seconds on loading models
         raise CurationError(f"video {video} does not exist", "fix the path")
+    check_output_folder(out)
     config = build_config(tracker, pose, max_side or None, stride, None, weights_dir, sam2_checkpoint, dwpose,
                           shots, max_clip_s, min_clip_s, talk)
     check_rerun(out, dataset_info(config), recompute)  # before any model work: refuse other settings now

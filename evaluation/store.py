@@ -15,6 +15,8 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, Str
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
+from runtime.outputs import OutputError, check_writable
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -167,6 +169,9 @@ def make_engine(url_or_path: str | Path, create: bool = True) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
+            if Path(path).is_dir():
+                raise OutputError(f"--db {path} is a folder", "give a SQLite file path (or a SQLAlchemy URL)")
+            check_writable(Path(path).parent, "--db", Path(path))  # read-only places: one clear error
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=32)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtime.launch import launched, relaunch
+from runtime.outputs import check_output_folder
 
 app = typer.Typer(help="model: train and sample the avatar model", no_args_is_help=True)
 console = Console(stderr=True)
@@ -61,6 +62,7 @@ def prepare(
     from .training.prepare import prepare as run
     from .training.windows import DataConfig
 
+    check_output_folder(out)
     if resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
     data = DataConfig(num_frames=frames, size=(resolution, resolution), max_characters=characters,
@@ -134,6 +136,7 @@ def train(
         run = train_stage  # windows at the stage's own rate and size (the cascade's config), from the curated dataset
     elif task not in TASKS:
         raise AvatarInputError(f"--task {task!r}", f"use one of {', '.join(TASKS)}, or --stage for a cascade's stages")
+    check_output_folder(out)
     if resolution < 16 or resolution % 16:
         raise AvatarInputError(f"--resolution {resolution}", "use a multiple of 16 (e.g. 64, 128, 256)")
     if fsdp and num_processes < 2 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
@@ -187,6 +190,7 @@ def init(
     from .sampling.presets import CASCADE, TRANSFORMER, build_cascade
 
     quiet_loading()
+    check_output_folder(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AvatarInputError(f"--out {out} already exists and is not empty", "give a new folder (init never "
                                "writes over what it did not make)")
@@ -425,7 +429,8 @@ def distill(
                            save_every=save_every, resume=not fresh, seed=seed,
                            trajectories=str(trajectories) if trajectories else None,
                            data=DataConfig(max_characters=characters, passed_only=not all_clips, face_crop=face_crop))
-    config.loop()  # its settings are checked before any work
+    config.loop()  # its settings and its output are checked before any work
+    check_output_folder(out)
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console) as bar:

@@ -29,7 +29,7 @@ from evaluation.gsb import AccessDenied, StudyError
 from evaluation.metrics.errors import MetricsError
 from model.cli import app as model_app
 from model.errors import AvatarInputError
-from runtime.outputs import OutputError, check_output
+from runtime.outputs import OutputError, check_output, check_output_folder
 from pipelines import metrics_cli  # noqa: F401 - registers `avatar eval metrics` and `avatar eval gsb metrics`
 from pipelines.console import QuietConsole, log_path_for
 
@@ -120,6 +120,8 @@ def run_command(
     """Curate every clip of MANIFEST with Ray Data; rerun to resume (clips already done are skipped)."""
     from pipelines.curate import CurateConfig
 
+    if "://" not in out:
+        check_output_folder(Path(out))
     annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose,
                              shots, max_clip_s, min_clip_s, talk)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
@@ -224,8 +226,8 @@ def make_viewer(weights_dir: Path | None = None):
 
 
 # Everything `avatar demo` writes into its folder: a rerun replaces these and never touches anything else.
-DEMO_OUTPUTS = ("manifest.csv", "clips.parquet", "tracks.parquet", "_journal", "_logs", "previews", "model", "gsb",
-                "gsb.db", "gsb.db-wal", "gsb.db-shm")
+DEMO_OUTPUTS = ("manifest.csv", "clips.parquet", "tracks.parquet", "audio", "_shots", "_journal", "_logs", "previews",
+                "model", "gsb", "gsb.db", "gsb.db-wal", "gsb.db-shm")
 
 
 def prepare_demo_folder(out: Path, replace: bool) -> None:

@@ -5,7 +5,7 @@ beside it (OUT.json) is replaced only when it is one of ours (it carries REPORT_
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 from pathlib import Path
 
 REPORT_KEY = "avatar_report"  # in every JSON report written beside an output: the command that wrote it
@@ -51,9 +51,26 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], overwrite: bool = 
 
 
 def check_writable(folder: Path, option: str, path: Path) -> None:
-    """An OutputError unless `folder` exists as a writable folder or can be made (its nearest existing parent is one)."""
+    """An OutputError unless `folder` exists as a writable folder or can be made (its nearest existing parent is one).
+    Writing is tried (a temporary file, removed at once): permission bits say nothing to root or of read-only
+    file systems."""
     nearest = folder
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
-    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {path}: cannot write in {nearest}", "give a path in a folder you can write")
+    try:
+        if not nearest.is_dir():
+            raise NotADirectoryError(nearest)
+        tempfile.NamedTemporaryFile(dir=nearest, prefix=".avatar-write-check-").close()
+    except OSError:
+        raise OutputError(f"{option} {path}: cannot write in {nearest}", "give a path in a folder you can write") \
+            from None
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """`path` if a command may make or add to the folder there, else an OutputError: an existing file, or a place
+    that cannot be written. (What the folder may already hold is the command's own rule: resume, or refuse.)"""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path} is a file, not a folder", f"give a folder path for {option}")
+    check_writable(path, option, path)
+    return path

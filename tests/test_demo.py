@@ -22,7 +22,12 @@ def test_demo_runs_end_to_end_with_one_progress_display(tmp_path, weights_dir, d
     assert not [word for word in NOISE + ("Writing model shards",) if word in console], console
     for phase in ("curating clips", "training the mask head", "sampling the conversation", "making a GSB study"):
         assert phase in proc.stderr, proc.stderr
-    assert (out / "clips.parquet").is_file() and len(list((out / "previews").glob("*.mp4"))) == 4
+    from curation import schema
+
+    done = [r for r in schema.read_clips(out).to_pylist() if r["status"] == "done"]
+    # one clip per shot, long shots cut at 10 s: 4 sources, 7 clips (the crosswalk 3, the talking head 2)
+    assert len(schema.read_clips(out)) == 7 and len(done) >= 4
+    assert len(list((out / "previews").glob("*.mp4"))) == len(done)
     assert (out / "model" / "sample.mp4").is_file() and (out / "gsb.db").is_file()
     assert "coloured noise, not faces" in proc.stdout and proc.stdout.count("?token=") == 3
     log = Path(re.search(r"Ray and library messages: (\S+)", proc.stdout).group(1))

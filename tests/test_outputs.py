@@ -162,3 +162,24 @@ def test_metrics_and_dashboard_options_that_cannot_work_are_one_clear_error(avat
     assert code == 2 and "2 --audio for 1 videos" in err and "Traceback" not in err
     code, _, err = avatar("dash", "results", "--db", tmp_path / "gsb.db", "--port", "-1")
     assert code == 2 and "--port" in err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(avatar, data_dir, tmp_path):
+    """A read-only place (/sys refuses new files, even to root) or an existing file where a folder goes."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "a_file").write_text("mine")
+    video = data_dir / "bedroom" / "bedroom.mp4"
+    for out, match in (("/sys/avatar-out", "cannot write in /sys"), (tmp_path / "a_file", "is a file, not a folder")):
+        for args in (("model", "prepare", tmp_path / "ds", "--out", out),
+                     ("model", "train", tmp_path / "ds", "--out", out),
+                     ("model", "distill", tmp_path / "casc", "--dataset", tmp_path / "ds", "--out", out),
+                     ("model", "init", "--out", out),
+                     ("curate", "clip", video, "--out", out),
+                     ("curate", "run", tmp_path / "m.csv", "--out", out)):
+            code, _, err = avatar(*args)
+            assert code == 2 and match in err and "Traceback" not in err, (args, err)
+    assert (tmp_path / "a_file").read_text() == "mine"
+    talk = data_dir / "talking"
+    code, _, err = avatar("eval", "gsb", "create", "s", "--a", f"a={talk}", "--b", f"b={talk}", "--db",
+                          "/sys/avatar.db", "--media-dir", tmp_path / "media")
+    assert code == 2 and "cannot write in /sys" in err
