@@ -124,7 +124,7 @@ def train(
     from .errors import AvatarInputError
     from .sampling.geometry import CASCADE_STAGES
     from .training.cascade import train_stage
-    from .training.clip import TASKS, TrainConfig
+    from .training.clip import TASKS, TrainConfig, check_inputs
     from .training.engine import check_resume
     from .training.clip import train as run
     from .training.windows import DataConfig
@@ -152,6 +152,7 @@ def train(
                          gradient_accumulation=gradient_accumulation, gradient_checkpointing=gradient_checkpointing,
                          fsdp=fsdp)
     check_resume(config.loop())
+    check_inputs(config)
     if num_processes > 1 and not launched():
         raise typer.Exit(relaunch(num_processes))
     worker = int(os.environ.get("RANK", "0")) > 0  # a data-parallel worker other than the first: no display

@@ -183,3 +183,15 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(avatar, data
     code, _, err = avatar("eval", "gsb", "create", "s", "--a", f"a={talk}", "--b", f"b={talk}", "--db",
                           "/sys/avatar.db", "--media-dir", tmp_path / "media")
     assert code == 2 and "cannot write in /sys" in err
+
+
+def test_a_cascade_where_a_single_clip_pipeline_goes_and_bad_inputs_under_two_processes(avatar, cascade_dir, tmp_path,
+                                                                                         curated_dataset):
+    for args in (("train", curated_dataset, "--out", tmp_path / "t", "--pretrained", cascade_dir),
+                 ("prepare", curated_dataset, "--out", tmp_path / "p", "--pipeline", cascade_dir)):
+        code, _, err = avatar("model", *args)
+        assert code == 2 and "is a cascade, not a single-clip AvatarPipeline" in err and "Traceback" not in err, err
+    # checked before the workers start: one message, no torch-elastic dump
+    code, _, err = avatar("model", "train", tmp_path / "nowhere", "--out", tmp_path / "t2", "--num-processes", 2)
+    assert code == 2 and err.count("is neither a training cache nor a curated dataset") == 1
+    assert "ChildFailedError" not in err and not (tmp_path / "t2").exists()

@@ -15,6 +15,16 @@ def is_wan(folder: str | Path) -> bool:
     return index.is_file() and json.loads(index.read_text()).get("_class_name", "").startswith("Wan")
 
 
+def saved_clip_pipeline(folder: str | Path, name: str = "") -> str:
+    """`folder` if it holds a saved single-clip AvatarPipeline (not a cascade), else an AvatarInputError."""
+    path = saved_pipeline(folder, name)
+    if is_cascade(path):
+        raise AvatarInputError(f"{name + ' ' if name else ''}{path} is a cascade, not a single-clip AvatarPipeline",
+                               "train a cascade's stages with `avatar model train DATASET --stage S --pretrained "
+                               f"{path}`, or give a single-clip pipeline (OUT/pipeline of `avatar model train`)")
+    return path
+
+
 def saved_pipeline(folder: str | Path, name: str = "") -> str:
     """`folder` if it holds a saved AvatarPipeline, else an AvatarInputError naming it (`name`: the option given)."""
     path = Path(folder)

@@ -24,10 +24,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from curation.schema import CLIPS_FILE as CURATED_CLIPS
+
 from ..errors import AvatarInputError
 from ..networks.mask_head import MaskPredictionHead
 from ..sampling.clip import AvatarPipeline
-from ..sampling.saved import saved_pipeline
+from ..sampling.saved import saved_cascade, saved_clip_pipeline
 from .cache import CACHE_FILE, MODEL_DIR, CacheDataset, matches
 from .engine import LoopConfig, fit, make_accelerator, resume_point, window_noise
 from .prepare import PrepareConfig, prepare
@@ -72,7 +74,19 @@ class TrainConfig:
 
 def load_pipeline(config: TrainConfig, checkpoint: Path | None, cache: Path):
     """The pipeline to train: the latest checkpoint, else the pretrained one, else the cache's own model."""
-    return AvatarPipeline.from_pretrained(saved_pipeline(checkpoint or config.pretrained or cache / MODEL_DIR))
+    return AvatarPipeline.from_pretrained(saved_clip_pipeline(checkpoint or config.pretrained or cache / MODEL_DIR))
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """The dataset and the starting pipeline, checked before any work (and before data-parallel workers start, so a
+    bad input is one message, not one per process)."""
+    data = Path(config.dataset)
+    if not ((data / CACHE_FILE).is_file() or (data / CURATED_CLIPS).is_file()) and "://" not in config.dataset:
+        raise AvatarInputError(f"{data} is neither a training cache nor a curated dataset"
+                               + ("" if data.exists() else " (it does not exist)"),
+                               "give the folder of `avatar model prepare --out` or of `avatar curate run --out`")
+    if config.pretrained is not None:
+        (saved_cascade if config.stage else saved_clip_pipeline)(config.pretrained, "--pretrained")
 
 
 def ensure_cache(config: TrainConfig, progress=None) -> Path:
@@ -222,7 +236,7 @@ def train(config: TrainConfig, progress: Callable[[int, int, float], None] | Non
     task_of(config.task)
     output = Path(config.output)
     if config.pretrained is not None:
-        saved_pipeline(config.pretrained, "--pretrained")  # before any preparing
+        saved_clip_pipeline(config.pretrained, "--pretrained")  # before any preparing
     loop = config.loop()
     accelerator = make_accelerator(loop)
     if accelerator.is_main_process:

@@ -32,7 +32,7 @@ from ..networks.mask_head import MaskPredictionHead
 from ..sampling.clip import AvatarPipeline
 from ..sampling.devices import resolve_device
 from ..sampling.presets import VAE_TINY, VAE_WIDE, build_pipeline
-from ..sampling.saved import saved_pipeline
+from ..sampling.saved import saved_clip_pipeline
 from .cache import (AUDIO_FIRST_CHARACTER, AUDIO_PER_PERSON, CACHE_FILE, CLIPS_FILE, JOURNAL_DIR, MODEL_DIR,
                     SHARD_DIR, cache_info, shard_row)
 from .vae import fit_vae
@@ -76,7 +76,7 @@ def build_cache_model(config: PrepareConfig, fit_progress: Callable | None = Non
     """The pipeline whose VAE and audio front end make the cache: loaded, or built from scratch (VAE fitted)."""
 
     if config.pipeline is not None:
-        return AvatarPipeline.from_pretrained(saved_pipeline(config.pipeline, "--pipeline"))
+        return AvatarPipeline.from_pretrained(saved_clip_pipeline(config.pipeline, "--pipeline"))
     if config.vae not in ("tiny", "wide"):
         raise AvatarInputError(f"--vae {config.vae!r}", "use tiny or wide")
     pipe = build_pipeline(config.size, seed=config.seed,
