@@ -30,10 +30,12 @@ from evaluation.metrics.errors import MetricsError
 from model.cli import app as model_app
 from model.errors import AvatarInputError
 from runtime.outputs import OutputError, check_output, check_output_folder
+from runtime.ray import RayUnreachable
 from pipelines import metrics_cli  # noqa: F401 - registers `avatar eval metrics` and `avatar eval gsb metrics`
 from pipelines.console import QuietConsole, log_path_for
 
-USER_ERRORS = (CurationError, StudyError, AccessDenied, AvatarInputError, OutputError, MetricsError)  # bad input: message + exit 2, no traceback
+USER_ERRORS = (CurationError, StudyError, AccessDenied, AvatarInputError, OutputError, MetricsError,
+               RayUnreachable)  # bad input: message + exit 2, no traceback
 
 app = typer.Typer(help="avatarkit: curate avatar datasets, train and sample the avatar model, evaluate.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

@@ -195,3 +195,10 @@ def test_a_cascade_where_a_single_clip_pipeline_goes_and_bad_inputs_under_two_pr
     code, _, err = avatar("model", "train", tmp_path / "nowhere", "--out", tmp_path / "t2", "--num-processes", 2)
     assert code == 2 and err.count("is neither a training cache nor a curated dataset") == 1
     assert "ChildFailedError" not in err and not (tmp_path / "t2").exists()
+
+
+def test_a_ray_cluster_that_does_not_answer_is_one_clear_error(avatar, data_dir, tmp_path):
+    (tmp_path / "m.csv").write_text(f"video\n{data_dir / 'bedroom' / 'bedroom.mp4'}\n")
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"):
+        code, _, err = avatar("curate", "run", tmp_path / "m.csv", "--out", tmp_path / "ds", "--ray-address", address)
+        assert code == 2 and ("no Ray cluster answers" in err or "is not host:port" in err), err
