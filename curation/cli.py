@@ -129,7 +129,7 @@ def clip_command(
 
 @app.command("shots")
 def shots_command(
-    video: Path = typer.Argument(..., help="video file"),
+    video: Path = typer.Argument(..., help="video file or folder of numbered frames"),
     as_json: bool = typer.Option(False, "--json", help="print only the shots' JSON on stdout"),
     backend: str = typer.Option("auto", help="auto | transnetv2 | scenedetect"),
     threshold: Optional[float] = typer.Option(None, help="transnetv2: transition probability; scenedetect: "
@@ -142,7 +142,7 @@ def shots_command(
 
     from .shots import ShotConfig, resolve_backend
 
-    if not video.is_file():  # say so before loading the model
+    if not video.exists():  # say so before loading the model
         raise CurationError(f"video {video} does not exist", "fix the path")
     config = ShotConfig(backend=backend, device=device)
     if threshold is not None:
