@@ -11,8 +11,9 @@ seed, over clips or seeds, or over 1-second blocks of frames for the one long cl
 
 1. shots: TransNetV2 (ShotDetector()) and PySceneDetect (ShotConfig(backend="scenedetect")) side by side.
    (a) composites of 3-4 pieces of different real videos (curation/composites.py, at TransNetV2's 48x27): per seed
-   the same pieces joined twice, by hard cuts only and by 8-16-frame dissolves only; precision and recall of boundaries within 2 frames (boundary_scores), pooled over seeds. (b) the 15 talking clips and
-   ref_video, each a single shot: false cuts (expected 0). (c) seconds per frame of detection, decode included.
+   the same pieces joined twice, by hard cuts only and by 8-16-frame dissolves only; precision and recall of
+   boundaries within 2 frames (boundary_scores), pooled over seeds. (b) the 15 talking clips and ref_video, each
+   a single shot: false cuts (expected 0). (c) seconds per frame of detection, decode included.
 2. sync: each single-speaker clip decoded with ClipAnnotator(AnnotatorConfig(), steps=("detect", "pose")); the
    largest person's mouth against its audio (sync()). The calibration is derived on the tuning clips by fixed rules
    and compared with SyncCalibration()'s defaults; on held-out clips: distance from the zero, false rejections and
@@ -618,14 +619,14 @@ def conversation(pool: list[dict], k: int, seed: int, listeners: str) -> dict:
 
 def summarise_conversations(runs: list[dict]) -> dict:
     methods = list(runs[0]["accuracy"])
-    out = {"seeds": len(runs), "truth_speaking_share": r4(np.mean([r["truth_speaking_share"] for r in runs]))}
+    out = {"conversations": len(runs), "truth_speaking_share": r4(np.mean([r["truth_speaking_share"] for r in runs]))}
     for m in methods:
         per_talker: dict[str, list[float]] = {}
         for r in runs:
             for name, acc in r["per_talker"][m].items():
                 per_talker.setdefault(name, []).append(acc)
         means = {n: r4(np.mean(v)) for n, v in sorted(per_talker.items())}
-        out[m] = {"accuracy": mean_ci([r["accuracy"][m] for r in runs], "seeds"),
+        out[m] = {"accuracy": mean_ci([r["accuracy"][m] for r in runs], "conversations"),
                   "per_talker_mean": means, "mean_over_talkers": r4(np.mean(list(means.values())))}
     return out
 
@@ -641,33 +642,28 @@ def conversations_section(talkers: list[dict], quick: bool) -> dict:
     for split, pool in pools.items():
         result = {"label": "tuning: not for reporting"} if split == "tuning" else {}
         for listeners in ("pause", "moving"):
+            both_k = []
             for k in (2, 3):
-                key = f"listeners={listeners},k={k}"
-                if len(pool) < k:
-                    result[key] = {"skipped": f"{len(pool)} talkers in the {split} pool, {k} needed"}
-                    continue
-                runs, failed = [], {}
-                for seed in seeds[split]:
-                    try:
-                        runs.append(conversation(pool, k, seed, listeners))
-                    except Exception as exc:  # noqa: BLE001
-                        failed[seed] = error_text(exc)
-                result[key] = {**summarise_conversations(runs), "failed": failed} if runs else {"failed": failed}
-        result["overall"] = overall_by_listeners(result)
+                runs, failed = conversations(pool, k, seeds[split], listeners)
+                both_k += runs
+                result[f"listeners={listeners},k={k}"] = {**summarise_conversations(runs), "failed": failed} \
+                    if runs else {"failed": failed}
+            result[f"listeners={listeners},k=2 and 3"] = summarise_conversations(both_k) if both_k else {}
         out[split] = result
     return out
 
 
-def overall_by_listeners(result: dict) -> dict:
-    """Mean accuracy per method over k = 2 and 3 (equal numbers of seeds each), per listeners mode."""
-    out = {}
-    for listeners in ("pause", "moving"):
-        parts = [result[f"listeners={listeners},k={k}"] for k in (2, 3)]
-        parts = [p for p in parts if "seeds" in p]
-        if parts:
-            methods = [m for m in parts[0] if isinstance(parts[0][m], dict) and "accuracy" in parts[0][m]]
-            out[listeners] = {m: r4(np.mean([p[m]["accuracy"]["mean"] for p in parts])) for m in methods}
-    return out
+def conversations(pool: list[dict], k: int, seeds: list[int], listeners: str) -> tuple[list[dict], dict]:
+    """The conversations of k talkers, one per seed: (results, failed seed -> reason)."""
+    if len(pool) < k:
+        return [], {"all": f"{len(pool)} talkers in the pool, {k} needed"}
+    runs, failed = [], {}
+    for seed in seeds:
+        try:
+            runs.append(conversation(pool, k, seed, listeners))
+        except Exception as exc:  # noqa: BLE001
+            failed[seed] = error_text(exc)
+    return runs, failed
 
 
 # ------------------------------------------------------------------------------------------------ 4. cost

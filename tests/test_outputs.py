@@ -202,3 +202,13 @@ def test_a_ray_cluster_that_does_not_answer_is_one_clear_error(avatar, data_dir,
     for address in ("127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"):
         code, _, err = avatar("curate", "run", tmp_path / "m.csv", "--out", tmp_path / "ds", "--ray-address", address)
         assert code == 2 and ("no Ray cluster answers" in err or "is not host:port" in err), err
+
+
+def test_the_same_call_twice_in_one_process_gives_the_same_frames(cascade_dir, inputs):
+    """The README promises the same frames for the same seed: spans and their decode (the VAE's causal feature cache
+    is cleared before and after each decode)."""
+    pipe = CascadeAvatarPipeline.from_pretrained(str(cascade_dir))
+    pipe.set_progress_bar_config(disable=True)
+    runs = [pipe(str(inputs / "ref.png"), [str(inputs / "voice.wav")], duration_s=2.0, num_inference_steps=1,
+                 seed=3, character_boxes=BOX).frames for _ in range(2)]
+    assert runs[0].shape[0] == 50 and np.array_equal(runs[0], runs[1])
