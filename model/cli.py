@@ -290,6 +290,8 @@ def sample(
     check_output(out, (".mp4",), overwrite, report=out.with_suffix(".json") if cascade else None)
     if cascade:
         CascadeConfig.read(pipeline).refuse_clip_options(frames, fps, resolution, width)
+        if duration is not None and duration > 0:  # too long for this machine's memory: refused before loading
+            CascadeConfig.read(pipeline).timeline(duration)
     device = resolve_device(device)
     weights = resolve_dtype(dtype, device)
     if context_parallel > 1:

@@ -212,3 +212,16 @@ def test_the_same_call_twice_in_one_process_gives_the_same_frames(cascade_dir, i
     runs = [pipe(str(inputs / "ref.png"), [str(inputs / "voice.wav")], duration_s=2.0, num_inference_steps=1,
                  seed=3, character_boxes=BOX).frames for _ in range(2)]
     assert runs[0].shape[0] == 50 and np.array_equal(runs[0], runs[1])
+
+
+def test_a_duration_that_cannot_fit_in_memory_is_refused_with_the_figure(avatar, cascade_dir, inputs, tmp_path,
+                                                                          monkeypatch):
+    from model.sampling import geometry
+
+    monkeypatch.setattr(geometry, "available_memory", lambda: 8 * 2**30)  # a machine with 8 GiB free
+    code, _, err = avatar("model", "sample", inputs / "ref.png", "--pipeline", cascade_dir, "--duration", 36000,
+                          "--out", tmp_path / "long.mp4")  # no audio: a silent video
+    # 900,000 frames of 64x64: 11 GB of video, 36 GB with the plan
+    assert code == 2 and "needs about 33.5 GiB of memory" in err and "8.0 GiB are free" in err, err
+    assert "sub-clips" not in err  # refused before the pipeline was loaded
+    assert not (tmp_path / "long.run").exists()
