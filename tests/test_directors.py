@@ -22,7 +22,8 @@ import pytest
 
 from evaluation.metrics.storyline import coverage, speaker_accuracy, specific_negatives
 from model.directors.co_reasoning import CoReasoningDirector, rule_based_storyline
-from model.directors.draft import DirectorConfig, Draft, DraftShot, find_conflicts, problems, repair
+from model.directors.draft import (RESOLUTION, DirectorConfig, Draft, DraftShot, find_conflicts, global_prompt,
+                                   plain_text, problems, repair)
 from model.directors.negative import GLOBAL_NEGATIVE
 from model.errors import AvatarInputError
 from model.directors.perception import Listener, make_brief, take_turns, write_tracks
@@ -88,6 +89,23 @@ def test_a_broken_draft_is_named_and_repaired(brief, conversation):
     story.check(d)
     assert not any("sing" in s.prompt for s in shots) and fixes
     assert speaker_accuracy(storyline_rows(story), conversation[2]) > 0.8
+
+
+def test_the_instruction_reaches_the_storyline_and_fields_hold_what_they_say(brief):
+    """A draft whose global prompt dropped the user's setting gets it back; a resolution of "2.5" or "success" says
+    nothing and is not kept."""
+    from model.directors.co_reasoning import CoReasoningDirector, FirstTry
+
+    d = brief.duration_s
+    draft = Draft(conflicts=[], resolution="success", prompt="a person talks now", shots=[
+        DraftShot(start_s=0.0, end_s=d, speakers=[0], emotion="calm", camera="static", prompt="he talks to her")])
+    director = CoReasoningDirector(None, DirectorConfig())
+    director.negative = lambda shots, brief, dialogue: None  # the negative prompts need the LLM; not tested here
+    story = director.finish(brief, draft, FirstTry([], []), [], 0.0).storyline
+    assert story.prompt.startswith("A man and a woman chat in a parked car") and "a person talks now" in story.prompt
+    assert story.resolution == RESOLUTION  # the brief has a conflict: the rule that settles it, not "success"
+    assert global_prompt("a man and a woman chat in a parked car at night", brief).startswith("a man")  # kept as is
+    assert plain_text("2.5") == "" and plain_text("the audio decides timing") == "the audio decides timing"
 
 
 def content_words(text: str) -> set[str]:

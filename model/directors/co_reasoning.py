@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from ..storyline import Character, Storyline
-from .draft import (RESOLUTION, DirectorConfig, Draft, SingleCallDraft, brief_schema, copies_transcript, fallback_draft,
-                    find_conflicts, named, parse_json, problems, repair, scene_lines, strip_contradictions,
-                    timeline_lines, voice_lines)
+from .draft import (RESOLUTION, DirectorConfig, Draft, SingleCallDraft, brief_schema, fallback_draft,
+                    find_conflicts, global_prompt, named, parse_json, plain_text, problems, repair, scene_lines,
+                    strip_contradictions, timeline_lines, voice_lines)
 from .llm import LLM
 from .negative import GLOBAL_NEGATIVE, NegativeDirector
 from .perception import Brief
@@ -130,13 +130,12 @@ class CoReasoningDirector:
         missed = [c for c in conflicts if not named(c, model_conflicts)]
         self.negative(shots, brief, dialogue)
         story = Storyline(
-            duration_s=brief.duration_s, prompt=strip_contradictions(
-                brief.instruction if copies_transcript(draft.prompt, brief) else draft.prompt, conflicts),
+            duration_s=brief.duration_s, prompt=strip_contradictions(global_prompt(draft.prompt, brief), conflicts),
             negative_prompt=GLOBAL_NEGATIVE, shots=shots,
             characters=[Character(box=b, audio=i) for i, b in enumerate(brief.characters)],
             transcript=" | ".join(v.transcript() for v in brief.voices), dialogue=dialogue,
-            conflicts=model_conflicts + missed, resolution=(draft.resolution or RESOLUTION) if conflicts else
-            draft.resolution, repairs=(["the draft could not be used: shots from voice activity"] if fallback
+            conflicts=model_conflicts + missed, resolution=(plain_text(draft.resolution) or RESOLUTION) if conflicts
+            else plain_text(draft.resolution), repairs=(["the draft could not be used: shots from voice activity"] if fallback
                                        else []) + fixes)
         story.check(brief.duration_s)
         return DirectionResult(story, first, model_conflicts, time.perf_counter() - tic)

@@ -222,6 +222,25 @@ def copies_transcript(prompt: str, brief: Brief) -> bool:
     return len(words) >= 3 and sum(w in spoken and w not in asked for w in words) / len(words) > 0.6
 
 
+STOP_WORDS = frozenset("a an the and or of in on at to with for two one some is are".split())
+
+
+def global_prompt(prompt: str, brief: Brief) -> str:
+    """The storyline's prompt: the draft's, unless it copies the transcript (then the instruction); the user's
+    instruction leads it whenever the draft dropped most of the instruction's words (a small model often does)."""
+    if copies_transcript(prompt, brief) or not prompt.strip():
+        return brief.instruction
+    asked = set(re.findall(r"[a-z']+", brief.instruction.lower())) - STOP_WORDS
+    kept = asked & set(re.findall(r"[a-z']+", prompt.lower()))
+    return prompt if not asked or len(kept) >= len(asked) / 2 else f"{brief.instruction.strip()}; {prompt}"
+
+
+def plain_text(value: str, min_words: int = 3) -> str:
+    """A free-text field as stored: a phrase of at least `min_words` words, else empty (a model's "2.5" or "success"
+    says nothing)."""
+    return value if len(re.findall(r"[A-Za-z']{2,}", value)) >= min_words else ""
+
+
 def snap_times(shots: list[DraftShot], duration: float, bounds: list[float], min_shot_s: float
                ) -> list[tuple[float, float, DraftShot]]:
     """Contiguous spans over [0, duration] on the audio's turn boundaries: shots sorted and clipped, each cut put
