@@ -55,6 +55,8 @@ SCALE = "curation_pipeline_scale"
 WAN = "wan_memory"
 
 MS = "model_scale"
+
+TALK = "curation_talking"
 MS_COLUMNS = (("params_b", "{:.2f}"), ("weights_gib", "{:.1f}"), ("train_state_gib", "{:.1f}"),
               ("per_gpu_weights_state_gib.1", "{:.1f}"), ("per_gpu_weights_state_gib.8", "{:.1f}"),
               ("per_gpu_weights_state_gib.64", "{:.1f}"), ("activations_gib_no_ckpt", "{:.0f}"),
@@ -140,6 +142,64 @@ CLAIMS: list[Claim] = [
         C("| peak memory of the whole process tree", "4230", SCALE, "scale.250.peak_pss_mb_process_tree"),
         C("| frames/s, steady |", "3.91", SCALE, "scale.100.steady_frames_per_s"),
         C("| frames/s, steady |", "3.47", SCALE, "scale.250.steady_frames_per_s"),
+    ),
+    *in_section(
+        "Talking-video curation",
+        C("| cuts: recall (precision) |", "1.000", TALK, "shots.composites.reporting.transnetv2.cut.recall.value"),
+        C("| cuts: recall (precision) |", "98", TALK, "shots.composites.reporting.transnetv2.cut.recall.total"),
+        C("| dissolves: recall |", "1.000", TALK, "shots.composites.reporting.transnetv2.dissolve.recall.value"),
+        C("| dissolves: recall |", "0.031", TALK, "shots.composites.reporting.scenedetect.dissolve.recall.value"),
+        C("| false cuts on the 16 real", "16", TALK, "shots.real_single_shot_clips.transnetv2.clips"),
+        C("| false cuts on the 16 real", "0", TALK, "shots.real_single_shot_clips.transnetv2.false_cuts_total"),
+        C("| false cuts on the 16 real", "0", TALK, "shots.real_single_shot_clips.scenedetect.false_cuts_total"),
+        C("| seconds per frame, decode included", "0.0305", TALK, "shots.cost.transnetv2.seconds_per_frame.median"),
+        C("| seconds per frame, decode included", "0.0035", TALK, "shots.cost.scenedetect.seconds_per_frame.median"),
+        C("the code's `SyncCalibration()`: zero 2", "2", TALK, "sync.calibration.derived.zero"),
+        C("spread 4 frames, correct_confidence 0.18", "4", TALK, "sync.calibration.derived.spread"),
+        C("spread 4 frames, correct_confidence 0.18", "0.18", TALK, "sync.calibration.derived.correct_confidence"),
+        C("spread 4 frames, correct_confidence 0.18", "0.10", TALK, "sync.calibration.derived.min_confidence"),
+        C("lies a median of 3 frames", "3", TALK, "sync.held_out.distance_from_zero.median"),
+        C("and at most 17 frames", "17", TALK, "sync.held_out.distance_from_zero.max"),
+        C("0.571 of clips fall within", "0.571", TALK, "sync.held_out.distance_from_zero.share_within_spread.mean"),
+        C("within a frame in 0.744 of cases", "0.744", TALK, "sync.held_out.shift_recovery.relative_recovery.mean"),
+        C("within a frame in 0.744 of cases", "0.536", TALK,
+          "sync.held_out.shift_recovery.relative_recovery.ci95.0"),
+        C("within a frame in 0.744 of cases", "0.923", TALK,
+          "sync.held_out.shift_recovery.relative_recovery.ci95.1"),
+        C("within a frame in only 0.006", "0.006", TALK, "sync.held_out.shift_recovery.absolute_recovery.mean"),
+        C("Of the 50 shifts the rule", "50", TALK,
+          "sync.held_out.shift_recovery.corrected_right_among_corrected.total"),
+        C("Of the 50 shifts the rule", "0", TALK, "sync.held_out.shift_recovery.corrected_right_among_corrected.hits"),
+        C("moved two of its three clips by -8", "8", TALK, "speakers.msdwild_00001.clips.0.sync.shift_frames", scale=-1),
+        C("moved two of its three clips by -8", "11", TALK, "speakers.msdwild_00001.clips.1.sync.shift_frames",
+          scale=-1),
+        C("only 0.286 of clips were rejected", "0.286", TALK, "sync.held_out.dubbed.rejected_share.mean"),
+        C("(607 frames, 3 people", "607", TALK, "speakers.msdwild_00001.frames"),
+        *[C(row, w, TALK, f"speakers.{where}.{key}{leaf}")
+          for row, name, cells in (
+              ("| who_speaks (ours", "who_speaks (curation)", (("0.859", "0.766", "0.933"), ("0.685", "0.653", "0.715"))),
+              ("| VAD and the most moving mouth", "vad_most_moving_mouth",
+               (("0.866", "0.773", "0.938"), ("0.687", "0.656", "0.716"))),
+              ("| VAD alone", "vad_alone", (("0.411",), ("0.466",))),
+              ("| the largest face always", None, (("0.523",), ("0.552",))),
+              ("| nobody speaks", "nobody", (("0.602",), ("0.624",))))
+          for where, written, leaves in (("msdwild_00001.accuracy", cells[0], (".overall.value", ".overall.ci95.0",
+                                                                                 ".overall.ci95.1")),
+                                         ("conversations.reporting.listeners=pause,k=2 and 3", cells[1],
+                                          (".accuracy.mean", ".accuracy.ci95.0", ".accuracy.ci95.1")))
+          for w, leaf in zip(written, leaves)
+          for key in [name or ("largest_face_always" if where.startswith("msdwild") else
+                               "largest_face_always (talker 0)")]],
+        C("0.572 for ours against 0.624", "0.572", TALK,
+          "speakers.conversations.reporting.listeners=moving,k=2 and 3.who_speaks (curation).accuracy.mean"),
+        C("0.572 for ours against 0.624", "0.624", TALK,
+          "speakers.conversations.reporting.listeners=moving,k=2 and 3.nobody.accuracy.mean"),
+        C("take 0.0499 of the per-frame", "0.0499", TALK, "cost.stages_a.added_stages_share"),
+        C("take 0.0499 of the per-frame", "0.0375", TALK, "cost.stages_a.seconds_per_frame.shots"),
+        C("take 0.0499 of the per-frame", "0.0009", TALK, "cost.stages_a.seconds_per_frame.talk"),
+        C("over with them: median 1.06", "1.06", TALK, "cost.ratio_b_over_a.median"),
+        C("over with them: median 1.06", "0.93", TALK, "cost.ratio_b_over_a.min"),
+        C("over with them: median 1.06", "1.19", TALK, "cost.ratio_b_over_a.max"),
     ),
     *in_section(
         "GSB store and scoring",

@@ -10,11 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runtime.outputs import check_output_folder
-
 from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig, dataset_info
 from .errors import CurationError
 from .provenance import check_rerun
+from .schema import check_dataset_folder
 from .shot_clips import ClipRange, ShotSplit, clip_ranges
 from .shots import ShotDetector
 from .talking import TalkConfig
@@ -31,8 +30,11 @@ SplitShots = Annotated[bool, typer.Option("--shots/--no-shots", help="split sour
                                                                      "one clip per shot")]
 MaxClipS = Annotated[float, typer.Option(min=0.1, help="long shots are cut into clips of at most this many seconds")]
 MinClipS = Annotated[float, typer.Option(min=0.0, help="shots shorter than this are left out")]
-Talk = Annotated[bool, typer.Option("--talk/--no-talk", help="audio-visual sync (realigned audio), who speaks when, "
-                                                             "per-person audio and quality columns")]
+Talk = Annotated[bool, typer.Option("--talk/--no-talk", help="audio-visual sync, who speaks when, per-person audio "
+                                                             "and quality columns")]
+Realign = Annotated[bool, typer.Option("--realign-audio/--no-realign-audio",
+                                       help="move a clip's stored audio by a confident sync offset (off: the measure's "
+                                            "corrections were wrong on held-out clips; see docs/curation.md)")]
 
 app = typer.Typer(help="Build multi-character mask datasets: detect, pose, track, validate.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -42,13 +44,13 @@ def build_config(
     tracker: str = "auto", pose: str = "auto", max_side: Optional[int] = 640, stride: int = 1,
     max_frames: Optional[int] = None, weights_dir: Optional[Path] = None,
     sam2_checkpoint: Optional[str] = None, dwpose: Optional[str] = None, shots: bool = True,
-    max_clip_s: float = 10.0, min_clip_s: float = 1.0, talk: bool = True,
+    max_clip_s: float = 10.0, min_clip_s: float = 1.0, talk: bool = True, realign_audio: bool = False,
 ) -> AnnotatorConfig:
     config = AnnotatorConfig(
         weights_dir=str(weights_dir) if weights_dir else None,
         read=ReadConfig(max_side=max_side, stride=stride, max_frames=max_frames),
         shots=ShotSplit(enabled=shots, max_clip_s=max_clip_s, min_clip_s=min_clip_s),
-        talk=TalkConfig(enabled=talk),
+        talk=TalkConfig(enabled=talk, realign=realign_audio),
     )
     config.tracker.backend = tracker
     config.pose.backend = pose
@@ -95,14 +97,15 @@ def clip_command(
     max_clip_s: MaxClipS = 10.0,
     min_clip_s: MinClipS = 1.0,
     talk: Talk = True,
+    realign_audio: Realign = False,
 ) -> None:
     """Annotate a video (one clip per shot) and add its clips to the dataset in OUT (clips.parquet, tracks.parquet,
     audio; + previews)."""
     if not video.exists():  # say so before spending seconds on loading models
         raise CurationError(f"video {video} does not exist", "fix the path")
-    check_output_folder(out)
+    check_dataset_folder(out)
     config = build_config(tracker, pose, max_side or None, stride, None, weights_dir, sam2_checkpoint, dwpose,
-                          shots, max_clip_s, min_clip_s, talk)
+                          shots, max_clip_s, min_clip_s, talk, realign_audio)
     check_rerun(out, dataset_info(config), recompute)  # before any model work: refuse other settings now
     ranges, shot_seconds = [ClipRange(start, end, None)], 0.0
     if config.shots.enabled:

@@ -159,6 +159,26 @@ def filesystem_for(folder: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(folder).expanduser().resolve())
 
 
+def check_dataset_folder(folder: str | os.PathLike) -> None:
+    """A CurationError, before any work, unless a dataset can be written at a local `folder`: not an existing file,
+    and a place where files can be made (tried with a temporary file: permission bits say nothing to root)."""
+    if "://" in str(folder):
+        return
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CurationError(f"--out {path} is a file, not a folder", "give a folder path for the dataset")
+    nearest = path
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    try:
+        import tempfile
+
+        tempfile.NamedTemporaryFile(dir=nearest, prefix=".avatar-write-check-").close()
+    except OSError:
+        raise CurationError(f"--out {path}: cannot write in {nearest}", "give a path in a folder you can write") \
+            from None
+
+
 def write_clips(folder: str | os.PathLike, rows: list[dict], info: dict) -> str:
     fs, root = filesystem_for(folder)
     fs.create_dir(root, recursive=True)

@@ -20,16 +20,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.cli import app as curate_app
-from curation.cli import (DWPose, MaxClipS, MaxSide, MinClipS, PoseBackend, Sam2Checkpoint, SplitShots, Stride, Talk,
-                          TrackerBackend, WeightsDir, build_config)
+from curation.cli import (DWPose, MaxClipS, MaxSide, MinClipS, PoseBackend, Realign, Sam2Checkpoint, SplitShots, Stride,
+                          Talk, TrackerBackend, WeightsDir, build_config)
 from curation.errors import CurationError
+from curation.schema import check_dataset_folder
 from dashboards.cli import app as dash_app
 from evaluation.cli import app as eval_app
 from evaluation.gsb import AccessDenied, StudyError
 from evaluation.metrics.errors import MetricsError
 from model.cli import app as model_app
 from model.errors import AvatarInputError
-from runtime.outputs import OutputError, check_output, check_output_folder
+from runtime.outputs import OutputError, check_output
 from runtime.ray import RayUnreachable
 from pipelines import metrics_cli  # noqa: F401 - registers `avatar eval metrics` and `avatar eval gsb metrics`
 from pipelines.console import QuietConsole, log_path_for
@@ -118,14 +119,14 @@ def run_command(
     max_clip_s: MaxClipS = 10.0,
     min_clip_s: MinClipS = 1.0,
     talk: Talk = True,
+    realign_audio: Realign = False,
 ) -> None:
     """Curate every clip of MANIFEST with Ray Data; rerun to resume (clips already done are skipped)."""
     from pipelines.curate import CurateConfig
 
-    if "://" not in out:
-        check_output_folder(Path(out))
+    check_dataset_folder(out)
     annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose,
-                             shots, max_clip_s, min_clip_s, talk)
+                             shots, max_clip_s, min_clip_s, talk, realign_audio)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
                           retry_failed=retry_failed, recompute=recompute, previews=previews, annotator=annotator)
     log = log_path_for(out, "curate")

@@ -49,6 +49,14 @@ def test_a_known_shift_of_a_real_clips_audio_is_measured_and_removed(talkers):
     assert sync(t["mouth"], audio_feature(fixed, SR, FPS, len(t["mouth"]))).offset_frames == own
     # within the calibrated spread nothing is moved
     assert clip_sync(t["mouth"][None], t["audio"], SR, FPS, calibration).shift_frames == 0
+    # the talking step moves the stored audio only when asked to (TalkConfig.realign; off by default)
+    clip = t["clip"]
+    clip.audio, clip.sample_rate = late, SR
+    boxes = np.tile(np.array([0, 0, clip.width, clip.height], np.float32), (clip.num_frames, 1, 1))
+    asked = talk(clip, t["keypoints"], boxes, "wholebody133", TalkConfig(sync=calibration, realign=True))
+    assert asked.sync.shift_frames == 6 and np.array_equal(asked.audio, fixed)
+    kept = talk(clip, t["keypoints"], boxes, "wholebody133", TalkConfig(sync=calibration))
+    assert kept.sync.offset_frames == 6 and kept.audio is None  # measured and recorded, the audio left as it was
 
 
 def test_speech_without_a_visible_mouth_does_not_pass_and_silence_needs_no_sync(talkers):
