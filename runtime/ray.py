@@ -45,10 +45,10 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, env_vars:
     (Ray refuses it when joining). `env_vars` reach every worker (e.g. where the weights are)."""
     import ray
 
+    if address is not None:  # first: a Ray this process already runs says nothing of the address asked for
+        check_reachable(address)
     if ray.is_initialized():
         return
-    if address is not None:
-        check_reachable(address)
     kwargs = dict(address=address or "local", include_dashboard=False, log_to_driver=False,
                   logging_level=logging_level)
     if env_vars:
