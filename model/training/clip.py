@@ -80,13 +80,13 @@ def load_pipeline(config: TrainConfig, checkpoint: Path | None, cache: Path):
 def check_inputs(config: TrainConfig) -> None:
     """The dataset and the starting pipeline, checked before any work (and before data-parallel workers start, so a
     bad input is one message, not one per process)."""
+    if config.pretrained is not None:
+        (saved_cascade if config.stage else saved_clip_pipeline)(config.pretrained, "--pretrained")
     data = Path(config.dataset)
     if not ((data / CACHE_FILE).is_file() or (data / CURATED_CLIPS).is_file()) and "://" not in config.dataset:
         raise AvatarInputError(f"{data} is neither a training cache nor a curated dataset"
                                + ("" if data.exists() else " (it does not exist)"),
                                "give the folder of `avatar model prepare --out` or of `avatar curate run --out`")
-    if config.pretrained is not None:
-        (saved_cascade if config.stage else saved_clip_pipeline)(config.pretrained, "--pretrained")
 
 
 def ensure_cache(config: TrainConfig, progress=None) -> Path:
