@@ -264,10 +264,20 @@ def sample(
                                                        "default OUT's name + .run/"),
     device: str = typer.Option("auto", help="auto (a GPU when visible) | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto (bf16 on a GPU, fp32 on the CPU) | bf16 | fp32 | fp16 (GPU)"),
-    offload: str = typer.Option("none", help="GPU memory: none | model (each model moved in when used) | sequential "
-                                             "(layer by layer: least memory, slowest)"),
+    offload: str = typer.Option("none", help="GPU memory: none | model (each model moved in when used) | group "
+                                             "(block by block, copies overlapping compute) | sequential (layer by "
+                                             "layer: least memory, slowest)"),
     context_parallel: int = typer.Option(1, min=1, help="split each clip's latent frames over N processes (GPUs, or "
                                                         "CPU processes with gloo); started with torchrun"),
+    cache: Optional[str] = typer.Option(None, help="cascade: step cache per stage, VALUE[,STAGE=VALUE...] of none | "
+                                                   "first-block | mag | taylorseer (default: the folder's speed.json)"),
+    cache_threshold: Optional[float] = typer.Option(None, help="cascade: first-block: residual change reused below "
+                                                               "(0.05); mag: error allowed (0.06); taylorseer: steps "
+                                                               "between full ones (2)"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="cascade: torch.compile each "
+                                                                                "stage's repeated blocks"),
+    cast: Optional[str] = typer.Option(None, help="cascade: weights stored as none | bf16 | fp8 (computed in --dtype), "
+                                                  "VALUE[,STAGE=VALUE...]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier video (and report) at --out"),
 ) -> None:
     """Reference image + one audio per character + prompt -> a video (MP4 with audio). With a cascade folder
@@ -284,6 +294,8 @@ def sample(
     from .sampling.saved import is_cascade, is_wan, saved_pipeline
     from .sampling.wan import WanBuildConfig, clip_pipeline
     from runtime.outputs import check_output
+    from .cli_sample import add_character_finders, sample_cascade
+    from .sampling.speed import SpeedConfig
 
     quiet_loading()
     cascade = pipeline is not None and not is_wan(pipeline) and is_cascade(saved_pipeline(pipeline, "--pipeline"))
@@ -304,12 +316,15 @@ def sample(
             raise typer.Exit(relaunch(context_parallel))
         device = join_process_group(device)
     place_on = dict(device=device, dtype=weights, offload=offload, context_parallel=context_parallel)
+    speed = dict(cache=cache, threshold=cache_threshold, compile=compile, cast=cast)
+    SpeedConfig().with_flags(**speed)  # a malformed flag is refused before any model loads
     if cascade:
         return sample_cascade(reference, audio, prompt, out, pipeline, steps, guidance, seed, duration, storyline,
-                              ray_address, workers, run_dir, **place_on)
-    if duration is not None or storyline is not None:
-        raise AvatarInputError("--duration / --storyline need a cascade", "pass --pipeline with a cascade folder "
-                               "(`avatar model init --out DIR`, then train its stages)")
+                              ray_address, workers, run_dir, speed=speed, **place_on)
+    if duration is not None or storyline is not None or any(v is not None for v in speed.values()):
+        raise AvatarInputError("--duration / --storyline / --cache / --compile / --cast need a cascade",
+                               "pass --pipeline with a cascade folder (`avatar model init --out DIR`, then train "
+                               "its stages)")
     if pipeline is not None and is_wan(pipeline):
         pipe = clip_pipeline(pipeline, WanBuildConfig(dtype=weights))
     elif pipeline is not None:
@@ -336,51 +351,6 @@ def sample(
     silent = [i for i, s in enumerate(result.silent) if s]
     console.print(f"{path}: {len(result.frames)} frames at {fps} fps, {len(result.boxes)} characters"
                   + (f", silent: {silent}" if silent else ""))
-
-
-def add_character_finders(pipe) -> None:
-    """Give a pipeline curation's person detector and segmenter (the CLI wires packages; model/ does not import the
-    curation models), so that the characters are found in the reference image."""
-    from curation.detect import PersonDetector
-    from curation.track import PersonTracker, TrackerConfig
-
-    pipe.character_detector = PersonDetector()
-    pipe.character_segmenter = PersonTracker(TrackerConfig(backend="ultralytics"))
-
-
-def sample_cascade(reference: Path, audio: list[Path], prompt: str, out: Path, pipeline: Path, steps: int | None,
-                   guidance: float, seed: int, duration: float | None, storyline: Path | None, ray_address: str | None,
-                   workers: int, run_dir: Path | None, device: str = "cpu", dtype=None, offload: str = "none",
-                   context_parallel: int = 1) -> None:
-    """`avatar model sample` with a cascade folder: the whole duration, sub-clips resumable from the run folder."""
-    from .sampling.cascade import CascadeAvatarPipeline
-    from .sampling.devices import component_dtypes, place
-    from .sampling.parallel import enable_context_parallel, is_writer
-    from .sampling.saved import saved_cascade
-    from .storyline import Storyline
-
-    plan = Storyline.read(storyline) if storyline is not None else None  # a bad file is refused before any work
-    pipe = CascadeAvatarPipeline.from_pretrained(saved_cascade(pipeline, "--pipeline"),
-                                                 dtype=None if dtype is None else component_dtypes(dtype))
-    place(pipe, device, offload)
-    if context_parallel > 1:
-        enable_context_parallel(pipe, context_parallel, device)
-    pipe.set_progress_bar_config(disable=True)
-    add_character_finders(pipe)
-    run_dir = run_dir or out.with_name(out.stem + ".run")
-    with Progress(TextColumn("sub-clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not is_writer()) as bar:
-        task = bar.add_task("spans", total=None)
-        result = pipe(str(reference), [str(a) for a in audio], prompt=prompt, duration_s=duration,
-                      storyline=plan, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
-                      run_dir=run_dir, ray_address=ray_address, workers=workers or (1 if ray_address else 0),
-                      span_callback=lambda done, total: bar.update(task, completed=done, total=total))
-    if not is_writer():
-        return
-    path = result.save(out)
-    r = result.report
-    console.print(f"{path}: {r['frames']} frames at {r['fps']:g} fps, {len(r['spans'])} sub-clips; "
-                  f"report {path.with_suffix('.json')}")
 
 
 @app.command()

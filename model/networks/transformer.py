@@ -116,6 +116,7 @@ class AvatarTransformer(WanTransformer3DModel):
     """Wan DiT with audio cross-attention and reference identity (see the module docstring)."""
 
     frame_split: FrameSplit | None = None  # context parallelism (enable_context_parallel): None runs whole
+    _repeated_blocks = ["WanTransformerBlock", "AudioCrossAttention"]  # compile_repeated_blocks compiles these
 
     @register_to_config
     def __init__(self, patch_size: tuple[int, ...] = (1, 2, 2), num_attention_heads: int = 40,
@@ -340,6 +341,14 @@ class AvatarTransformer(WanTransformer3DModel):
         hold C times a block's tokens. Returns (tokens, mask logits, features after mask_layer)."""
         checkpointed = torch.is_grad_enabled() and self.gradient_checkpointing
         run = self._gradient_checkpointing_func if checkpointed else (lambda fn, *args: fn(*args))
+        units = self.__dict__.get("step_cache_units")  # a block cache's view: each block with its audio (speed.py)
+        if units is not None and not stop_after_mask_layer:
+            if head is not None:
+                raise AvatarInputError("a block-skipping step cache on a stage that runs the mask head",
+                                       "use --cache taylorseer or none on this stage (model/sampling/speed.py)")
+            for unit in units.blocks:
+                x = run(unit, x, context, timestep_proj, rotary_emb, audio_ctx, weights, grid)
+            return x, None, None
         audio_index = {layer: i for i, layer in enumerate(self.audio_layer_ids)}
         mask_logits = features = None
         for layer, block in enumerate(self.blocks):

@@ -17,7 +17,6 @@ span is written to the run folder, so a killed run resumes where it stopped with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -38,12 +37,12 @@ from ..storyline import Storyline
 from .conditioning import condition, end_anchors, pixel_condition, spatial_guide, temporal_guide
 from .denoise import Expert, denoise
 from .geometry import CASCADE_STAGES, CascadeConfig
-from .media import export_to_mp4, peak_memory_mb, stream_decode
+from .media import export_to_mp4, stream_decode
 from .schedulers import TimeSchedule, shifted_schedule
+from .report import cascade_report
 from .shared import SharedBase, SharedStages
-from runtime.outputs import REPORT_KEY
-
-from .spans import CascadePlan, RunFolder, render_spans, run_signature
+from .speed import SpeedConfig, check_sampling, enable_fast_sampling
+from .spans import CascadePlan, RunFolder, render_spans, run_signature, stage_seed
 from .steps import PipelineSteps, audio_samples, check_inputs, mix_audio
 
 DEFAULT_STEPS = 10  # a stage with no saved schedule samples with this many shifted steps
@@ -62,11 +61,6 @@ class CascadeOutput(BaseOutput):
         path = export_to_mp4(self.frames, self.fps, path, self.audio, self.sample_rate)
         path.with_suffix(".json").write_text(json.dumps(self.report, indent=2))
         return path
-
-
-def stage_seed(seed: int, stage: str, index: int) -> int:
-    """The noise seed of one stage of one span / keyframe / pass: independent of order and worker."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{stage}/{index}".encode()).digest()[:6], "little")
 
 
 class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
@@ -105,6 +99,12 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
                                 pixel_condition=pixel_condition)
         self.schedules: dict[str, TimeSchedule] = {}  # per stage, saved in schedules.json (schedulers.py)
         self.bases: dict[str, SharedBase] = {}  # the transformer the stages share, by expert (shared.py)
+        self.speed = self.speed_defaults = SpeedConfig()  # applied (speed.py); the folder's speed.json
+        self.stage_seconds: dict[str, float] = {}  # each stage's denoising seconds in the last call
+
+    def enable_fast_sampling(self, config: SpeedConfig) -> None:
+        """Apply step caches, compiled blocks and casts per stage (speed.py), once, after loading (and placing)."""
+        enable_fast_sampling(self, config)
 
     def stage_modules(self) -> list[str]:
         """The registered stage transformers present: the five stages and, on A14B, their low-noise experts."""
@@ -170,6 +170,7 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         """The stage's latents of `shape` from noise (one seed per batch item), anchors fixed, on its schedule
         (self.schedule) through the one loop (denoise.py). A distilled stage (guidance baked in) makes one forward
         pass a step."""
+        tic = time.perf_counter()
         device, dtype = self._execution_device, transformer.dtype
         b = shape[0]
         noise = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -185,13 +186,17 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
             identity_masks = F.interpolate(identity_masks.float(), size=shape[-2:], mode="area").to(device, dtype)
         image = None if image_tokens is None or transformer.config.image_dim is None \
             else image_tokens.to(device, dtype).repeat(b, 1, 1)
-        return denoise(transformer, x, scheduler, text.to(dtype), None if negative is None else negative.to(dtype),
-                       guidance, cond=cond, anchors=anchors, noise=noise, masks=masks,
-                       clean_anchors=self.config.expand_timesteps, expert=self.expert(stage, guidance),
-                       audio_tokens=None if audio_tokens is None else audio_tokens.to(dtype),
-                       reference_latents=reference.to(dtype), encoder_hidden_states_image=image,
-                       identity_latents=identity.to(dtype), identity_boxes=boxes,
-                       mask_head=self.mask_head if use_mask_head else None, identity_masks=identity_masks)
+        if getattr(self, "on_denoise_start", None) is not None:
+            self.on_denoise_start(stage)  # speed.calibrate_mag_ratios gathers each run's ratios
+        out = denoise(transformer, x, scheduler, text.to(dtype), None if negative is None else negative.to(dtype),
+                      guidance, cond=cond, anchors=anchors, noise=noise, masks=masks,
+                      clean_anchors=self.config.expand_timesteps, expert=self.expert(stage, guidance),
+                      audio_tokens=None if audio_tokens is None else audio_tokens.to(dtype),
+                      reference_latents=reference.to(dtype), encoder_hidden_states_image=image,
+                      identity_latents=identity.to(dtype), identity_boxes=boxes,
+                      mask_head=self.mask_head if use_mask_head else None, identity_masks=identity_masks)
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - tic
+        return out
 
     # ------------------------------------------------------------------ planning: blueprint and keyframes
     def blueprint_keyframes(self, count: int, tokens: torch.Tensor, text: torch.Tensor, first: torch.Tensor | None,
@@ -393,6 +398,8 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
             raise AvatarInputError(f"{len(waves)} audio tracks for {len(boxes)} characters in the reference image",
                                    "give at most one audio per visible character (or pass character_boxes)")
         waves += [None] * (len(boxes) - len(waves))
+        check_sampling(self.speed, len(boxes), any(self.stage(s).frame_split is not None for s in CASCADE_STAGES))
+        self.stage_seconds = {}
         run = RunFolder(run_dir, run_signature(self, image, waves, duration_s, storyline, boxes, seed,
                                                     num_inference_steps, guidance_scale, start_from_reference,
                                                     character_masks))
@@ -405,38 +412,11 @@ class CascadeAvatarPipeline(SharedStages, DiffusionPipeline, PipelineSteps):
         tic = time.perf_counter()
         frames = self.decode_video(spans, plan.frames)
         seconds_decode = time.perf_counter() - tic
-        report = {REPORT_KEY: "avatar model sample", "duration_s": duration_s, "frames": int(plan.frames), "fps": c.fps, "size": [c.height, c.width],
-                  "keyframe_times_s": [round(j * c.spacing / c.fps, 4) for j in range(plan.spans + 1)],
-                  "spans": [{"index": j, "first_frame": j * c.spacing,
-                             "last_frame": min((j + 1) * c.spacing, plan.frames - 1) - (j < plan.spans - 1)}
-                            for j in range(plan.spans)],
-                  "seeds": {"seed": seed, **{f"{s}/{j}": stage_seed(seed, s, j) for s in ("subclip", "interpolate", "sr")
-                                             for j in range(plan.spans)}},
-                  "seconds": {**plan.seconds, "spans": round(seconds_spans, 3), "decode": round(seconds_decode, 3)},
-                  "blueprint_passes": plan.blueprint_passes,
-                  "peak_memory_mb": peak_memory_mb(),
-                  "workers": workers, "run_dir": None if run_dir is None else str(run_dir),
-                  "storyline": storyline.model_dump(),
-                  "base_checkpoint": self.config.base_checkpoint, "device": str(self._execution_device),
-                  "dtype": str(self.subclip.dtype).removeprefix("torch."),
-                  "stages": self.stage_report(num_inference_steps, plan.image_tokens)}
+        report = cascade_report(self, plan, duration_s, seed, storyline, workers, run_dir, num_inference_steps,
+                                {**plan.seconds, "spans": round(seconds_spans, 3), "decode": round(seconds_decode, 3)})
         return CascadeOutput(frames=frames, audio=mix_audio(waves, audio_samples(plan.frames, c.fps)),
                              sample_rate=SAMPLE_RATE, fps=c.fps,
                              report=report)
-
-    def stage_report(self, steps: int | None, image_tokens: torch.Tensor | None) -> dict:
-        """Per stage: the text and CLIP image tokens its transformer saw, the sigmas it stepped through and the shift
-        they came from (None for a fitted or distilled schedule)."""
-        report = {}
-        for stage in CASCADE_STAGES:
-            schedule = self.schedule(stage, steps)
-            sees_image = image_tokens is not None and self.stage(stage).config.image_dim is not None
-            report[stage] = {"text_tokens": self.text_length,
-                             "image_tokens": int(image_tokens.shape[0] * image_tokens.shape[1]) if sees_image else 0,
-                             "sigmas": [round(v, 6) for v in schedule.sigmas], "shift": schedule.shift,
-                             "schedule": schedule.source, "expert_boundary": None if self.expert(stage, 1.0) is None
-                             else self.expert(stage, 1.0).boundary}
-        return report
 
     @torch.no_grad()
     def decode_video(self, spans: list[torch.Tensor], frames: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from .conditioning import with_anchors
+from .speed import cache_context, reset_cache
 
 
 def cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -52,6 +53,8 @@ def denoise(transformer, x: torch.Tensor, scheduler, text: torch.Tensor, negativ
     `clean_anchors` (Wan 2.2 TI2V): the anchors enter the transformer clean, their tokens at timestep 0, instead of
     noised to the step's level. `expert`: the steps below its boundary go to its transformer at its guidance."""
     steps = len(scheduler.timesteps)
+    reset_cache(transformer)  # a step cache (speed.py) starts every run empty
+    reset_cache(None if expert is None else expert.transformer)
     for i, t in enumerate(scheduler.timesteps):
         if clean_anchors:
             inputs = with_anchors(x, anchors, noise, 0.0)
@@ -62,11 +65,13 @@ def denoise(transformer, x: torch.Tensor, scheduler, text: torch.Tensor, negativ
         model, scale = (expert.transformer, expert.guidance) if expert and t < expert.boundary \
             else (transformer, guidance)
         inputs = inputs if cond is None else torch.cat([inputs, cond], 1)
-        out = model(inputs.to(model.dtype), timestep, text, audio_masks=masks, **kwargs)
+        with cache_context(model, "cond", i):
+            out = model(inputs.to(model.dtype), timestep, text, audio_masks=masks, **kwargs)
         flow = out.sample
         if negative is not None and scale > 1:
-            flow = cfg(flow, model(inputs.to(model.dtype), timestep, negative, audio_masks=masks, **kwargs).sample,
-                       scale)
+            with cache_context(model, "uncond", i):
+                uncond = model(inputs.to(model.dtype), timestep, negative, audio_masks=masks, **kwargs).sample
+            flow = cfg(flow, uncond, scale)
         if out.mask_logits is not None:
             masks = torch.sigmoid(out.mask_logits)
         x = scheduler.step(flow, t, x, return_dict=False)[0]

@@ -7,7 +7,7 @@ import torch
 from ..errors import AvatarInputError
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
-OFFLOAD = ("none", "model", "sequential")
+OFFLOAD = ("none", "model", "group", "sequential")
 
 
 def resolve_device(device: str) -> str:
@@ -39,8 +39,9 @@ def component_dtypes(dtype: torch.dtype) -> dict:
 
 
 def place(pipe, device: str, offload: str = "none"):
-    """Put `pipe` on `device`: whole (none), each model moved in when used (model), or layer by layer (sequential:
-    least GPU memory, slowest). Offloading needs a GPU."""
+    """Put `pipe` on `device`: whole (none), each model moved in when used (model), block by block with the next
+    block's copy overlapping the compute (group: diffusers' group offloading on a CUDA stream), or layer by layer
+    (sequential: least GPU memory, slowest). Offloading needs a GPU."""
     if offload not in OFFLOAD:
         raise AvatarInputError(f"--offload {offload}", f"use one of {', '.join(OFFLOAD)}")
     if offload != "none" and device == "cpu":
@@ -48,6 +49,9 @@ def place(pipe, device: str, offload: str = "none"):
                                "--device cuda, or --offload none on the CPU")
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
+    elif offload == "group":
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_type="block_level",
+                                  num_blocks_per_group=1, use_stream=True)
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     else:

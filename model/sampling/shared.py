@@ -18,7 +18,9 @@ from safetensors.torch import save_file
 
 from ..networks.transformer import AvatarTransformer
 from ..networks.weights import WEIGHTS, keep_fp32, read_safetensors, read_transformer
+from ..errors import AvatarInputError
 from .schedulers import load_schedules, save_schedules
+from .speed import SpeedConfig
 
 BASE_FOLDER = "base"  # inside a cascade folder: the shared transformer(s)
 SHARED_FILE = "shared.json"  # inside a stage folder: which of its tensors are the base's
@@ -149,7 +151,11 @@ class SharedStages:
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """diffusers' save_pretrained, plus the time schedules; stages on a shared base write it once and only their
-        own tensors (save_shared)."""
+        own tensors (save_shared). The fast-sampling defaults go to speed.json; a pipeline cast for sampling
+        (--cast) is refused: its files would hold the cast weights."""
+        if any(getattr(self, "speed", SpeedConfig()).stage(s).cast != "none" for s in self.stage_modules()):
+            raise AvatarInputError("saving a pipeline whose weights are cast for sampling (--cast)",
+                                   "save it before enable_fast_sampling, or load it again without the cast")
         if not self.bases:
             super().save_pretrained(save_directory, **kwargs)
         else:
@@ -167,6 +173,9 @@ class SharedStages:
             self.save_config(save_directory)  # model_index.json naming the stages again
             save_shared(save_directory, stages, self.bases)
         save_schedules(save_directory, self.schedules)
+        defaults = getattr(self, "speed_defaults", SpeedConfig())
+        if defaults.stages:
+            defaults.save(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
@@ -182,6 +191,7 @@ class SharedStages:
         pipe.bases = bases
         if folder.is_dir():
             pipe.schedules = load_schedules(pretrained_model_name_or_path)
+            pipe.speed_defaults = SpeedConfig.read(folder)
         return pipe
 
     def to(self, *args, **kwargs):

@@ -17,6 +17,7 @@ from runtime import start_ray
 from ..errors import AvatarInputError
 from .geometry import CASCADE_STAGES
 from .parallel import is_writer
+from .speed import SpeedConfig
 
 
 @dataclass
@@ -96,6 +97,11 @@ class RunFolder:
         return latents
 
 
+def stage_seed(seed: int, stage: str, index: int) -> int:
+    """The noise seed of one stage of one span / keyframe / pass: independent of order and worker."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{stage}/{index}".encode()).digest()[:6], "little")
+
+
 def run_signature(pipe, image, waves, duration_s, storyline, boxes, seed, steps, guidance, start,
                   character_masks=None) -> str:
     """What a run folder's spans depend on: a resumed run must have asked for the same."""
@@ -106,7 +112,8 @@ def run_signature(pipe, image, waves, duration_s, storyline, boxes, seed, steps,
     for w in waves:
         h.update(b"none" if w is None else np.ascontiguousarray(w, np.float32).tobytes())
     schedules = {s: pipe.schedule(s, steps).to_dict() for s in CASCADE_STAGES}
-    h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start, schedules,
+    speed = {s: v for s, v in pipe.speed.to_dict().items() if v["cache"] != "none" or v["cast"] != "none"}
+    h.update(json.dumps([duration_s, storyline.model_dump(), boxes, seed, steps, guidance, start, schedules, speed,
                          pipe.cascade.to_dict(), str(pipe.name_or_path)], sort_keys=True, default=str).encode())
     h.update(weights_fingerprint(pipe.name_or_path).encode())
     return h.hexdigest()[:16]
@@ -137,8 +144,10 @@ def render_spans(pipe, plan: CascadePlan, run: RunFolder, workers: int, ray_addr
     todo = [j for j in range(plan.spans) if j not in done]
     report = (lambda: callback(len(done), plan.spans)) if callback else (lambda: None)
     if workers > 0 and todo:
-        for j, latents in ray_spans(pipe, plan, todo, workers, ray_address, run):
+        for j, latents, seconds in ray_spans(pipe, plan, todo, workers, ray_address, run):
             done[j] = run.save_span(j, latents)
+            for stage, s in seconds.items():  # the workers' denoising time, summed as if it ran here
+                pipe.stage_seconds[stage] = pipe.stage_seconds.get(stage, 0.0) + s
             report()
     else:
         for j in todo:
@@ -164,7 +173,9 @@ def ray_spans(pipe, plan: CascadePlan, todo: list[int], workers: int,
     start_ray(ray_address)
     gpus = 1 if torch.cuda.is_available() else 0
     worker = span_worker_class(type(pipe))
-    actors = [worker.options(num_gpus=gpus, num_cpus=1).remote(str(folder), torch.get_num_threads() // workers or 1)
+    speed = pipe.speed.to_dict()
+    actors = [worker.options(num_gpus=gpus, num_cpus=1).remote(str(folder), torch.get_num_threads() // workers or 1,
+                                                               speed)
               for _ in range(min(workers, len(todo)))]
     plan_ref = ray.put(plan)
     try:
@@ -184,15 +195,18 @@ def span_worker_class(pipeline_class):
 
     @ray.remote
     class SpanWorker:
-        def __init__(self, folder: str, threads: int):
+        def __init__(self, folder: str, threads: int, speed: dict):
             torch.set_num_threads(threads)
             # the stages a span needs (sub-clip, interpolation, SR): the planning stages stay on disk
             self.pipe = pipeline_class.from_pretrained(folder, **{s: None for s in PLANNING_STAGES})
             if torch.cuda.is_available():
                 self.pipe.to("cuda")
             self.pipe.set_progress_bar_config(disable=True)
+            self.pipe.enable_fast_sampling(SpeedConfig.from_dict(speed))  # the caller's settings, applied once
 
-        def render(self, plan: CascadePlan, j: int) -> tuple[int, torch.Tensor]:
-            return j, self.pipe.render_span(plan, j)
+        def render(self, plan: CascadePlan, j: int) -> tuple[int, torch.Tensor, dict[str, float]]:
+            """Span j's latents and the seconds each stage spent on it."""
+            self.pipe.stage_seconds = {}
+            return j, self.pipe.render_span(plan, j), dict(self.pipe.stage_seconds)
 
     return SpanWorker

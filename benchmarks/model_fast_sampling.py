@@ -1,0 +1,261 @@
+"""Fast sampling (model/sampling/speed.py) side by side in one run: each setting with the 4-step student against the
+50-step teacher. Per setting: wall seconds per second of video (median of `--repeats` timed calls after a warm-up,
+with their spread), `speedup_over_teacher` (the teacher's median over the setting's, 95% bootstrap CI over the
+repeats), `psnr_db` of its video against the 50-step teacher's, the face identity distance to the reference where dlib
+finds the face, each stage's seconds and the process's peak memory. Each setting runs in a process of its own (its
+peak memory its own, torch.compile's caches its own).
+
+Two sizes:
+- tiny: the trained teacher and its 4-step student from benchmarks/model_distill.py (`--distill-run DIR`: that
+  script's run folder; without it they are trained here, as it trains them, about 30 min), sampling the held-out
+  reference and audio. MagCache's ratios are calibrated on a training clip's frame and audio (tuning data), never on
+  the held-out inputs; no threshold was chosen by looking at the reported video: the thresholds are a fixed grid.
+- small: random weights (no trained small pair exists on CPU), where the transformer takes most of the time, as at
+  scale. Its "student" is the same model on a 4-step schedule: its psnr_db (against the random teacher's 50 steps)
+  says nothing of quality; `psnr_db_vs_student` says how far each setting moves the 4-step output.
+
+    .venv/bin/python benchmarks/model_fast_sampling.py --distill-run /tmp/tmpXXXX [--sizes tiny small --repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import emit, setup_env  # noqa: E402
+
+BOX = [[0.0, 0.0, 96.0, 96.0]]
+AIM = "speedup_over_teacher >= 8 at psnr_db no more than 1 dB below the student alone"
+
+
+def settings() -> dict[str, dict]:
+    """Name -> (model, steps, per-stage speed for every stage). `mag` takes the calibrated ratios at run time."""
+    every = lambda **s: {"all": s}  # noqa: E731
+    return {
+        "teacher_50": {"model": "teacher", "steps": 50, "speed": {}},
+        "teacher_50_first_block_0.05": {"model": "teacher", "steps": 50, "speed": every(cache="first-block",
+                                                                                        threshold=0.05)},
+        "student": {"model": "student", "speed": {}},
+        "student_first_block_0.05": {"model": "student", "speed": every(cache="first-block", threshold=0.05)},
+        "student_first_block_0.2": {"model": "student", "speed": every(cache="first-block", threshold=0.2)},
+        "student_first_block_0.5": {"model": "student", "speed": every(cache="first-block", threshold=0.5)},
+        "student_mag_0.06": {"model": "student", "speed": every(cache="mag", threshold=0.06)},
+        "student_mag_0.2": {"model": "student", "speed": every(cache="mag", threshold=0.2)},
+        "student_taylorseer_2": {"model": "student", "speed": every(cache="taylorseer", threshold=2)},
+        "student_compile": {"model": "student", "speed": every(compile=True)},
+        "student_compile_first_block_0.2": {"model": "student", "speed": every(compile=True, cache="first-block",
+                                                                               threshold=0.2)},
+        "student_cast_bf16": {"model": "student", "speed": every(cast="bf16")},
+        "student_cast_fp8": {"model": "student", "speed": every(cast="fp8")},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- one process each
+def load(job: dict):
+    import torch
+
+    from model.sampling.cascade import CascadeAvatarPipeline
+    from model.sampling.presets import CASCADE, build_cascade
+
+    torch.set_num_threads(job["threads"])
+    if job["size"] == "small":
+        pipe = build_cascade("small", seed=0, **CASCADE["small"])
+    else:
+        pipe = CascadeAvatarPipeline.from_pretrained(job["folders"][job["model"]])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def speed_config(job: dict, ratios: dict):
+    from model.sampling.geometry import CASCADE_STAGES
+    from model.sampling.speed import SpeedConfig, StageSpeed
+
+    spec = job["speed"].get("all")
+    if not spec:
+        return SpeedConfig()
+    stages = {}
+    for stage in CASCADE_STAGES:
+        extra = {"mag_ratios": tuple(ratios[stage])} if spec.get("cache") == "mag" else {}
+        stages[stage] = StageSpeed(**spec, **extra)
+    return SpeedConfig(stages)
+
+
+def worker(job_file: str) -> None:
+    """Run one job (calibrate, or time a setting) and write its result beside the job file."""
+    job = json.loads(Path(job_file).read_text())
+    inputs = np.load(job["inputs"])
+    reference, wave = inputs["reference"], inputs["wave"]
+    pipe = load(job)
+    steps = job.get("steps") or job.get("student_steps")
+    call = lambda: pipe(reference, [wave], duration_s=job["seconds"], num_inference_steps=steps,  # noqa: E731
+                        character_boxes=job["box"], seed=0)
+    if job["kind"] == "calibrate":
+        from model.sampling.speed import calibrate_mag_ratios
+
+        result = {k: list(v) for k, v in calibrate_mag_ratios(pipe, call).items()}
+    else:
+        pipe.enable_fast_sampling(speed_config(job, job.get("ratios") or {}))
+        tic = time.perf_counter()
+        call()  # warm-up: compilation, allocator, caches of the first call
+        warm = time.perf_counter() - tic
+        walls = []
+        for _ in range(job["repeats"]):
+            tic = time.perf_counter()
+            out = call()
+            walls.append(time.perf_counter() - tic)
+        np.save(job["frames"], out.frames)
+        result = {"wall_s": walls, "warmup_s": warm, "stage_seconds": out.report["stage_seconds"],
+                  "seconds": out.report["seconds"], "peak_memory_mb": resource.getrusage(
+                      resource.RUSAGE_SELF).ru_maxrss / 1024, "speed": out.report["speed"]}
+    Path(job_file).with_suffix(".out.json").write_text(json.dumps(result))
+
+
+def run_job(job: dict, tmp: Path) -> dict:
+    path = tmp / f"job_{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, __file__, "--worker", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return json.loads(path.with_suffix(".out.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- the comparison
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return round(float(10 * np.log10(255 ** 2 / max(mse, 1e-12))), 2)
+
+
+def ratio_ci(teacher: list[float], ours: list[float], draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% bootstrap CI of mean(teacher) / mean(ours), resampling each side's repeats."""
+    rng = np.random.default_rng(seed)
+    t, o = np.asarray(teacher), np.asarray(ours)
+    r = t[rng.integers(0, len(t), (draws, len(t)))].mean(1) / o[rng.integers(0, len(o), (draws, len(o)))].mean(1)
+    return [round(float(v), 2) for v in np.percentile(r, [2.5, 97.5])]
+
+
+def identity(frames: np.ndarray, reference: np.ndarray, fps: float, faces) -> dict:
+    """Mean dlib identity distance to the reference over one frame a second, where a face is found in both."""
+    from evaluation.metrics.faces import identity_distance
+
+    big = lambda f: np.ascontiguousarray(np.repeat(np.repeat(f, 4, 0), 4, 1))  # noqa: E731 - dlib needs pixels
+    anchor = faces.embed(big(reference))
+    if anchor is None:
+        return {"identity_distance": None, "faces_found": 0}
+    found = [e for s in range(int(len(frames) // fps)) if (e := faces.embed(big(frames[int(s * fps)]))) is not None]
+    return {"identity_distance": round(float(np.mean([identity_distance(e, anchor) for e in found])), 4)
+            if found else None, "faces_found": len(found)}
+
+
+def compare(size: str, base_job: dict, ratios: dict, tmp: Path, reference: np.ndarray, faces,
+            only: list[str] | None) -> dict:
+    rows, frames = {}, {}
+    for name, setting in settings().items():
+        if only and name not in {*only, "teacher_50", "student"}:
+            continue
+        job = {**base_job, **setting, "kind": "time", "ratios": ratios, "frames": str(tmp / f"{size}_{name}.npy")}
+        result = run_job(job, tmp)
+        if "error" in result:
+            rows[name] = {"error": result["error"].strip().splitlines()[-1]}
+            continue
+        frames[name] = np.load(job["frames"])
+        rows[name] = result
+    teacher = rows["teacher_50"]["wall_s"]
+    fps = 25.0
+    for name, row in rows.items():
+        if "error" in row:
+            continue
+        walls = row.pop("wall_s")
+        row.update({"wall_s_median": round(float(np.median(walls)), 3), "wall_s_spread": [round(min(walls), 3),
+                    round(max(walls), 3)], "s_per_video_second": round(float(np.median(walls)) / base_job["seconds"],
+                                                                         3),
+                    "speedup_over_teacher": round(float(np.median(teacher) / np.median(walls)), 2),
+                    "speedup_ci95": ratio_ci(teacher, walls), "psnr_db": psnr(frames[name], frames["teacher_50"]),
+                    "psnr_db_vs_student": psnr(frames[name], frames["student"]),
+                    "peak_memory_mb": round(row["peak_memory_mb"], 1), "warmup_s": round(row["warmup_s"], 2),
+                    "stage_seconds": row["stage_seconds"]})
+        row.pop("seconds", None)
+        row.pop("speed", None)  # the grid says it; mag's ratios are once per size
+        if faces is not None:
+            row.update(identity(frames[name], reference, fps, faces))
+    student_db = rows["student"]["psnr_db"]
+    meets = [n for n, r in rows.items() if n.startswith("student") and "error" not in r
+             and r["speedup_over_teacher"] >= 8 and r["psnr_db"] >= student_db - 1]
+    return {"rows": rows, "student_psnr_db": student_db, "settings_meeting_aim": meets,
+            "best_speedup_within_1db": max([(rows[n]["speedup_over_teacher"], n) for n in meets], default=None)}
+
+
+def pair(args, tmp: Path) -> dict[str, Path]:
+    """The tiny teacher, its 4-step student and the curated train / held-out datasets of a model_distill run."""
+    if args.distill_run:
+        run = Path(args.distill_run)
+        return {"teacher": run / "train" / "sr" / "pipeline", "student": run / "multitask" / "pipeline",
+                "train": run / "curated" / "train", "held_out": run / "curated" / "held_out"}
+    from benchmarks.model_audio import curate_talking_heads
+    from benchmarks.model_cascade import train_cascade
+    from benchmarks.model_distill import STAGES, distil
+    from model.training.windows import DataConfig
+
+    train_ds, held_ds = curate_talking_heads(["talking_head_infinitetalk"], 250, 0.25, tmp / "curated")
+    teacher, _ = train_cascade(train_ds, tmp / "train", 800, 600)
+    data = DataConfig(max_characters=1, stride=2, passed_only=False, face_crop=3.0)
+    defaults = argparse.Namespace(windows=48, noises=8, distill_steps=1500, lr=3e-4, lora_lr=2e-3)
+    student, _ = distil(teacher, train_ds, tmp / "multitask", STAGES, 4, defaults, data)
+    return {"teacher": teacher, "student": student, "train": train_ds, "held_out": held_ds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--distill-run", help="a benchmarks/model_distill.py run folder (default: train the pair)")
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds of video per call")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="+", help="these settings (and the teacher and student) only")
+    args = parser.parse_args()
+    setup_env()
+    if args.worker:
+        return worker(args.worker)
+    from benchmarks.model_cascade import held_out_inputs
+    from evaluation.metrics.faces import FaceAnalyzer, FaceConfig
+
+    tmp = Path(tempfile.mkdtemp())
+    folders = pair(args, tmp)
+    reference, wave = held_out_inputs(folders["held_out"], args.seconds)  # reported on
+    tune_reference, tune_wave = held_out_inputs(folders["train"], args.seconds)  # mag's calibration only
+    result = {"aim": AIM, "settings": {"repeats": args.repeats, "seconds_of_video": args.seconds,
+                                       "threads": args.threads, "sizes": args.sizes,
+                                       "pair": {k: str(v) for k, v in folders.items()}},
+              "grid": {k: v["speed"].get("all", {}) | {"model": v["model"], "steps": v.get("steps", 4)}
+                       for k, v in settings().items()}}
+    for size in args.sizes:
+        small = size == "small"
+        np.savez(tmp / f"{size}_report.npz", reference=reference, wave=wave)
+        np.savez(tmp / f"{size}_tune.npz", reference=tune_reference, wave=tune_wave)
+        base = {"size": size, "folders": {k: str(v) for k, v in folders.items()}, "threads": args.threads,
+                "seconds": args.seconds, "repeats": args.repeats, "box": BOX,
+                "student_steps": 4 if small else None, "inputs": str(tmp / f"{size}_report.npz")}
+        tic = time.perf_counter()
+        ratios = run_job({**base, "kind": "calibrate", "model": "student", "steps": base["student_steps"],
+                          "speed": {}, "inputs": str(tmp / f"{size}_tune.npz")}, tmp)
+        if "error" in ratios:
+            raise SystemExit(ratios["error"])
+        faces = None if small else FaceAnalyzer(FaceConfig())
+        result[size] = {**compare(size, base, ratios, tmp, reference, faces, args.only),
+                        "mag_ratios": {k: [round(x, 4) for x in v] for k, v in ratios.items()},
+                        "seconds": round(time.perf_counter() - tic, 1)}
+    emit("model_fast_sampling", result)
+
+
+if __name__ == "__main__":
+    main()
