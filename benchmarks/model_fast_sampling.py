@@ -108,13 +108,16 @@ def worker(job_file: str) -> None:
         tic = time.perf_counter()
         call()  # warm-up: compilation, allocator, caches of the first call
         warm = time.perf_counter() - tic
-        walls = []
+        walls, denoise, decode = [], [], []
         for _ in range(job["repeats"]):
             tic = time.perf_counter()
             out = call()
             walls.append(time.perf_counter() - tic)
+            denoise.append(sum(out.report["stage_seconds"].values()))
+            decode.append(out.report["seconds"]["decode"])
         np.save(job["frames"], out.frames)
-        result = {"wall_s": walls, "warmup_s": warm, "stage_seconds": out.report["stage_seconds"],
+        result = {"wall_s": walls, "denoise_s": denoise, "decode_s": decode, "warmup_s": warm,
+                  "stage_seconds": out.report["stage_seconds"],
                   "seconds": out.report["seconds"], "peak_memory_mb": resource.getrusage(
                       resource.RUSAGE_SELF).ru_maxrss / 1024, "speed": out.report["speed"]}
     Path(job_file).with_suffix(".out.json").write_text(json.dumps(result))
@@ -156,30 +159,46 @@ def identity(frames: np.ndarray, reference: np.ndarray, fps: float, faces) -> di
             if found else None, "faces_found": len(found)}
 
 
+def timed_rounds(size: str, base_job: dict, ratios: dict, tmp: Path, names: list[str], rounds: int) -> dict:
+    """Each setting's results, pooled over `rounds` processes: the settings run in order, then in reverse, and so on
+    (a slow or fast spell of this shared machine then falls on every setting alike, not on the ones run first)."""
+    rows: dict[str, dict] = {}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            job = {**base_job, **settings()[name], "kind": "time", "ratios": ratios,
+                   "frames": str(tmp / f"{size}_{name}.npy")}
+            result = run_job(job, tmp)
+            if "error" in result or "error" in rows.get(name, {}):
+                rows[name] = {"error": result.get("error", rows.get(name, {}).get("error", "")).strip()
+                              .splitlines()[-1]}
+                continue
+            row = rows.setdefault(name, {**result, "wall_s": [], "denoise_s": [], "decode_s": [], "peak_memory_mb": 0})
+            for key in ("wall_s", "denoise_s", "decode_s"):
+                row[key] += result[key]
+            row["peak_memory_mb"] = max(row["peak_memory_mb"], result["peak_memory_mb"])
+    return rows
+
+
 def compare(size: str, base_job: dict, ratios: dict, tmp: Path, reference: np.ndarray, faces,
-            only: list[str] | None) -> dict:
-    rows, frames = {}, {}
-    for name, setting in settings().items():
-        if only and name not in {*only, "teacher_50", "student"}:
-            continue
-        job = {**base_job, **setting, "kind": "time", "ratios": ratios, "frames": str(tmp / f"{size}_{name}.npy")}
-        result = run_job(job, tmp)
-        if "error" in result:
-            rows[name] = {"error": result["error"].strip().splitlines()[-1]}
-            continue
-        frames[name] = np.load(job["frames"])
-        rows[name] = result
-    teacher = rows["teacher_50"]["wall_s"]
+            only: list[str] | None, rounds: int) -> dict:
+    names = [n for n in settings() if not only or n in {*only, "teacher_50", "student"}]
+    rows = timed_rounds(size, base_job, ratios, tmp, names, rounds)
+    frames = {n: np.load(tmp / f"{size}_{n}.npy") for n in rows if "error" not in rows[n]}
+    teacher, teacher_denoise = rows["teacher_50"]["wall_s"], rows["teacher_50"]["denoise_s"]
     fps = 25.0
     for name, row in rows.items():
         if "error" in row:
             continue
-        walls = row.pop("wall_s")
+        walls, denoise, decode = row.pop("wall_s"), row.pop("denoise_s"), row.pop("decode_s")
         row.update({"wall_s_median": round(float(np.median(walls)), 3), "wall_s_spread": [round(min(walls), 3),
-                    round(max(walls), 3)], "s_per_video_second": round(float(np.median(walls)) / base_job["seconds"],
-                                                                         3),
+                    round(max(walls), 3)], "timed_calls": len(walls),
+                    "s_per_video_second": round(float(np.median(walls)) / base_job["seconds"], 3),
                     "speedup_over_teacher": round(float(np.median(teacher) / np.median(walls)), 2),
-                    "speedup_ci95": ratio_ci(teacher, walls), "psnr_db": psnr(frames[name], frames["teacher_50"]),
+                    "speedup_ci95": ratio_ci(teacher, walls),
+                    "denoise_s_median": round(float(np.median(denoise)), 3),
+                    "denoise_speedup_over_teacher": round(float(np.median(teacher_denoise) / np.median(denoise)), 2),
+                    "decode_share": round(float(np.median(decode) / np.median(walls)), 3),
+                    "psnr_db": psnr(frames[name], frames["teacher_50"]),
                     "psnr_db_vs_student": psnr(frames[name], frames["student"]),
                     "peak_memory_mb": round(row["peak_memory_mb"], 1), "warmup_s": round(row["warmup_s"], 2),
                     "stage_seconds": row["stage_seconds"]})
@@ -218,7 +237,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--distill-run", help="a benchmarks/model_distill.py run folder (default: train the pair)")
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per process")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per setting, in alternating order")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of video per call")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="+", help="these settings (and the teacher and student) only")
@@ -233,7 +253,7 @@ def main() -> None:
     folders = pair(args, tmp)
     reference, wave = held_out_inputs(folders["held_out"], args.seconds)  # reported on
     tune_reference, tune_wave = held_out_inputs(folders["train"], args.seconds)  # mag's calibration only
-    result = {"aim": AIM, "settings": {"repeats": args.repeats, "seconds_of_video": args.seconds,
+    result = {"aim": AIM, "settings": {"repeats": args.repeats, "rounds": args.rounds, "seconds_of_video": args.seconds,
                                        "threads": args.threads, "sizes": args.sizes,
                                        "pair": {k: str(v) for k, v in folders.items()}},
               "grid": {k: v["speed"].get("all", {}) | {"model": v["model"], "steps": v.get("steps", 4)}
@@ -251,7 +271,7 @@ def main() -> None:
         if "error" in ratios:
             raise SystemExit(ratios["error"])
         faces = None if small else FaceAnalyzer(FaceConfig())
-        result[size] = {**compare(size, base, ratios, tmp, reference, faces, args.only),
+        result[size] = {**compare(size, base, ratios, tmp, reference, faces, args.only, args.rounds),
                         "mag_ratios": {k: [round(x, 4) for x in v] for k, v in ratios.items()},
                         "seconds": round(time.perf_counter() - tic, 1)}
     emit("model_fast_sampling", result)
