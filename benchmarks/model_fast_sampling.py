@@ -1,7 +1,8 @@
 """Fast sampling (model/sampling/speed.py) side by side in one run: each setting with the 4-step student against the
-50-step teacher. Per setting: wall seconds per second of video (median of `--repeats` timed calls after a warm-up,
-with their spread), `speedup_over_teacher` (the teacher's median over the setting's, 95% bootstrap CI over the
-repeats), `psnr_db` of its video against the 50-step teacher's, the face identity distance to the reference where dlib
+50-step teacher. Per setting: wall seconds per second of video (median over `--rounds` processes of `--repeats`
+timed calls after a warm-up each, the settings in alternating order; with their spread), `speedup_over_teacher` (the
+teacher's median over the setting's, 95% bootstrap CI over the timed calls), the same for the denoising alone
+(`denoise_speedup_over_teacher`: the hooks touch nothing else), the VAE decode's share of the time, `psnr_db` of its video against the 50-step teacher's, the face identity distance to the reference where dlib
 finds the face, each stage's seconds and the process's peak memory. Each setting runs in a process of its own (its
 peak memory its own, torch.compile's caches its own).
 
@@ -14,7 +15,7 @@ Two sizes:
   scale. Its "student" is the same model on a 4-step schedule: its psnr_db (against the random teacher's 50 steps)
   says nothing of quality; `psnr_db_vs_student` says how far each setting moves the 4-step output.
 
-    .venv/bin/python benchmarks/model_fast_sampling.py --distill-run /tmp/tmpXXXX [--sizes tiny small --repeats 3]
+    .venv/bin/python benchmarks/model_fast_sampling.py --distill-run /tmp/tmpXXXX [--sizes tiny small --repeats 2 --rounds 2]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def settings() -> dict[str, dict]:
         "student_compile": {"model": "student", "speed": every(compile=True)},
         "student_compile_first_block_0.2": {"model": "student", "speed": every(compile=True, cache="first-block",
                                                                                threshold=0.2)},
+        "student_compile_mag_0.2": {"model": "student", "speed": every(compile=True, cache="mag", threshold=0.2)},
         "student_cast_bf16": {"model": "student", "speed": every(cast="bf16")},
         "student_cast_fp8": {"model": "student", "speed": every(cast="fp8")},
     }
