@@ -84,6 +84,49 @@ def scale_rows() -> list[dict]:
 
     return json.loads((Path(__file__).parent / "results" / f"{MS}.json").read_text())["memory_table"]
 
+FAST = "model_fast_sampling"
+FAST_SECTION = "Fast sampling"
+FAST_COLUMNS = (("tiny", "speedup_over_teacher", "{:.2f}"), ("tiny", "speedup_ci95.0", "{:.2f}"),
+                ("tiny", "speedup_ci95.1", "{:.2f}"), ("tiny", "denoise_speedup_over_teacher", "{:.2f}"),
+                ("tiny", "psnr_db", "{:.2f}"), ("small", "speedup_over_teacher", "{:.2f}"),
+                ("small", "speedup_ci95.0", "{:.2f}"), ("small", "speedup_ci95.1", "{:.2f}"),
+                ("small", "denoise_speedup_over_teacher", "{:.2f}"), ("small", "decode_share", "{:.2f}"))
+
+
+def fast_table_claims() -> list[Claim]:
+    """One claim per cell of the fast-sampling table (benchmarks/README.md writes it from the same rows)."""
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "results" / f"{FAST}.json").read_text())
+    out = []
+    for name in data["tiny"]["rows"]:
+        for size, key, fmt in FAST_COLUMNS:
+            if name == "teacher_50" and key == "psnr_db":
+                continue  # the reference itself: the table says so
+            value = data[size]["rows"][name]
+            for part in key.split("."):
+                value = value[int(part)] if isinstance(value, list) else value[part]
+            out.append(Claim(f"| {name} |", fmt.format(value), FAST, f"{size}.rows.{name}.{key}",
+                             section=FAST_SECTION))
+    return out
+
+
+def fast_table(data: dict) -> str:
+    """The README's table, written from the results (and checked against them by the claims above)."""
+    lines = ["| setting | tiny, trained: speedup over the 50-step teacher (95% CI) | tiny: denoising alone | tiny: PSNR "
+             "dB vs teacher | small, random: speedup (95% CI) | small: denoising alone | small: VAE decode share |",
+             "|---|---|---|---|---|---|---|"]
+    for name in data["tiny"]["rows"]:
+        t, m = data["tiny"]["rows"][name], data["small"]["rows"][name]
+        quality = "(the reference)" if name == "teacher_50" else f"{t['psnr_db']:.2f}"
+        lines.append(f"| {name} | {t['speedup_over_teacher']:.2f} ({t['speedup_ci95'][0]:.2f}-{t['speedup_ci95'][1]:.2f})"
+                     f" | {t['denoise_speedup_over_teacher']:.2f} | {quality} | {m['speedup_over_teacher']:.2f} "
+                     f"({m['speedup_ci95'][0]:.2f}-{m['speedup_ci95'][1]:.2f}) | {m['denoise_speedup_over_teacher']:.2f}"
+                     f" | {m['decode_share']:.2f} |")
+    return "\n".join(lines)
+
+
 CLAIMS: list[Claim] = [
     # cascade cost (generated)
     *in_section(
@@ -582,6 +625,28 @@ CLAIMS: list[Claim] = [
     ),
     # scale: the fitted memory table (one claim per cell) and the numbers around it
     *scale_table_claims(scale_rows()),
+    *fast_table_claims(),
+    C("the best within 1 dB of the 4-step student is", "3.30", FAST, "tiny.chosen_speedup_over_teacher",
+      doc="README.md"),
+    C("| fast sampling: step caches, compiled blocks, casting |", "3.30", FAST, "tiny.chosen_speedup_over_teacher",
+      doc="docs/model.md"),
+    *in_section(
+        FAST_SECTION,
+        C("inputs: student_first_block_0.05, which gives", "3.30", FAST, "tiny.chosen_speedup_over_teacher"),
+        C("inputs: student_first_block_0.05, which gives", "3.16", FAST, "tiny.chosen_speedup_ci95.0"),
+        C("inputs: student_first_block_0.05, which gives", "3.95", FAST, "tiny.chosen_speedup_ci95.1"),
+        C("55.13 dB (the student alone", "55.13", FAST, "tiny.chosen_psnr_db"),
+        C("55.13 dB (the student alone", "55.09", FAST, "tiny.student_psnr_db"),
+        C("the student's denoising is already", "4.78", FAST, "tiny.rows.student.denoise_speedup_over_teacher"),
+        C("the student's denoising is already", "8.89", FAST, "small.rows.student.denoise_speedup_over_teacher"),
+        C("End to end the best on small is", "7.58", FAST, "small.rows.student_first_block_0.5.speedup_over_teacher"),
+        C("takes the denoising from", "5.48", FAST, "tiny.rows.student_compile.denoise_speedup_over_teacher"),
+        C("takes the denoising from", "10.08", FAST, "small.rows.student_compile.denoise_speedup_over_teacher"),
+        C("fp8 4.03x against", "4.03", FAST, "tiny.rows.student_cast_fp8.denoise_speedup_over_teacher"),
+        C("skipped blocks on the trained tiny teacher", "1.25", FAST,
+          "tiny.rows.teacher_50_first_block_0.05.denoise_speedup_over_teacher"),
+        C("skipped blocks on the trained tiny teacher", "57.07", FAST, "tiny.rows.teacher_50_first_block_0.05.psnr_db"),
+    ),
     *in_section(
         "Scale: memory and context parallelism",
         C("fits every point within", "0.6", MS, "activation_fit.no_ckpt.rel_err_max", scale=100),
