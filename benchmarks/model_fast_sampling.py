@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, setup_env  # noqa: E402
+from benchmarks.model_distill import psnr  # noqa: E402 - the same frame PSNR as the distillation benchmark
 
 BOX = [[0.0, 0.0, 96.0, 96.0]]
 AIM = "speedup_over_teacher >= 8 at psnr_db no more than 1 dB below the student alone"
@@ -141,11 +142,6 @@ def run_job(job: dict, tmp: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the comparison
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return round(float(10 * np.log10(255 ** 2 / max(mse, 1e-12))), 2)
-
-
 def ratio_ci(teacher: list[float], ours: list[float], draws: int = 2000, seed: int = 0) -> list[float]:
     """95% bootstrap CI of median(teacher) / median(ours) (the reported point), resampling each side's calls.
     (Results of commit 97567fc bootstrapped the ratio of means instead: a slow outlier call could then put the

@@ -15,7 +15,7 @@ What cannot be correct for a stage is refused with the stage and the reason (`ch
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -234,8 +234,7 @@ def cache_context(transformer: nn.Module, name: str, step: int):
     """The cache state of call `name` (cond / uncond) at `step`, as diffusers' pipelines set it; nothing without one."""
     holder = cache_holder(transformer)
     if holder is None:
-        with nullcontext():
-            yield
+        yield
         return
     _set_cache_context(holder, CacheContext(name, step_index=step))
     try:
