@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from .detect import DetectorConfig, Detections, PersonDetector
 from .errors import CurationError
 from .overlay import draw
 from .pose import PoseConfig, PoseEstimator
+from .profiles import DEFAULT_PROFILE, profile_settings
 from .shot_clips import ShotSplit
 from .talking import TalkConfig, Talking, talk
 from .track import PersonTracker, TrackerConfig
@@ -50,6 +51,20 @@ class AnnotatorConfig:
     shots: ShotSplit = field(default_factory=ShotSplit)  # split sources at shots (curate run / curate clip)
     talk: TalkConfig = field(default_factory=TalkConfig)
     num_threads: int | None = None  # cap every runtime's threads (pipeline actors); None: library defaults
+    # curation/profiles.py: a name sets the detector's and tracker's runtime settings (None: as the configs say)
+    profile: str | None = DEFAULT_PROFILE
+    device: str | None = None  # "cpu" / "cuda[:N]" for every model stage; None: as each stage's config says
+
+    def __post_init__(self):
+        if self.profile is not None:
+            settings = profile_settings(self.profile)
+            self.detector = replace(self.detector, **settings["detector"])
+            self.tracker = replace(self.tracker, **settings["tracker"])
+        if self.device is not None:
+            self.detector = replace(self.detector, device=self.device)
+            self.pose = replace(self.pose, device=self.device)
+            self.tracker = replace(self.tracker, device=self.device)
+            self.shots = replace(self.shots, detector=replace(self.shots.detector, device=self.device))
 
 
 @dataclass
@@ -199,14 +214,14 @@ class ClipAnnotator:
 
         threads.limit_process(n)
         if self.detector:
-            threads.limit_yolo(self.detector.model, self.detector.weights_path, n)
+            self.detector.model.set_threads(n)
         if self.pose and self.pose.backend == "rtmlib":
             threads.limit_rtmpose(self.pose.model, self.pose.weights_path, n)
         elif self.pose and self.pose.backend == "ultralytics":
             threads.limit_yolo(self.pose.model, self.pose.weights_path, n)
         # MediaPipe's solutions API has no thread setting: Holistic keeps TFLite's own XNNPACK pool
         if self.tracker and self.tracker.backend == "ultralytics":
-            threads.limit_yolo(self.tracker._impl.model, self.tracker.weights_path, n)
+            self.tracker._impl.model.set_threads(n)
 
     @property
     def info(self) -> dict:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .annotate import AnnotatorConfig, ClipAnnotator, ReadConfig, dataset_info
+from .profiles import DEFAULT_PROFILE, PROFILES
 from .errors import CurationError
 from .provenance import check_rerun
 from .schema import check_dataset_folder
@@ -35,6 +36,10 @@ Talk = Annotated[bool, typer.Option("--talk/--no-talk", help="audio-visual sync,
 Realign = Annotated[bool, typer.Option("--realign-audio/--no-realign-audio",
                                        help="move a clip's stored audio by a confident sync offset (off: the measure's "
                                             "corrections were wrong on held-out clips; see docs/curation.md)")]
+Profile = Annotated[str, typer.Option(help=f"how the models run: {' | '.join(PROFILES)} (curation/profiles.py); part "
+                                           "of the dataset's settings")]
+Device = Annotated[str, typer.Option(help="cpu | cuda[:N] for every model stage (detector, pose, tracker, shots); "
+                                          "MediaPipe pose runs on the CPU either way")]
 
 app = typer.Typer(help="Build multi-character mask datasets: detect, pose, track, validate.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -45,8 +50,10 @@ def build_config(
     max_frames: Optional[int] = None, weights_dir: Optional[Path] = None,
     sam2_checkpoint: Optional[str] = None, dwpose: Optional[str] = None, shots: bool = True,
     max_clip_s: float = 10.0, min_clip_s: float = 1.0, talk: bool = True, realign_audio: bool = False,
+    profile: str = DEFAULT_PROFILE, device: str = "cpu",
 ) -> AnnotatorConfig:
     config = AnnotatorConfig(
+        profile=profile, device=device,
         weights_dir=str(weights_dir) if weights_dir else None,
         read=ReadConfig(max_side=max_side, stride=stride, max_frames=max_frames),
         shots=ShotSplit(enabled=shots, max_clip_s=max_clip_s, min_clip_s=min_clip_s),
@@ -98,6 +105,8 @@ def clip_command(
     min_clip_s: MinClipS = 1.0,
     talk: Talk = True,
     realign_audio: Realign = False,
+    profile: Profile = DEFAULT_PROFILE,
+    device: Device = "cpu",
 ) -> None:
     """Annotate a video (one clip per shot) and add its clips to the dataset in OUT (clips.parquet, tracks.parquet,
     audio; + previews)."""
@@ -105,7 +114,7 @@ def clip_command(
         raise CurationError(f"video {video} does not exist", "fix the path")
     check_dataset_folder(out)
     config = build_config(tracker, pose, max_side or None, stride, None, weights_dir, sam2_checkpoint, dwpose,
-                          shots, max_clip_s, min_clip_s, talk, realign_audio)
+                          shots, max_clip_s, min_clip_s, talk, realign_audio, profile=profile, device=device)
     check_rerun(out, dataset_info(config), recompute)  # before any model work: refuse other settings now
     ranges, shot_seconds = [ClipRange(start, end, None)], 0.0
     if config.shots.enabled:

@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from .devices import check_device, check_onnx_device
 from .errors import CurationError
 from .geometry import box_iou, match
 from .weights import find_local_weights, resolve_weights
@@ -43,6 +44,7 @@ class PoseConfig:
     mediapipe_max_side: int = 512  # larger crops are scaled down to this before Holistic
     min_box_side: int = 32  # smaller person boxes get no keypoints (score 0) from the top-down backends
     keypoint_score: float = 0.5  # mediapipe: body keypoints at least this confident say whose keypoints they are
+    device: str = "cpu"  # rtmlib runs on it; MediaPipe and the OpenVINO export have no CUDA path (CPU always)
 
 
 def mediapipe_model_file() -> Path | None:
@@ -88,8 +90,9 @@ class PoseEstimator:
         self.keypoint_format = KEYPOINT_FORMATS[backend]
         self.num_keypoints = NUM_KEYPOINTS[self.keypoint_format]
         self.weights_path = resolve_weights(weights_spec(c, backend), weights_dir)
+        self.device = device_for(backend, c.device)
         if backend == "rtmlib":
-            self.model = _load_rtmpose(self.weights_path, c.rtmlib_input_size)
+            self.model = _load_rtmpose(self.weights_path, c.rtmlib_input_size, self.device)
         elif backend == "mediapipe":
             self.model = _load_holistic(self.weights_path)
         else:
@@ -173,13 +176,23 @@ def _load_holistic(path: Path):
             "--pose ultralytics") from exc
 
 
-def _load_rtmpose(path, input_size: tuple[int, int]):
+def device_for(backend: str, device: str) -> str:
+    """Where ``backend`` runs when ``device`` is asked: rtmlib on it; the others on the CPU (checked all the same, so
+    "cuda" on a machine without one is refused whichever backend runs)."""
+    if backend == "rtmlib":
+        return check_onnx_device(device, "pose (rtmlib)")
+    check_device(device, f"pose ({backend})")
+    return "cpu"
+
+
+def _load_rtmpose(path, input_size: tuple[int, int], device: str = "cpu"):
     from rtmlib import RTMPose
 
     if path.suffix.lower() != ".onnx":
         raise CurationError(f"pose weights {path} are not an ONNX file", "give a DWPose/RTMPose .onnx export")
     try:
-        return RTMPose(onnx_model=str(path), model_input_size=tuple(input_size), backend="onnxruntime", device="cpu")
+        return RTMPose(onnx_model=str(path), model_input_size=tuple(input_size), backend="onnxruntime",
+                       device="cuda" if device.startswith("cuda") else "cpu")
     except Exception as exc:
         raise CurationError(
             f"pose weights {path} cannot be loaded by onnxruntime ({type(exc).__name__}: {str(exc)[:200]})",

@@ -17,8 +17,9 @@ import pyarrow.fs as pafs
 from . import schema
 from .errors import CurationError
 
-# Where the weights were found and how many threads ran change how a dataset was computed, not what it holds.
-NOT_MAKING = {"weights_dir", "num_threads"}
+# Where the weights were found, how many threads ran and on which device change how a dataset was computed, not what
+# it holds (a dataset may be finished on other machines than it was begun on).
+NOT_MAKING = {"weights_dir", "num_threads", "device"}
 MAKING_KEYS = ("avatarkit.clip_id_scheme", "avatarkit.models", "avatarkit.backends", "avatarkit.weight_sha256")
 
 

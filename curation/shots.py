@@ -25,6 +25,7 @@ from typing import Literal
 import av
 import numpy as np
 
+from .devices import check_device
 from .errors import CurationError
 from .weights import find_local_weights
 
@@ -144,17 +145,6 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def check_device(device: str) -> str:
-    """``device`` if torch can run on it: "cuda" without a GPU is an error, not a silent CPU run."""
-    import torch
-
-    if not device.startswith(("cpu", "cuda")):
-        raise CurationError(f"device {device!r} is not supported for shot detection", "use 'cpu' or 'cuda'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CurationError(f"device {device!r} was asked for but torch sees no CUDA GPU", "use --device cpu")
-    return device
-
-
 def load_transnetv2(path: str | os.PathLike, device: str = "cpu"):
     """TransNetV2 with the state dict at ``path``, in eval mode on ``device``.
 
@@ -235,7 +225,7 @@ class ShotDetector:
             raise CurationError(f"threshold {config.threshold} is not a probability in (0, 1)", "give e.g. 0.5")
         if config.min_shot_frames < 1:
             raise CurationError(f"min_shot_frames {config.min_shot_frames} is below 1", "give 1 or more")
-        self.device = check_device(config.device)
+        self.device = check_device(config.device, "shot detection")
         self.weights_path: Path | None = None
         self.model = None
         if self.backend == "transnetv2":

@@ -23,9 +23,12 @@ def _ort_session(path: Path, threads: int):
 
 
 def limit_yolo(model, weights_path: Path, threads: int) -> None:
-    """Rebuild an ultralytics model's ONNX Runtime session / OpenVINO compiled model with ``threads``."""
+    """Rebuild an ultralytics model's ONNX Runtime session / OpenVINO compiled model with ``threads`` (``weights_path``:
+    the file it runs from). A session on a GPU is left as it is."""
     backend = model.predictor.model.backend
-    if getattr(backend, "session", None) is not None and not getattr(backend, "use_io_binding", False):
+    session = getattr(backend, "session", None)
+    on_cpu = session is not None and session.get_providers()[0] == "CPUExecutionProvider"
+    if on_cpu and not getattr(backend, "use_io_binding", False):
         backend.session = _ort_session(weights_path, threads)
     elif getattr(backend, "ov_compiled_model", None) is not None:
         backend.compile_model.keywords["config"]["INFERENCE_NUM_THREADS"] = threads
@@ -34,7 +37,7 @@ def limit_yolo(model, weights_path: Path, threads: int) -> None:
 
 
 def limit_rtmpose(model, weights_path: Path, threads: int) -> None:
-    if model.backend == "onnxruntime":
+    if model.backend == "onnxruntime" and getattr(model, "device", "cpu") == "cpu":
         model.session = _ort_session(weights_path, threads)
 
 

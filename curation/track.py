@@ -29,10 +29,12 @@ import numpy as np
 
 from . import appearance
 from .errors import CurationError
+from .devices import check_device, check_onnx_device
 from .geometry import box_iou, mask_box, mask_iou, match
+from .onnx_rewrite import runtime_weights
 from .video import Clip
 from .weights import find_local_weights, resolve_weights
-from .yolo import PERSON, load_yolo
+from .yolo import PERSON, FittedYolo
 
 BODY_KEYPOINTS = 17  # the COCO body part of both coco17 and wholebody133
 
@@ -66,6 +68,8 @@ class TrackerConfig:
     reacquire_look_margin: float = 0.0
     refine_masks: bool = True  # re-segment each person in a crop around it: finer masks, ~1 seg call per person
     refine_margin: float = 0.15
+    runtime: str = "float"  # "float": a dynamic-INT8 ONNX segmenter runs as its float copy (curation/onnx_rewrite.py)
+    fit_input: bool = True  # frames and crops run at input sizes fitted to them, not letterboxed to a square
 
 
 def resolve_backend(config: TrackerConfig, weights_dir: str | Path | None = None) -> str:
@@ -115,6 +119,7 @@ class _Sam2Backend:
         from sam2.build_sam import build_sam2_video_predictor
 
         self.config = c
+        check_device(c.device, "SAM2")
         self.weights_path = resolve_weights(c.sam2_checkpoint, weights_dir) if c.sam2_checkpoint else None
         self.model_name = Path(c.sam2_config).stem
         overrides = [f"++model.image_size={c.sam2_image_size}"] if c.sam2_image_size else []
@@ -199,9 +204,11 @@ class TrackedPerson:
 class _UltralyticsBackend:
     def __init__(self, c: TrackerConfig, weights_dir: str | Path | None = None):
         self.config = c
+        check_onnx_device(c.device, "the tracker's segmenter")
         self.weights_path = resolve_weights(c.seg_weights, weights_dir)
+        self.runtime_path = runtime_weights(self.weights_path, c.runtime)  # the file that runs
         self.model_name = Path(c.seg_weights).stem
-        self.model = load_yolo(self.weights_path, "segment", c.seg_imgsz)
+        self.model = FittedYolo(self.runtime_path, "segment", c.seg_imgsz, c.device, c.fit_input)
 
     def _new_tracker(self):
         """A fresh ultralytics BYTETracker (one per clip), configured from its own YAML."""
@@ -220,8 +227,7 @@ class _UltralyticsBackend:
         """
         c = self.config
         bgr = np.ascontiguousarray(frame[..., ::-1])
-        r = self.model.predict(bgr, imgsz=c.seg_imgsz, conf=c.seg_conf, classes=[PERSON], retina_masks=True,
-                               verbose=False)[0]
+        r = self.model.predict(bgr, conf=c.seg_conf, classes=[PERSON], retina_masks=True)
         if r.masks is None or len(r.boxes) == 0:
             tracker.update(r.boxes.cpu().numpy(), bgr)
             return np.zeros((0, 4), np.float32), np.zeros((0, *frame.shape[:2]), bool), []
@@ -257,8 +263,7 @@ class _UltralyticsBackend:
         x0, y0 = int(max(0, x0 - mx)), int(max(0, y0 - my))
         x1, y1 = int(min(w, x1 + mx)), int(min(h, y1 + my))
         crop = np.ascontiguousarray(frame[y0:y1, x0:x1, ::-1])
-        r = self.model.predict(crop, imgsz=c.seg_imgsz, conf=c.seg_conf, classes=[PERSON], retina_masks=True,
-                               verbose=False)[0]
+        r = self.model.predict(crop, conf=c.seg_conf, classes=[PERSON], retina_masks=True)
         if r.masks is None or len(r.boxes) == 0:
             return mask
         candidates = r.masks.data.cpu().numpy() > 0.5

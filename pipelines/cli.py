@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.cli import app as curate_app
-from curation.cli import (DWPose, MaxClipS, MaxSide, MinClipS, PoseBackend, Realign, Sam2Checkpoint, SplitShots, Stride,
-                          Talk, TrackerBackend, WeightsDir, build_config)
+from curation.cli import (Device, DWPose, MaxClipS, MaxSide, MinClipS, PoseBackend, Profile, Realign, Sam2Checkpoint,
+                          SplitShots, Stride, Talk, TrackerBackend, WeightsDir, build_config)
+from curation.profiles import DEFAULT_PROFILE
 from curation.errors import CurationError
 from curation.schema import check_dataset_folder
 from dashboards.cli import app as dash_app
@@ -120,13 +121,15 @@ def run_command(
     min_clip_s: MinClipS = 1.0,
     talk: Talk = True,
     realign_audio: Realign = False,
+    profile: Profile = DEFAULT_PROFILE,
+    device: Device = "cpu",
 ) -> None:
     """Curate every clip of MANIFEST with Ray Data; rerun to resume (clips already done are skipped)."""
     from pipelines.curate import CurateConfig
 
     check_dataset_folder(out)
     annotator = build_config(tracker, pose, max_side or None, stride, max_frames, weights_dir, sam2_checkpoint, dwpose,
-                             shots, max_clip_s, min_clip_s, talk, realign_audio)
+                             shots, max_clip_s, min_clip_s, talk, realign_audio, profile=profile, device=device)
     config = CurateConfig(manifest=str(manifest), output=out, ray_address=ray_address, num_cpus=num_cpus,
                           retry_failed=retry_failed, recompute=recompute, previews=previews, annotator=annotator)
     log = log_path_for(out, "curate")

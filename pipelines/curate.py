@@ -280,6 +280,36 @@ def _reason(error: str) -> str:
     return re.sub(r"\d+", "N", what).strip()[:90]
 
 
+GPU_SHARES = {"detect": 0.2, "pose": 0.2, "track": 0.3}  # of one GPU per actor: one of each + two trackers fill it
+
+
+def on_gpu(config: CurateConfig) -> CurateConfig:
+    """``config`` with its model stages asking Ray for GPU shares when its annotator runs on CUDA (stages with their
+    own num_gpus keep it; pose asks none when its backend has no CUDA path). Ray picks each actor's GPU and shows it
+    only that one, so the annotator's device becomes plain "cuda"."""
+    from curation import pose as pose_mod
+
+    a = config.annotator
+    if not (a.device or "").startswith("cuda"):
+        return config
+    pose_gpu = pose_mod.resolve_backend(a.pose, a.weights_dir) == "rtmlib"
+    shares = {k: v if k != "pose" or pose_gpu else 0.0 for k, v in GPU_SHARES.items()}
+    stages = {k: replace(getattr(config, k), num_gpus=getattr(config, k).num_gpus or share) for k, share in
+              shares.items()}
+    return replace(config, annotator=replace(a, device="cuda"), **stages)
+
+
+def check_gpus(config: CurateConfig) -> None:
+    """A CurationError when the stages ask for GPUs and the Ray cluster has none (they would wait forever)."""
+    import ray
+
+    asked = max(config.detect.num_gpus, config.pose.num_gpus, config.track.num_gpus)
+    if asked and not ray.cluster_resources().get("GPU", 0):
+        raise CurationError(f"--device {config.annotator.device} asks for GPUs but the Ray cluster has none "
+                            f"({ray.cluster_resources().get('CPU', 0):g} CPUs)",
+                            "use --device cpu, or join a cluster with GPU nodes (--ray-address)")
+
+
 def _init_ray(config: CurateConfig) -> None:
     env = {k: v for k in (WEIGHTS_ENV, "AVATAR_DATA_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL") if (v := os.environ.get(k))}
     start_ray(config.ray_address, config.num_cpus, env)
@@ -312,6 +342,7 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     import ray
 
     tic = time.perf_counter()
+    config = on_gpu(config)
     a = config.annotator
     if a.weights_dir is None and os.environ.get(WEIGHTS_ENV):  # actors on other nodes resolve the same files
         a = replace(a, weights_dir=os.environ[WEIGHTS_ENV])
@@ -333,7 +364,8 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     short_shots = shot_failures = 0
     if a.shots.enabled:  # the first stage: sources -> one clip per shot
         sources = [i for i in {i.clip_id: i for i in items}.values() if not i.error and not settled(i.clip_id)]
-        records = detect_shots(sources, a, config.output, lambda: _init_ray(config))
+        records = detect_shots(sources, a, config.output, lambda: _init_ray(config),
+                               num_gpus=GPU_SHARES["track"] if (a.device or "").startswith("cuda") else 0.0)
         split = split_items(sources, records, a.shots, a.read.stride)
         kept = [i for i in items if i.error or settled(i.clip_id)]  # row errors; sources that failed before
         items = sorted(kept + split.failed + split.items, key=lambda i: i.row)
@@ -352,6 +384,7 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     frames = persons = finished = 0
     if todo:
         _init_ray(config)
+        check_gpus(config)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress is None
         ctx.verbose_progress = False

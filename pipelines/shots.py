@@ -77,20 +77,25 @@ def _store(output: str, clip_id: str, record: dict) -> None:
 
 
 def detect_shots(items: list[ManifestItem], config: AnnotatorConfig, output: str, start_ray: Callable[[], None],
-                 num_cpus: float = 1.0) -> dict:
+                 num_cpus: float = 1.0, num_gpus: float = 0.0) -> dict:
     """item clip_id -> its shots record (detected now in Ray actors, or read from the dataset's cache)."""
     import ray
 
     settings = json.loads(json.dumps(asdict(config.shots.detector)))
+    settings.pop("device", None)  # where it ran does not change the shots
     records = _cached(output, items, settings)
     todo = [i for i in items if i.clip_id not in records]
     if todo:
         start_ray()
+        if num_gpus and not ray.cluster_resources().get("GPU", 0):
+            raise CurationError(f"shot detection on {config.shots.detector.device} asks for a GPU but the Ray cluster "
+                                "has none", "use --device cpu, or join a cluster with GPU nodes (--ray-address)")
+        gpus = {"num_gpus": num_gpus} if num_gpus else {}
         ds = ray.data.from_items([{"item": i.clip_id, "video": i.video} for i in todo], override_num_blocks=len(todo))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             ds = ds.map_batches(ShotStep, fn_constructor_kwargs={"config": config}, batch_size=1, num_cpus=num_cpus,
-                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1))
+                                **gpus, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1))
         for row in ds.iter_rows():
             record = {**json.loads(row["shots"]), "settings": settings}
             records[row["item"]] = record
