@@ -343,6 +343,9 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
 
     tic = time.perf_counter()
     config = on_gpu(config)
+    if config.track.num_gpus:  # refuse a cluster without GPUs before anything is written
+        _init_ray(config)
+        check_gpus(config)
     a = config.annotator
     if a.weights_dir is None and os.environ.get(WEIGHTS_ENV):  # actors on other nodes resolve the same files
         a = replace(a, weights_dir=os.environ[WEIGHTS_ENV])
@@ -384,7 +387,6 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
     frames = persons = finished = 0
     if todo:
         _init_ray(config)
-        check_gpus(config)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress is None
         ctx.verbose_progress = False

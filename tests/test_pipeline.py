@@ -250,3 +250,16 @@ def test_a_source_with_a_cut_becomes_one_clip_per_shot_and_its_shots_are_found_o
     whole.annotator.shots.enabled = False
     write_video(video, frames, 25)
     assert curate(whole).done == 1 and _check_dataset(tmp_path / "whole", 1)[0]["shot_start_frame"] is None
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_on_a_cluster_without_gpus_is_refused_before_any_clip(ray_local, clips, tmp_path):
+    from curation.errors import CurationError
+    from pipelines.curate import curate
+
+    config = _config(_manifest(tmp_path / "m.csv", [[clips["synth"], "", "", ""]]), tmp_path / "ds")
+    config.annotator.device = "cuda"
+    config.annotator.shots.enabled = False
+    with pytest.raises(CurationError, match=r"asks for GPUs but the Ray cluster has none.*--device cpu"):
+        curate(config)
+    assert not schema.has_clips(tmp_path / "ds")
