@@ -57,6 +57,36 @@ WAN = "wan_memory"
 MS = "model_scale"
 
 TALK = "curation_talking"
+
+SPEED = "curation_speed"
+FVR = "fast_vs_reference."
+
+
+def _speed_rows(name: str, speedup: str, lo: str, hi: str, j: tuple[str, str], dj: tuple[str, str, str],
+                switches: tuple[str, str], alarms: tuple[str, str], fps: tuple[str, str], detect: tuple[str, str],
+                pose: tuple[str, str], track: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """(line, written, path under sets.<name>) for one column of the curation throughput table."""
+    pairs = lambda line, values, key: [(line, values[0], f"reference.{key}"), (line, values[1], f"fast.{key}")]  # noqa: E731
+    return [("| speed-up (aim", speedup, FVR + "speedup_frames_per_cpu_second"),
+            ("| speed-up (aim", lo, FVR + "speedup_ci95.0"), ("| speed-up (aim", hi, FVR + "speedup_ci95.1"),
+            ("| J delta, fast minus", dj[0].lstrip("+"), FVR + "j_delta"),
+            ("| J delta, fast minus", dj[1], FVR + "j_delta_ci95.0"), ("| J delta, fast minus", dj[2], FVR + "j_delta_ci95.1"),
+            *pairs("| J, reference -> fast", j, "J"), *pairs("| ID switches, reference", switches, "id_switches"),
+            *pairs("| validation false alarms", alarms, "validation_false_alarms"),
+            *pairs("| frames per CPU-second", fps, "frames_per_cpu_second"),
+            *pairs("| CPU-s per frame, detect", detect, "cpu_seconds_per_frame.detect"),
+            *pairs("| CPU-s per frame, pose", pose, "cpu_seconds_per_frame.pose"),
+            *pairs("| CPU-s per frame, track", track, "cpu_seconds_per_frame.track")]
+
+
+SPEED_ROWS = {
+    "heldout": _speed_rows("heldout", "2.26", "2.19", "2.33", ("0.5578", "0.5711"), ("+0.0133", "-0.0059", "0.0368"),
+                           ("12", "8"), ("0.1348", "0.1349"), ("1.427", "3.225"), ("0.0917", "0.0602"),
+                           ("0.1618", "0.1610"), ("0.4425", "0.0840")),
+    "standard": _speed_rows("standard", "2.34", "2.27", "2.42", ("0.8333", "0.8301"), ("-0.0032", "-0.0084", "0.0010"),
+                            ("6", "4"), ("0.0422", "0.0380"), ("1.257", "2.946"), ("0.0959", "0.0617"),
+                            ("0.1818", "0.1780"), ("0.5125", "0.0944")),
+}
 MS_COLUMNS = (("params_b", "{:.2f}"), ("weights_gib", "{:.1f}"), ("train_state_gib", "{:.1f}"),
               ("per_gpu_weights_state_gib.1", "{:.1f}"), ("per_gpu_weights_state_gib.8", "{:.1f}"),
               ("per_gpu_weights_state_gib.64", "{:.1f}"), ("activations_gib_no_ckpt", "{:.0f}"),
@@ -173,6 +203,31 @@ CLAIMS: list[Claim] = [
 
     ),
     # end cascade cost
+    *in_section(
+        "Curation throughput",
+        C("the square input gave 1.80x", "1.80", "curation_speed_tuning",
+          "tuning.float_square_vs_reference.speedup_frames_per_cpu_second"),
+        C("float graphs at fitted input sizes 2.26x", "2.26", "curation_speed_tuning",
+          "tuning.fast_vs_reference.speedup_frames_per_cpu_second"),
+        C("float graphs at fitted input sizes 2.26x", "-0.006", "curation_speed_tuning", "tuning.fast_vs_reference.j_delta"),
+        *[C(line, written, SPEED, f"sets.{name}.{path}") for name, rows in SPEED_ROWS.items()
+          for line, written, path in rows],
+        C("(#tracker-accuracy-held-out-set) (0.5578)", "0.5578", HELD, OURS + "J"),
+        C("(#tracker-accuracy-held-out-set) (0.5578)", "0.5578", SPEED, "sets.heldout.reference.J"),
+        C("End to end through the Ray pipeline:", "2.971", SPEED, "pipeline_end_to_end.frames_per_s.fast.median"),
+        C("End to end through the Ray pipeline:", "1.7345", SPEED,
+          "pipeline_end_to_end.frames_per_s.reference.median"),
+        C("End to end through the Ray pipeline:", "2", SPEED, "pipeline_end_to_end.rounds"),
+        C("End to end through the Ray pipeline:", "1.713", SPEED, "pipeline_end_to_end.speedup_median"),
+        C("End to end through the Ray pipeline:", "1.602", SPEED, "pipeline_end_to_end.speedup_range.0"),
+        C("End to end through the Ray pipeline:", "1.837", SPEED, "pipeline_end_to_end.speedup_range.1"),
+        C("0.013 higher there", "0.013", SPEED, "j_delta_heldout"),
+        C("and its interval", "-0.006", SPEED, "sets.heldout.fast_vs_reference.j_delta_ci95.0"),
+        C("and its interval", "0.037", SPEED, "sets.heldout.fast_vs_reference.j_delta_ci95.1"),
+        C("(24 clips x 24", "24", SPEED, "config.clips"),
+        C("(24 clips x 24", "24", SPEED, "config.frames"),
+        C("settings (shots and talk included), 8", "8", SPEED, "pipeline_end_to_end.clips"),
+    ),
     *in_section(
         "Scale",
         C("| rows in clips.parquet / distinct inputs |", "100", SCALE, "scale.100.rows_in_clips_parquet"),
@@ -628,6 +683,8 @@ CLAIMS: list[Claim] = [
     *fast_table_claims(),
     C("the best within 1 dB of the 4-step student is", "3.30", FAST, "tiny.chosen_speedup_over_teacher",
       doc="README.md"),
+    C("the default `fast` profile does", "2.26", SPEED, "speedup_frames_per_cpu_second.heldout", doc="README.md"),
+    C("the default `fast` profile does", "0.0133", SPEED, "j_delta_heldout", doc="README.md"),
     C("| fast sampling: step caches, compiled blocks, casting |", "3.30", FAST, "tiny.chosen_speedup_over_teacher",
       doc="docs/model.md"),
     *in_section(

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/curation_speed.py --set tuning            # choosing: writes curation_speed_tuning.json
     .venv/bin/python benchmarks/curation_speed.py --set report [--pipeline-clips 8]   # curation_speed.json
+    .venv/bin/python benchmarks/curation_speed.py --set graphs            # curation_speed_graphs.json
 
 Per synthetic clip (the sets of benchmarks/curation_accuracy.py: ``tuning`` seeds 2000+, the held-out hard set seeds
 8000+, the ``standard`` judo set seeds 1000+; 24 clips of 24 frames at 640 x 360), every profile annotates the same
@@ -14,6 +15,9 @@ Ratios come with 95% bootstrap intervals over clips: the speed-up is the ratio o
 difference of per-person means. ``report`` also runs the Ray pipeline end to end (``pipelines.curate``, default
 settings, model loading included) on a manifest of synthetic videos, each profile ``--rounds`` times in alternating
 order, and reports frames/s.
+
+``graphs`` times one call of each YOLO graph the profiles run (ONNX Runtime alone, one thread, a 640 x 360 frame
+letterboxed or fitted as the profile does, ``--repeats`` calls in alternating rounds): milliseconds per call.
 
 The tuning set also runs ``float_square`` (float graphs at the square input) to see what each change does; the
 profile was chosen on it alone. The report sets were not looked at before the profile was fixed.
@@ -155,14 +159,50 @@ def end_to_end(args, work: Path) -> dict:
             "done": {p: [x["done"] for x in v] for p, v in runs.items()}}
 
 
+def graph_timings(repeats: int) -> dict:
+    """Milliseconds per call of each YOLO graph, single threaded, as exported / float / float at the fitted size."""
+    import onnxruntime as ort
+
+    from curation.onnx_rewrite import float_copy, sized_copy
+    from curation.weights import resolve_weights
+
+    def session(path):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    out = {}
+    for name, imgsz, fitted in (("yolov8n-seg_int8_320.onnx", 320, (192, 320)), ("yolov8n_int8.onnx", 640, (384, 640))):
+        path = resolve_weights(name)
+        graphs = {"as_exported": (session(path), (imgsz, imgsz)), "float": (session(float_copy(path)), (imgsz, imgsz)),
+                  "float_fitted": (session(sized_copy(float_copy(path), *fitted)), fitted)}
+        inputs = {k: np.random.default_rng(0).random((1, 3, *size), np.float32) for k, (_, size) in graphs.items()}
+        ms: dict[str, list[float]] = {k: [] for k in graphs}
+        for r in range(repeats):
+            for k in (list(graphs) if r % 2 == 0 else list(graphs)[::-1]):
+                sess = graphs[k][0]
+                sess.run(None, {"images": inputs[k]})  # warm
+                tic = time.perf_counter()
+                sess.run(None, {"images": inputs[k]})
+                ms[k].append(1000 * (time.perf_counter() - tic))
+        out[name] = {k: {"size": list(graphs[k][1]), "ms_median": round(float(np.median(v)), 1),
+                         "ms_p10_p90": [round(float(np.percentile(v, 10)), 1), round(float(np.percentile(v, 90)), 1)]}
+                     for k, v in ms.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--set", choices=["tuning", "report"], default="tuning")
+    ap.add_argument("--set", choices=["tuning", "report", "graphs"], default="tuning")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--pipeline-clips", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
+    if args.set == "graphs":
+        emit("curation_speed_graphs", {"config": vars(args), "graphs": graph_timings(args.repeats)})
+        return
     profiles = dict(PROFILES)
     if args.set == "tuning":
         emit("curation_speed_tuning", {"config": vars(args), "tuning": run_set("tuning", {**profiles, **VARIANTS},

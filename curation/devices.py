@@ -27,15 +27,21 @@ def check_onnx_device(device: str, what: str = "this stage") -> str:
     """``device`` if ONNX Runtime can run on it (on a GPU: its CUDA execution provider is installed)."""
     check_device(device, what)
     if device.startswith("cuda"):
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise CurationError(
-                f"device {device!r} was asked for {what} but ONNX Runtime has no CUDA provider "
-                f"(it has {', '.join(ort.get_available_providers())})",
-                "pip install onnxruntime-gpu (the same version as onnxruntime) in place of onnxruntime, or use "
-                "--device cpu")
+        check_onnx_cuda(device, what)
     return device
+
+
+def check_onnx_cuda(device: str, what: str) -> None:
+    """A CurationError when ONNX Runtime has no CUDA execution provider (the package, whether or not a GPU is here:
+    a Ray driver checks it for the cluster's workers, which share its environment)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise CurationError(
+            f"device {device!r} was asked for {what} but ONNX Runtime has no CUDA provider "
+            f"(it has {', '.join(ort.get_available_providers())})",
+            "pip install onnxruntime-gpu (the same version as onnxruntime) in place of onnxruntime, or use "
+            "--device cpu")
 
 
 def gpu_index(device: str) -> int:

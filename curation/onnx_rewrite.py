@@ -178,11 +178,15 @@ def _cached(path: Path, suffix: str, make) -> Path:
     out = cache_dir() / "onnx" / f"{file_sha256(str(path))[:16]}_{path.stem}_{suffix}.onnx"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
     model = make(onnx.load(str(path)))
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, out)  # atomic: concurrent actors never read half a file
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(tmp))
+        os.replace(tmp, out)  # atomic: concurrent actors never read half a file
+    except OSError as exc:
+        raise CurationError(f"cannot write the rewritten model {out.name} to {out.parent} ({exc.strerror})",
+                            f"set {CACHE_ENV} to a writable folder, or use --profile reference") from exc
     return out
 
 

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from curation import provenance, schema
 from curation.annotate import AnnotatorConfig, ClipAnnotator, ClipWork, dataset_info
+from curation.devices import check_onnx_cuda
 from curation.errors import CurationError
 from curation.weights import WEIGHTS_ENV
 from runtime import start_ray
@@ -78,10 +79,11 @@ class CurateConfig:
     # Memory: Ray Data's measured peak per worker on the demo's clips (32 frames at 640 px, previews on) was
     # decode 470, detect 659, pose 681, track 731, validate 745 MiB; each stage asks for the larger of its parts
     # plus at least 25% (Ray Data's own advice), so that Ray does not place more workers than fit. Longer clips
-    # need more.
+    # need more. The fast profile's tracker holds one segmenter per fitted input size: 9 sizes took 195 MiB more
+    # than one (RSS, measured in one process), hence 1152 MiB for track + validate.
     detect: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=896 * MiB))
     pose: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, memory=896 * MiB))
-    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, memory=1024 * MiB, actors=2,
+    track: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5, memory=1152 * MiB, actors=2,
                                                                          max_actors=3))
 
 
@@ -343,7 +345,8 @@ def curate(config: CurateConfig, progress=None) -> CurateSummary:
 
     tic = time.perf_counter()
     config = on_gpu(config)
-    if config.track.num_gpus:  # refuse a cluster without GPUs before anything is written
+    if config.track.num_gpus:  # refuse what cannot run before anything is written (not in actors Ray would restart)
+        check_onnx_cuda(config.annotator.device, "the detector and the segmenter")
         _init_ray(config)
         check_gpus(config)
     a = config.annotator

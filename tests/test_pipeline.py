@@ -253,13 +253,16 @@ def test_a_source_with_a_cut_becomes_one_clip_per_shot_and_its_shots_are_found_o
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
-def test_cuda_on_a_cluster_without_gpus_is_refused_before_any_clip(ray_local, clips, tmp_path):
+def test_cuda_without_its_runtime_or_gpus_is_refused_before_any_clip(ray_local, clips, tmp_path):
+    from dataclasses import replace
+
     from curation.errors import CurationError
-    from pipelines.curate import curate
+    from pipelines.curate import check_gpus, curate
 
     config = _config(_manifest(tmp_path / "m.csv", [[clips["synth"], "", "", ""]]), tmp_path / "ds")
     config.annotator.device = "cuda"
-    config.annotator.shots.enabled = False
+    with pytest.raises(CurationError, match=r"ONNX Runtime has no CUDA provider.*onnxruntime-gpu"):
+        curate(config)  # this machine's onnxruntime is the CPU package
+    assert not (tmp_path / "ds").exists()
     with pytest.raises(CurationError, match=r"asks for GPUs but the Ray cluster has none.*--device cpu"):
-        curate(config)
-    assert not schema.has_clips(tmp_path / "ds")
+        check_gpus(replace(config, track=replace(config.track, num_gpus=0.3)))
