@@ -4,16 +4,17 @@ Float copy: same weights, float arithmetic.
 
 ``onnxruntime.quantization.quantize_dynamic`` turns each Conv into DynamicQuantizeLinear -> ConvInteger -> Cast ->
 Mul(input scale x weight scale). ONNX Runtime runs ConvInteger through a generic integer path: measured single
-threaded on this machine's CPU (AVX-512 VNNI), the 320 px YOLOv8n-seg export of ../shared/models took 124 ms a frame,
-the same graph with each ConvInteger replaced by a float Conv of the dequantized weights 32 ms. The weights stay the
+threaded on this machine's CPU (AVX-512 VNNI; benchmarks/results/curation_speed_graphs.json), the 320 px YOLOv8n-seg
+export of ../shared/models took 114 ms a call, the same graph with each ConvInteger replaced by a float Conv of the
+dequantized weights 32 ms. The weights stay the
 INT8 values (``(w - zero_point) * scale``, exact in float32); only the activations are no longer rounded to 8 bits.
 
 Fitted input: a static YOLOv8 export takes one square size (640 x 640), so a 640 x 360 frame is letterboxed with 44%
 grey rows and a standing person's crop with more. The convolutions do not care about the size; only the head's
 constants do (its anchor points and strides, one per cell of the 8400 / 2100 of the square grid, and the reshapes
 that name that count). :func:`fit_input_size` rewrites them for another size (both sides multiples of 32), as
-ultralytics' own rectangular inference of a .pt model computes them. Measured single threaded: the 640 px detector
-99 -> 56 ms at 384 x 640, the 320 px segmenter 32 -> 19 ms at 192 x 320.
+ultralytics' own rectangular inference of a .pt model computes them. Measured single threaded (same file): the 640 px
+detector in float 94 -> 56 ms at 384 x 640, the 320 px segmenter 32 -> 19 ms at 192 x 320.
 
 Each copy is written once per source file (named by its sha256) and size under the cache folder, so every process
 on a machine (Ray actors included) loads the same file.
