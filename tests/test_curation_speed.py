@@ -45,7 +45,8 @@ def test_the_float_copy_is_the_int8_graph_in_float(weights_dir, tmp_path, monkey
 @pytest.mark.parametrize("weights, task, imgsz", [("yolov8n_int8.onnx", "detect", 640),
                                                    ("yolov8n-seg_int8_320.onnx", "segment", 320)])
 def test_fast_runs_find_the_persons_the_exported_files_find(weights_dir, frames, weights, task, imgsz):
-    # measured on these 4 frames: every person box of the exported file found again at IoU >= 0.85 (most >= 0.95)
+    # measured on these 4 frames: each of the exported files' person boxes (21 detector, 19 segmenter) found again,
+    # at IoU 0.975 (detector) and 0.923 (segmenter) at least, median 0.99
     exported = FittedYolo(weights_dir / weights, task, imgsz)
     fast = FittedYolo(float_copy(weights_dir / weights), task, imgsz, fit=True)
     found = []
@@ -54,7 +55,7 @@ def test_fast_runs_find_the_persons_the_exported_files_find(weights_dir, frames,
         assert fast.size_for(*frame.shape[:2])[0] < imgsz  # landscape frames run at fewer rows than the square
         theirs = exported.predict(bgr, conf=0.35, classes=[PERSON]).boxes.xyxy.numpy()
         ours = fast.predict(bgr, conf=0.25, classes=[PERSON]).boxes.xyxy.numpy()  # a lower bar: none lost to noise
-        found.append(_matched(ours, theirs, 0.7))
+        found.append(_matched(ours, theirs, 0.85))
     assert np.mean(found) == 1.0, found
 
 
