@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CurationError
+from .onnx_rewrite import sized_copy
+from .threads import limit_yolo
 
 # ultralytics otherwise tries the network (settings sync, pip-installing exporters' deps).
 os.environ.setdefault("YOLO_OFFLINE", "True")
@@ -73,9 +75,6 @@ class FittedYolo:
     def model_for(self, size: tuple[int, int]):
         """The ultralytics model taking images of ``size`` (loaded once)."""
         if size not in self.models:
-            from .onnx_rewrite import sized_copy
-            from .threads import limit_yolo
-
             path = self.path if size == (self.imgsz, self.imgsz) else sized_copy(self.path, *size)
             model = load_yolo(path, self.task, size, self.device)
             if self.threads:
@@ -85,8 +84,6 @@ class FittedYolo:
 
     def set_threads(self, threads: int) -> None:
         """Cap the runtime threads of every size's model, loaded or to come."""
-        from .threads import limit_yolo
-
         self.threads = threads
         for model, path in self.models.values():
             limit_yolo(model, path, threads)
